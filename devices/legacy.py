@@ -1,0 +1,112 @@
+"""Small fixed-function port devices of a PC and of our test harness.
+
+* ``I8042``      — keyboard controller, just enough for a reset (0x64 <- 0xFE)
+* ``DebugCon``   — Bochs/QEMU 0xE9 debug console
+* ``DebugExit``  — port 0x501: a write of V ends the VMM with exit code V & 0xff
+* ``TestDev``    — 0x510-0x51f: lets test guests ask for an MSI or a GSI level
+* ``PostCode``   — port 0x80 POST/delay port (writes ignored, quietly)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from vmm.trace import tracepoint
+
+TP_RESET = tracepoint("i8042.reset", "value={value:#x}")
+TP_DEBUG_EXIT = tracepoint("debug_exit.write", "value={value:#x}")
+TP_TESTDEV_MSI = tracepoint("testdev.msi", "addr={addr:#x} data={data:#x} delivered={ok}")
+TP_TESTDEV_GSI = tracepoint("testdev.gsi", "gsi={gsi} level={level}")
+
+I8042_DATA = 0x60
+I8042_COMMAND = 0x64
+I8042_CMD_RESET = 0xFE
+DEBUGCON_PORT = 0xE9
+DEBUG_EXIT_PORT = 0x501
+TESTDEV_BASE = 0x510
+TESTDEV_SIZE = 0x10
+POST_PORT = 0x80
+
+
+class I8042:
+    """Registered at 0x60 (1 port) and 0x64 (1 port) by the board: the
+    offset alone can't tell them apart, so each port gets its own instance."""
+
+    def __init__(self, port: int, reset: Callable[[], None]):
+        self.port = port
+        self._reset = reset
+
+    def read(self, offset: int, size: int) -> int:
+        return 0   # status: output buffer empty, input buffer empty; data: 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if self.port == I8042_COMMAND and value & 0xFF == I8042_CMD_RESET:
+            if TP_RESET.enabled:
+                TP_RESET.emit(value=value)
+            self._reset()
+
+
+class DebugCon:
+    def __init__(self, output: Callable[[bytes], None]):
+        self._out = output
+
+    def read(self, offset: int, size: int) -> int:
+        return DEBUGCON_PORT   # Bochs convention: reading 0xE9 returns 0xE9
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self._out(bytes((value & 0xFF,)))
+
+
+class DebugExit:
+    def __init__(self, exit_fn: Callable[[int], None]):
+        self._exit = exit_fn
+
+    def read(self, offset: int, size: int) -> int:
+        return 0xFFFFFFFF & ((1 << (8 * size)) - 1)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if TP_DEBUG_EXIT.enabled:
+            TP_DEBUG_EXIT.emit(value=value)
+        self._exit(value & 0xFF)
+
+
+class TestDev:
+    """Registers (32-bit): +0 MSI address low, +4 MSI address high,
+    +8 MSI data (the write sends the MSI), +0xC GSI | level << 31."""
+
+    def __init__(self, send_msi: Callable[[int, int], bool], set_gsi: Callable[[int, bool], None]):
+        self._send_msi = send_msi
+        self._set_gsi = set_gsi
+        self.addr_lo = 0
+        self.addr_hi = 0
+        self.delivered = 0
+
+    def read(self, offset: int, size: int) -> int:
+        if offset == 0xC:
+            return self.delivered
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == 0x0:
+            self.addr_lo = value & 0xFFFFFFFF
+        elif offset == 0x4:
+            self.addr_hi = value & 0xFFFFFFFF
+        elif offset == 0x8:
+            addr = (self.addr_hi << 32) | self.addr_lo
+            ok = self._send_msi(addr, value & 0xFFFFFFFF)
+            self.delivered += 1 if ok else 0
+            if TP_TESTDEV_MSI.enabled:
+                TP_TESTDEV_MSI.emit(addr=addr, data=value, ok=ok)
+        elif offset == 0xC:
+            gsi, level = value & 0xFF, bool(value >> 31)
+            if TP_TESTDEV_GSI.enabled:
+                TP_TESTDEV_GSI.emit(gsi=gsi, level=int(level))
+            self._set_gsi(gsi, level)
+
+
+class PostCode:
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass

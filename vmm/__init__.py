@@ -1,0 +1,1 @@
+"""The VMM core: VM, guest memory, vCPU threads, exit dispatch, boot loaders, CLI."""

@@ -1,0 +1,107 @@
+"""Port-I/O and MMIO buses: address ranges -> devices.
+
+A device is any object with ``read(offset, size) -> int`` and
+``write(offset, size, value)`` where ``offset`` is relative to the start of
+the range it was registered at.  Devices do their own locking (a vCPU thread,
+the serial input thread and later event-channel code may all call them); a
+device handler must never call back into a bus.
+
+Ranges may not overlap: registering an overlapping range raises BusError.
+The PIO bus keeps a dict from every claimed port to its device, so a PIO exit
+costs one dict lookup; the MMIO bus bisects a sorted list of ranges.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Device(Protocol):
+    def read(self, offset: int, size: int) -> int: ...
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class BusError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Mapping:
+    base: int
+    length: int
+    device: Device
+    name: str
+
+    @property
+    def end(self) -> int:
+        return self.base + self.length
+
+
+class _Bus:
+    kind = "bus"
+    limit = 1 << 64
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._maps: list[Mapping] = []
+
+    def register(self, base: int, length: int, device: Device, name: str) -> Mapping:
+        if length <= 0 or base < 0 or base + length > self.limit:
+            raise BusError(f"{self.kind}: bad range {base:#x}+{length:#x} for {name}")
+        i = bisect.bisect_right(self._starts, base)
+        if i > 0 and self._maps[i - 1].end > base:
+            other = self._maps[i - 1]
+            raise BusError(f"{self.kind}: {name} at {base:#x}+{length:#x} overlaps {other.name} at {other.base:#x}+{other.length:#x}")
+        if i < len(self._maps) and self._maps[i].base < base + length:
+            other = self._maps[i]
+            raise BusError(f"{self.kind}: {name} at {base:#x}+{length:#x} overlaps {other.name} at {other.base:#x}+{other.length:#x}")
+        m = Mapping(base, length, device, name)
+        self._starts.insert(i, base)
+        self._maps.insert(i, m)
+        return m
+
+    def unregister(self, base: int) -> None:
+        i = bisect.bisect_left(self._starts, base)
+        if i == len(self._starts) or self._starts[i] != base:
+            raise BusError(f"{self.kind}: nothing registered at {base:#x}")
+        del self._starts[i]
+        del self._maps[i]
+
+    def find(self, addr: int) -> Mapping | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            m = self._maps[i]
+            if addr < m.end:
+                return m
+        return None
+
+    def mappings(self) -> list[Mapping]:
+        return list(self._maps)
+
+
+class PioBus(_Bus):
+    kind = "pio"
+    limit = 1 << 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_port: dict[int, Mapping] = {}
+
+    def register(self, base: int, length: int, device: Device, name: str) -> Mapping:
+        m = super().register(base, length, device, name)
+        for p in range(base, base + length):
+            self.by_port[p] = m
+        return m
+
+    def unregister(self, base: int) -> None:
+        m = self.find(base)
+        super().unregister(base)
+        if m:
+            for p in range(m.base, m.end):
+                self.by_port.pop(p, None)
+
+
+class MmioBus(_Bus):
+    kind = "mmio"

@@ -1,0 +1,105 @@
+"""The VMM's console: where guest output goes and where guest input comes from.
+
+``--serial stdio`` writes to stdout and reads stdin.  On a terminal, stdin is
+put in raw mode and Ctrl-A is the escape (as QEMU): Ctrl-A x quits, Ctrl-A
+Ctrl-A sends a literal Ctrl-A, Ctrl-A h prints help.  A non-terminal stdin
+(a pipe, a file) is forwarded as is until EOF.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import termios
+import threading
+import tty
+from typing import Callable
+
+from vmm.errors import UserError
+
+CTRL_A = 0x01
+HELP = b"\r\nC-a x  exit\r\nC-a C-a  send C-a\r\nC-a h  this help\r\n"
+
+
+class Console:
+    def __init__(self, spec: str):
+        self.spec = spec
+        self._file = None
+        self._fd: int | None = None
+        self._saved_tty = None
+        self._lock = threading.Lock()
+        if spec == "stdio":
+            self._fd = sys.stdout.fileno()
+        elif spec.startswith("file:") and len(spec) > 5:
+            path = spec[5:]
+            try:
+                self._file = open(path, "wb", buffering=0)
+            except OSError as e:
+                raise UserError(f"--serial: cannot open {path}: {e.strerror}") from None
+        elif spec != "none":
+            raise UserError(f"--serial: expected stdio, file:PATH or none, got {spec!r}")
+
+    def write(self, data: bytes) -> None:
+        if self._fd is not None:
+            with self._lock:
+                try:
+                    os.write(self._fd, data)
+                except (BlockingIOError, BrokenPipeError):
+                    pass
+        elif self._file is not None:
+            self._file.write(data)
+
+    def start_input(self, feed: Callable[[bytes], None], quit_fn: Callable[[], None]) -> None:
+        """Forward stdin to ``feed`` (stdio consoles only) in a daemon thread."""
+        if self.spec != "stdio":
+            return
+        try:
+            fd = sys.stdin.fileno()
+        except (ValueError, OSError):
+            return
+        is_tty = os.isatty(fd)
+        if is_tty:
+            self._saved_tty = (fd, termios.tcgetattr(fd))
+            tty.setraw(fd)
+        t = threading.Thread(target=self._reader, args=(fd, is_tty, feed, quit_fn),
+                             name="console-input", daemon=True)
+        t.start()
+
+    def _reader(self, fd: int, is_tty: bool, feed, quit_fn) -> None:
+        escape = False
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            if not is_tty:
+                feed(data)
+                continue
+            out = bytearray()
+            for b in data:
+                if escape:
+                    escape = False
+                    if b in (ord("x"), ord("X")):
+                        quit_fn()
+                        return
+                    if b == CTRL_A:
+                        out.append(CTRL_A)
+                    elif b in (ord("h"), ord("?")):
+                        self.write(HELP)
+                elif b == CTRL_A:
+                    escape = True
+                else:
+                    out.append(b)
+            if out:
+                feed(bytes(out))
+
+    def close(self) -> None:
+        if self._saved_tty is not None:
+            fd, attrs = self._saved_tty
+            termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
+            self._saved_tty = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,144 @@
+"""The interrupt-controller seam (in the spirit of crosvm's IrqChip trait).
+
+Devices raise interrupts only through an :class:`IrqChip`:
+
+* ``set_gsi(gsi, level)``  — drive a GSI line (ISA IRQs 0-15 and I/OAPIC pins);
+* ``send_msi(address, data)`` — deliver one MSI message;
+* ``add_eoi_listener(gsi, fn)`` — be told when the guest EOIs a level-triggered
+  interrupt on ``gsi`` (devices re-assert a still-pending level there).
+
+Two implementations sit behind it:
+
+* :class:`KernelIrqChip` — KVM_CREATE_IRQCHIP: PIC, I/OAPIC and LAPICs all in
+  the kernel (plus the in-kernel PIT).  ``set_gsi`` is KVM_IRQ_LINE.
+* :class:`SplitIrqChip` — KVM_CAP_SPLIT_IRQCHIP: LAPICs in the kernel, the
+  I/OAPIC in user space.  ``set_gsi`` goes to a :class:`GsiSink` (the userspace
+  I/OAPIC model, provided by ``devices/``), which turns pins into MSIs; EOIs of
+  level-triggered vectors arrive as KVM_EXIT_IOAPIC_EOI.  This is the mode Xen
+  PIRQs need: the VMM must see a GSI before the I/OAPIC does to divert it to an
+  event channel (see ARCHITECTURE.md, "A GSI's path").
+
+Lock rule: an IrqChip never calls back into a device while holding its lock,
+and ``set_gsi``/``send_msi`` may be called with a device lock held (they are
+the innermost level of the lock order).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Protocol
+
+from kvm_bindings import KvmError, VmFd, consts
+from vmm.trace import tracepoint
+
+TP_SET_GSI = tracepoint("irq.gsi", "gsi={gsi} level={level}")
+TP_MSI = tracepoint("irq.msi", "addr={addr:#x} data={data:#x} delivered={delivered}")
+TP_EOI = tracepoint("irq.eoi", "vector={vector:#x}")
+
+NR_IOAPIC_PINS = 24
+
+
+class IrqChipError(RuntimeError):
+    pass
+
+
+class GsiSink(Protocol):
+    """Where a split irqchip sends GSI levels: the userspace I/OAPIC model."""
+    def set_irq(self, gsi: int, level: bool) -> None: ...
+    def end_of_interrupt(self, vector: int) -> None: ...
+
+
+class IrqChip:
+    """Interface; see module docstring."""
+    name = "irqchip"
+
+    def __init__(self, vm: VmFd):
+        self.vm = vm
+        self._eoi_listeners: dict[int, list[Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+
+    def set_gsi(self, gsi: int, level: bool) -> None:
+        raise NotImplementedError
+
+    def send_msi(self, address: int, data: int) -> bool:
+        """Deliver an MSI; returns False if the guest's LAPIC blocked it."""
+        r = self.vm.signal_msi(address, data)
+        if TP_MSI.enabled:
+            TP_MSI.emit(addr=address, data=data, delivered=r > 0)
+        return r > 0
+
+    def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._eoi_listeners.setdefault(gsi, []).append(fn)
+
+    def _notify_eoi(self, gsi: int) -> None:
+        with self._lock:
+            listeners = list(self._eoi_listeners.get(gsi, ()))
+        for fn in listeners:  # called without our lock: listeners may call set_gsi
+            fn()
+
+    # Called by the vCPU loop on KVM_EXIT_IOAPIC_EOI (split mode only).
+    def ioapic_eoi(self, vector: int) -> None:
+        if TP_EOI.enabled:
+            TP_EOI.emit(vector=vector)
+
+
+class KernelIrqChip(IrqChip):
+    """PIC + I/OAPIC + LAPIC + PIT in the kernel."""
+    name = "kernel"
+
+    def __init__(self, vm: VmFd, pit: bool = True):
+        super().__init__(vm)
+        vm.create_irqchip()
+        if pit:
+            vm.create_pit2()
+
+    def set_gsi(self, gsi: int, level: bool) -> None:
+        if not 0 <= gsi < NR_IOAPIC_PINS:
+            raise IrqChipError(f"GSI {gsi} out of range")
+        if TP_SET_GSI.enabled:
+            TP_SET_GSI.emit(gsi=gsi, level=int(level))
+        self.vm.irq_line(gsi, 1 if level else 0)
+
+
+class SplitIrqChip(IrqChip):
+    """LAPICs in the kernel; the I/OAPIC (and PIC, if any) modelled in user space."""
+    name = "split"
+
+    def __init__(self, vm: VmFd, nr_pins: int = NR_IOAPIC_PINS):
+        super().__init__(vm)
+        vm.enable_split_irqchip(nr_pins)
+        self.nr_pins = nr_pins
+        self.sink: GsiSink | None = None
+
+    def attach_gsi_sink(self, sink: GsiSink) -> None:
+        self.sink = sink
+
+    def set_gsi(self, gsi: int, level: bool) -> None:
+        if not 0 <= gsi < self.nr_pins:
+            raise IrqChipError(f"GSI {gsi} out of range")
+        if TP_SET_GSI.enabled:
+            TP_SET_GSI.emit(gsi=gsi, level=int(level))
+        if self.sink is None:
+            raise IrqChipError("split irqchip: no userspace I/OAPIC attached, GSIs cannot be delivered")
+        self.sink.set_irq(gsi, level)
+
+    def ioapic_eoi(self, vector: int) -> None:
+        super().ioapic_eoi(vector)
+        if self.sink is not None:
+            self.sink.end_of_interrupt(vector)
+
+
+def create_irqchip(vm: VmFd, mode: str) -> IrqChip:
+    try:
+        if mode == "kernel":
+            return KernelIrqChip(vm)
+        if mode == "split":
+            return SplitIrqChip(vm)
+    except KvmError as e:
+        raise IrqChipError(f"cannot create the {mode} irqchip: {e}") from None
+    raise IrqChipError(f"unknown irqchip mode {mode!r}")
+
+
+__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "IrqChipError",
+           "create_irqchip", "consts"]

@@ -1,0 +1,137 @@
+"""Guest physical memory: anonymous mappings registered as KVM memory slots.
+
+Layout (the PC layout Linux and our test guests expect):
+
+    0           .. 0x9fc00       RAM
+    0x9fc00     .. 0xa0000       reserved (EBDA)
+    0xa0000     .. 0xf0000       legacy VGA/ROM hole (backed, not reported)
+    0xf0000     .. 0x100000      reserved (BIOS area)
+    0x100000    .. low_end       RAM                (low_end <= 3 GiB)
+    0xc0000000  .. 0xfec00000    PCI MMIO hole
+    0xfec00000                   I/OAPIC
+    0xfee00000                   LAPIC
+    4 GiB       .. 4 GiB + rest  RAM above the hole
+
+All guest-supplied addresses go through ``check``/``view``, which refuse any
+range that is not entirely inside one RAM region.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+LOW_RAM_MAX = 0xC000_0000      # start of the 32-bit MMIO hole
+HIGH_RAM_BASE = 1 << 32
+PCI_MMIO_BASE = 0xC000_0000
+IOAPIC_BASE = 0xFEC0_0000
+LAPIC_BASE = 0xFEE0_0000
+EBDA_START = 0x9_FC00
+BIOS_START = 0xF_0000
+HIGH_MEMORY_START = 0x10_0000  # 1 MiB
+MIN_MEMORY = 16 * MiB
+
+E820_RAM = 1
+E820_RESERVED = 2
+
+
+class GuestMemoryError(ValueError):
+    """A guest physical range is not RAM (outside, or crossing a hole)."""
+
+
+@dataclass
+class Region:
+    gpa: int
+    size: int
+    mapping: mmap.mmap
+    view: memoryview
+
+    @property
+    def end(self) -> int:
+        return self.gpa + self.size
+
+
+class GuestMemory:
+    def __init__(self, size: int):
+        if size < MIN_MEMORY:
+            raise ValueError(f"memory size {size} is below the minimum of {MIN_MEMORY // MiB} MiB")
+        self.size = size
+        self.regions: list[Region] = []
+        low = min(size, LOW_RAM_MAX)
+        self._add(0, low)
+        if size > low:
+            self._add(HIGH_RAM_BASE, size - low)
+        self.low_end = low
+
+    def _add(self, gpa: int, size: int) -> None:
+        m = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
+        self.regions.append(Region(gpa, size, m, memoryview(m)))
+
+    def e820(self) -> list[tuple[int, int, int]]:
+        """(addr, size, type) entries, sorted."""
+        table = [(0, EBDA_START, E820_RAM),
+                 (EBDA_START, 0xA0000 - EBDA_START, E820_RESERVED),
+                 (BIOS_START, HIGH_MEMORY_START - BIOS_START, E820_RESERVED),
+                 (HIGH_MEMORY_START, self.low_end - HIGH_MEMORY_START, E820_RAM)]
+        if len(self.regions) > 1:
+            r = self.regions[1]
+            table.append((r.gpa, r.size, E820_RAM))
+        return table
+
+    def _find(self, gpa: int, length: int) -> Region:
+        if length < 0:
+            raise GuestMemoryError(f"negative length {length}")
+        for r in self.regions:
+            if r.gpa <= gpa and gpa + length <= r.end:
+                return r
+        raise GuestMemoryError(f"guest range {gpa:#x}+{length:#x} is not RAM")
+
+    def check(self, gpa: int, length: int) -> bool:
+        try:
+            self._find(gpa, length)
+            return True
+        except GuestMemoryError:
+            return False
+
+    def view(self, gpa: int, length: int) -> memoryview:
+        """A writable view of guest RAM (no copy).  Raises GuestMemoryError."""
+        r = self._find(gpa, length)
+        off = gpa - r.gpa
+        return r.view[off:off + length]
+
+    def read(self, gpa: int, length: int) -> bytes:
+        return bytes(self.view(gpa, length))
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.view(gpa, len(data))[:] = data
+
+    def fill(self, gpa: int, length: int, byte: int = 0) -> None:
+        v = self.view(gpa, length)
+        chunk = bytes([byte]) * min(length, MiB)
+        for off in range(0, length, MiB):
+            n = min(MiB, length - off)
+            v[off:off + n] = chunk[:n]
+
+    def read_u32(self, gpa: int) -> int:
+        return int.from_bytes(self.view(gpa, 4), "little")
+
+    def read_u64(self, gpa: int) -> int:
+        return int.from_bytes(self.view(gpa, 8), "little")
+
+    def write_u32(self, gpa: int, value: int) -> None:
+        self.view(gpa, 4)[:] = value.to_bytes(4, "little")
+
+    def write_u64(self, gpa: int, value: int) -> None:
+        self.view(gpa, 8)[:] = value.to_bytes(8, "little")
+
+    def close(self) -> None:
+        for r in self.regions:
+            r.view.release()
+            try:
+                r.mapping.close()
+            except BufferError:
+                pass
+        self.regions = []

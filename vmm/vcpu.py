@@ -1,0 +1,291 @@
+"""One thread per vCPU: KVM_RUN, decode the exit, dispatch, repeat.
+
+The loop is the VMM's hot path.  It reads the exit straight out of the mmapped
+``struct kvm_run`` through cffi views made once (no copies, no GET_REGS), looks
+the port up in a dict, and calls the device.  Everything optional (tracing,
+statistics) is behind one local boolean.
+
+Kick: another thread sets ``kvm_run.immediate_exit`` and sends SIGUSR1 to the
+vCPU thread.  Either KVM_RUN is already running and returns EINTR, or it is
+about to start and returns EINTR at once because of immediate_exit — so a vCPU
+spinning in the kernel (e.g. on a ``vmcall`` our PVM host never completes) is
+always interruptible.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from kvm_bindings import KvmError, VcpuFd, consts, ffi
+from vmm import exitcodes
+from vmm.trace import tracepoint
+
+if TYPE_CHECKING:
+    from vmm.vm import Vm
+
+KICK_SIGNAL = signal.SIGUSR1
+
+TP_EXIT_IO = tracepoint("vcpu.exit.io", "port={port:#x} size={size} dir={dir} value={value:#x} count={count} dev={dev}")
+TP_EXIT_MMIO = tracepoint("vcpu.exit.mmio", "addr={addr:#x} len={len} dir={dir} value={value:#x} dev={dev}")
+TP_EXIT_MSR = tracepoint("vcpu.exit.msr", "index={index:#x} dir={dir} value={value:#x} handled={handled}")
+TP_EXIT_OTHER = tracepoint("vcpu.exit.other", "reason={reason}")
+TP_EXIT_EOI = tracepoint("vcpu.exit.ioapic_eoi", "vector={vector:#x}")
+TP_EXIT_XEN = tracepoint("vcpu.exit.xen", "input={input} longmode={longmode} cpl={cpl}")
+TP_VCPU_STATE = tracepoint("vcpu.state", "{state}")
+
+EXIT_NAMES = {getattr(consts, n): n[len("KVM_EXIT_"):].lower() for n in dir(consts)
+              if n.startswith("KVM_EXIT_") and n not in ("KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT", "KVM_EXIT_XEN_HCALL")}
+
+_MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+
+
+def install_kick_handler() -> None:
+    """Must run in the main thread before vCPU threads start.
+
+    The handler itself does nothing; its existence makes SIGUSR1 interrupt
+    KVM_RUN with EINTR instead of killing the process.
+    """
+    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+
+
+class Vcpu:
+    def __init__(self, vm: "Vm", fd: VcpuFd):
+        self.vm = vm
+        self.fd = fd
+        self.id = fd.id
+        self.thread: threading.Thread | None = None
+        self._stop = False
+        self._pause_requested = False
+        self._paused = threading.Event()
+        self._resume = threading.Condition()
+        self.stats: Counter[str] = Counter()
+        self.exits = 0
+        # Extra exit handlers (e.g. Xen hypercalls, MSR exits) installed by
+        # higher layers: reason -> fn(vcpu) -> None.
+        self.exit_handlers: dict[int, object] = {}
+
+    # ---------------------------------------------------------- control
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._thread_main, name=f"vcpu{self.id}", daemon=True)
+        self.thread.start()
+
+    def kick(self) -> None:
+        """Make KVM_RUN return (EINTR) as soon as possible."""
+        run = self.fd.run
+        if run is not None:
+            run.immediate_exit = 1
+        t = self.thread
+        if t is not None and t.is_alive() and t.ident is not None:
+            try:
+                signal.pthread_kill(t.ident, KICK_SIGNAL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        self._stop = True
+        self.kick()
+
+    def pause(self, timeout: float = 5.0) -> bool:
+        """Stop running guest code; returns once the vCPU is parked."""
+        self._pause_requested = True
+        self.kick()
+        return self._paused.wait(timeout)
+
+    def resume(self) -> None:
+        with self._resume:
+            self._pause_requested = False
+            self._resume.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    # ---------------------------------------------------------- loop
+    def _thread_main(self) -> None:
+        try:
+            self._loop()
+        except KvmError as e:
+            self.vm.request_exit(exitcodes.VMM_ERROR, f"vcpu{self.id}: {e}")
+        except BaseException as e:  # never let a vCPU thread die silently
+            import traceback
+            traceback.print_exc()
+            self.vm.request_exit(exitcodes.VMM_ERROR, f"vcpu{self.id}: internal error: {e!r}")
+
+    def _park(self) -> None:
+        if TP_VCPU_STATE.enabled:
+            TP_VCPU_STATE.emit(self.id, state="paused")
+        self._paused.set()
+        with self._resume:
+            while self._pause_requested and not self._stop:
+                self._resume.wait()
+        self._paused.clear()
+        if TP_VCPU_STATE.enabled:
+            TP_VCPU_STATE.emit(self.id, state="running")
+
+    def _loop(self) -> None:
+        vm = self.vm
+        fd = self.fd
+        run = fd.run
+        io = fd.io
+        run_once = fd.run_once
+        by_port = vm.pio_bus.by_port
+        base = fd.run_buffer
+        p8 = ffi.cast("uint8_t *", base)
+        p16 = ffi.cast("uint16_t *", base)
+        p32 = ffi.cast("uint32_t *", base)
+        ptrs = {1: (p8, 0), 2: (p16, 1), 4: (p32, 2)}
+        EXIT_IO = consts.KVM_EXIT_IO
+        IO_OUT = consts.KVM_EXIT_IO_OUT
+        EINTR = -errno.EINTR
+        EAGAIN = -errno.EAGAIN
+        slow = vm.stats_enabled or TP_EXIT_IO.enabled
+        stats = self.stats
+        cpu = self.id
+
+        while not self._stop:
+            r = run_once()
+            if r < 0:
+                if r == EINTR:
+                    run.immediate_exit = 0
+                    if self._pause_requested and not self._stop:
+                        self._park()
+                    continue
+                if r == EAGAIN:  # an AP waiting for SIPI may see this
+                    continue
+                raise KvmError("KVM_RUN", -r)
+            self.exits += 1
+            reason = run.exit_reason
+            if reason == EXIT_IO:
+                port = io.port
+                size = io.size
+                m = by_port.get(port)
+                ptr, shift = ptrs[size]
+                idx = io.data_offset >> shift
+                count = io.count
+                if io.direction == IO_OUT:
+                    if m is None:
+                        value = ptr[idx]
+                    else:
+                        dev_write = m.device.write
+                        off = port - m.base
+                        for i in range(count):
+                            value = ptr[idx + i]
+                            dev_write(off, size, value)
+                else:
+                    if m is None:
+                        value = _MASKS[size]
+                        for i in range(count):
+                            ptr[idx + i] = value
+                    else:
+                        dev_read = m.device.read
+                        off = port - m.base
+                        for i in range(count):
+                            value = dev_read(off, size)
+                            ptr[idx + i] = value
+                if slow:
+                    name = m.name if m is not None else "unassigned"
+                    if TP_EXIT_IO.enabled:
+                        TP_EXIT_IO.emit(cpu, port=port, size=size, dir="out" if io.direction == IO_OUT else "in",
+                                        value=value, count=count, dev=name)
+                    stats["io"] += 1
+                    stats["io:" + name] += 1
+                continue
+            self._slow_exit(reason)
+
+    def _slow_exit(self, reason: int) -> None:
+        """Everything but port I/O: rarer exits, handled off the hot path."""
+        vm = self.vm
+        fd = self.fd
+        name = EXIT_NAMES.get(reason, str(reason))
+        if vm.stats_enabled:
+            self.stats[name] += 1
+        handler = self.exit_handlers.get(reason)
+        if handler is not None:
+            handler(self)
+            return
+        if reason == consts.KVM_EXIT_MMIO:
+            self._mmio()
+        elif reason == consts.KVM_EXIT_IOAPIC_EOI:
+            vector = fd.eoi.vector
+            if TP_EXIT_EOI.enabled:
+                TP_EXIT_EOI.emit(self.id, vector=vector)
+            vm.irqchip.ioapic_eoi(vector)
+        elif reason == consts.KVM_EXIT_SHUTDOWN:
+            self._trace_other(name)
+            vm.request_exit(exitcodes.TRIPLE_FAULT, f"vcpu{self.id}: triple fault (KVM_EXIT_SHUTDOWN)")
+            self._stop = True
+        elif reason == consts.KVM_EXIT_SYSTEM_EVENT:
+            t = fd.system_event.type
+            self._trace_other(f"{name} type={t}")
+            if t == consts.KVM_SYSTEM_EVENT_SHUTDOWN:
+                vm.request_exit(exitcodes.GUEST_POWEROFF, "guest powered off")
+            elif t == consts.KVM_SYSTEM_EVENT_RESET:
+                vm.request_exit(exitcodes.GUEST_RESET, "guest reset")
+            else:
+                vm.request_exit(exitcodes.GUEST_FAILURE, f"guest crashed (system event {t})")
+            self._stop = True
+        elif reason == consts.KVM_EXIT_INTERNAL_ERROR:
+            ie = fd.internal
+            data = " ".join(f"{ie.data[i]:#x}" for i in range(min(ie.ndata, 16)))
+            rip = self._rip()
+            self._trace_other(f"{name} suberror={ie.suberror}")
+            vm.request_exit(exitcodes.GUEST_FAILURE,
+                            f"vcpu{self.id}: KVM internal error, suberror {ie.suberror}"
+                            f"{' (instruction emulation failed)' if ie.suberror == consts.KVM_INTERNAL_ERROR_EMULATION else ''}"
+                            f" at rip {rip} data [{data}]")
+            self._stop = True
+        elif reason == consts.KVM_EXIT_FAIL_ENTRY:
+            fe = fd.fail_entry
+            self._trace_other(name)
+            vm.request_exit(exitcodes.GUEST_FAILURE,
+                            f"vcpu{self.id}: VM entry failed, reason {fe.hardware_entry_failure_reason:#x}")
+            self._stop = True
+        elif reason == consts.KVM_EXIT_HLT:
+            # Only without an in-kernel LAPIC; we always have one, so a HLT
+            # exit means the guest halted for good.
+            self._trace_other(name)
+            vm.request_exit(exitcodes.GUEST_POWEROFF, f"vcpu{self.id}: halted")
+            self._stop = True
+        elif reason == consts.KVM_EXIT_INTR:
+            pass
+        else:
+            self._trace_other(name)
+            vm.request_exit(exitcodes.GUEST_FAILURE, f"vcpu{self.id}: unhandled exit {name}")
+            self._stop = True
+
+    def _rip(self) -> str:
+        try:
+            return f"{self.fd.get_regs().rip:#x}"
+        except KvmError:
+            return "?"
+
+    def _trace_other(self, what: str) -> None:
+        if TP_EXIT_OTHER.enabled:
+            TP_EXIT_OTHER.emit(self.id, reason=what)
+
+    def _mmio(self) -> None:
+        mmio = self.fd.mmio
+        addr = mmio.phys_addr
+        length = mmio.len
+        if length not in (1, 2, 4, 8):
+            return
+        m = self.vm.mmio_bus.find(addr)
+        if m is not None and addr + length > m.end:
+            m = None  # straddles the end of the device: treat as unassigned
+        if mmio.is_write:
+            value = int.from_bytes(ffi.buffer(mmio.data, length), "little")
+            if m is not None:
+                m.device.write(addr - m.base, length, value)
+        else:
+            value = m.device.read(addr - m.base, length) if m is not None else _MASKS[length]
+            ffi.buffer(mmio.data, 8)[0:length] = (value & _MASKS[length]).to_bytes(length, "little")
+        name = m.name if m is not None else "unassigned"
+        if self.vm.stats_enabled:
+            self.stats["mmio:" + name] += 1
+        if TP_EXIT_MMIO.enabled:
+            TP_EXIT_MMIO.emit(self.id, addr=addr, len=length, dir="write" if mmio.is_write else "read",
+                              value=value, dev=name)

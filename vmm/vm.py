@@ -1,0 +1,149 @@
+"""A virtual machine: KVM VM fd, guest memory, interrupt controller, buses, vCPUs.
+
+Construction order matters to KVM and is fixed here: VM -> memory slots ->
+irqchip (must precede vCPUs) -> vCPUs (+ CPUID) -> devices (by the caller) ->
+boot state -> start.  The VM ends when some thread calls ``request_exit``: the
+first request wins and decides the process exit code; every vCPU is kicked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from kvm_bindings import Kvm, KvmError, buffer_address, consts
+from vmm import exitcodes
+from vmm.bus import MmioBus, PioBus
+from vmm.cpuid import configure_cpuid
+from vmm.irqchip import IrqChip, create_irqchip
+from vmm.memory import GuestMemory
+from vmm.trace import tracepoint
+from vmm.vcpu import Vcpu, install_kick_handler
+
+TP_VM_EXIT = tracepoint("vm.exit", "code={code} reason={reason}")
+
+TSS_ADDR = 0xFEFFD000          # as QEMU: three pages just below 4 GiB - 16 MiB... in the MMIO hole
+IDENTITY_MAP_ADDR = 0xFEFFC000
+
+REQUIRED_CAPS = ("KVM_CAP_USER_MEMORY", "KVM_CAP_IMMEDIATE_EXIT", "KVM_CAP_IRQCHIP",
+                 "KVM_CAP_SIGNAL_MSI", "KVM_CAP_EXT_CPUID")
+
+
+class VmSetupError(RuntimeError):
+    pass
+
+
+@dataclass
+class VmConfig:
+    memory: int = 256 << 20
+    cpus: int = 1
+    irqchip: str = "kernel"          # "kernel" or "split"
+
+
+class Vm:
+    def __init__(self, config: VmConfig, kvm: Kvm | None = None):
+        self.config = config
+        self.kvm = kvm or Kvm()
+        for cap in REQUIRED_CAPS:
+            if not self.kvm.check_extension(getattr(consts, cap)):
+                raise VmSetupError(f"host KVM lacks {cap}")
+        max_vcpus = self.kvm.check_extension(consts.KVM_CAP_MAX_VCPUS) or \
+            self.kvm.check_extension(consts.KVM_CAP_NR_VCPUS) or 1
+        if not 1 <= config.cpus <= min(max_vcpus, 255):
+            raise VmSetupError(f"{config.cpus} vCPUs requested; this host allows 1..{min(max_vcpus, 255)}")
+        self.fd = self.kvm.create_vm()
+        self._closed = False
+        self.stats_enabled = False
+        self.stats: Counter[str] = Counter()
+        self.exit_code: int | None = None
+        self.exit_reason = ""
+        self._exit_event = threading.Event()
+        self._exit_lock = threading.Lock()
+        self._at_exit: list = []
+        if self.kvm.check_extension(consts.KVM_CAP_SET_TSS_ADDR):
+            self.fd.set_tss_addr(TSS_ADDR)
+            self.fd.set_identity_map_addr(IDENTITY_MAP_ADDR)
+
+        self.memory = GuestMemory(config.memory)
+        for slot, region in enumerate(self.memory.regions):
+            self.fd.set_user_memory_region(slot, region.gpa, region.size, buffer_address(region.mapping))
+
+        self.irqchip: IrqChip = create_irqchip(self.fd, config.irqchip)
+        self.pio_bus = PioBus()
+        self.mmio_bus = MmioBus()
+        self.vcpus: list[Vcpu] = []
+        for i in range(config.cpus):
+            fd = self.fd.create_vcpu(i)
+            configure_cpuid(self.kvm, fd, i)
+            self.vcpus.append(Vcpu(self, fd))
+        self.started_at = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+    def at_exit(self, fn) -> None:
+        """Run ``fn()`` once, in the thread that called ``wait``, after the guest ended."""
+        self._at_exit.append(fn)
+
+    def start(self) -> None:
+        install_kick_handler()
+        self.started_at = time.monotonic()
+        for v in self.vcpus:
+            v.start()
+
+    def request_exit(self, code: int, reason: str) -> None:
+        """End the VM (first caller wins).  Safe from any thread, including vCPUs."""
+        with self._exit_lock:
+            if self.exit_code is not None:
+                return
+            self.exit_code = code
+            self.exit_reason = reason
+        if TP_VM_EXIT.enabled:
+            TP_VM_EXIT.emit(code=code, reason=reason)
+        me = threading.current_thread()
+        for v in self.vcpus:
+            if v.thread is not me:
+                v.stop()
+            else:
+                v._stop = True
+        self._exit_event.set()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the guest ends or ``timeout`` seconds pass; returns the exit code."""
+        ended = self._exit_event.wait(timeout)
+        if not ended:
+            self.request_exit(exitcodes.TIMEOUT, f"timed out after {timeout:g} s")
+        for v in self.vcpus:
+            v.join(2.0)
+        for v in self.vcpus:
+            if v.thread is not None and v.thread.is_alive():  # still stuck in KVM_RUN?
+                v.kick()
+                v.join(2.0)
+        for fn in self._at_exit:
+            fn()
+        self._at_exit.clear()
+        return self.exit_code  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for v in self.vcpus:
+            if v.thread is None or not v.thread.is_alive():
+                v.fd.close()
+        self.fd.close()
+        self.memory.close()
+
+    def collect_stats(self) -> Counter[str]:
+        total: Counter[str] = Counter(self.stats)
+        for v in self.vcpus:
+            total.update(v.stats)
+            total["exits"] += v.exits
+        return total
+
+    @property
+    def boot_vcpu(self):
+        return self.vcpus[0].fd
+
+
+__all__ = ["Vm", "VmConfig", "VmSetupError", "KvmError"]
