@@ -88,11 +88,15 @@ class PioBus(_Bus):
     def __init__(self) -> None:
         super().__init__()
         self.by_port: dict[int, Mapping] = {}
+        # The vCPU loop's view: port -> (read, write, offset within the range, name),
+        # bound methods resolved once at registration instead of on every exit.
+        self.handlers: dict[int, tuple] = {}
 
     def register(self, base: int, length: int, device: Device, name: str) -> Mapping:
         m = super().register(base, length, device, name)
         for p in range(base, base + length):
             self.by_port[p] = m
+            self.handlers[p] = (device.read, device.write, p - base, name)
         return m
 
     def unregister(self, base: int) -> None:
@@ -101,6 +105,7 @@ class PioBus(_Bus):
         if m:
             for p in range(m.base, m.end):
                 self.by_port.pop(p, None)
+                self.handlers.pop(p, None)
 
 
 class MmioBus(_Bus):

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
+from kvm_bindings._kvm import lib
 from vmm import exitcodes
 from vmm.trace import tracepoint
 
@@ -131,13 +132,14 @@ class Vcpu:
         fd = self.fd
         run = fd.run
         io = fd.io
-        run_once = fd.run_once
-        by_port = vm.pio_bus.by_port
+        kvm_run = lib.vmm_kvm_run        # the C wrapper itself: no Python frame per KVM_RUN
+        vcpu_fd = fd.fd
+        handlers = vm.pio_bus.handlers   # port -> (read, write, offset, name)
         base = fd.run_buffer
         p8 = ffi.cast("uint8_t *", base)
         p16 = ffi.cast("uint16_t *", base)
         p32 = ffi.cast("uint32_t *", base)
-        ptrs = {1: (p8, 0), 2: (p16, 1), 4: (p32, 2)}
+        ptrs = (None, (p8, 0), (p16, 1), None, (p32, 2))
         EXIT_IO = consts.KVM_EXIT_IO
         IO_OUT = consts.KVM_EXIT_IO_OUT
         EINTR = -errno.EINTR
@@ -145,56 +147,63 @@ class Vcpu:
         slow = vm.stats_enabled or TP_EXIT_IO.enabled
         stats = self.stats
         cpu = self.id
+        exits = 0
 
-        while not self._stop:
-            r = run_once()
-            if r < 0:
-                if r == EINTR:
-                    run.immediate_exit = 0
-                    if self._pause_requested and not self._stop:
-                        self._park()
-                    continue
-                if r == EAGAIN:  # an AP waiting for SIPI may see this
-                    continue
-                raise KvmError("KVM_RUN", -r)
-            self.exits += 1
-            reason = run.exit_reason
-            if reason == EXIT_IO:
-                port = io.port
-                size = io.size
-                m = by_port.get(port)
-                ptr, shift = ptrs[size]
-                idx = io.data_offset >> shift
-                count = io.count
-                if io.direction == IO_OUT:
-                    if m is None:
-                        value = ptr[idx]
-                    else:
-                        dev_write = m.device.write
-                        off = port - m.base
+        try:
+            while not self._stop:
+                r = kvm_run(vcpu_fd)
+                if r < 0:
+                    if r == EINTR:
+                        run.immediate_exit = 0
+                        if self._pause_requested and not self._stop:
+                            self._park()
+                        continue
+                    if r == EAGAIN:  # an AP waiting for SIPI may see this
+                        continue
+                    raise KvmError("KVM_RUN", -r)
+                exits += 1
+                reason = run.exit_reason
+                if reason == EXIT_IO:
+                    port = io.port
+                    size = io.size
+                    h = handlers.get(port)
+                    ptr, shift = ptrs[size]
+                    idx = io.data_offset >> shift
+                    count = io.count
+                    out = io.direction == IO_OUT
+                    if h is None:
+                        value = ptr[idx] if out else _MASKS[size]
+                        if not out:
+                            for i in range(count):
+                                ptr[idx + i] = value
+                    elif count == 1:               # the common case: no loop
+                        if out:
+                            value = ptr[idx]
+                            h[1](h[2], size, value)
+                        else:
+                            value = h[0](h[2], size)
+                            ptr[idx] = value
+                    elif out:                      # rep outs
+                        dev_write, off = h[1], h[2]
                         for i in range(count):
                             value = ptr[idx + i]
                             dev_write(off, size, value)
-                else:
-                    if m is None:
-                        value = _MASKS[size]
-                        for i in range(count):
-                            ptr[idx + i] = value
-                    else:
-                        dev_read = m.device.read
-                        off = port - m.base
+                    else:                          # rep ins
+                        dev_read, off = h[0], h[2]
                         for i in range(count):
                             value = dev_read(off, size)
                             ptr[idx + i] = value
-                if slow:
-                    name = m.name if m is not None else "unassigned"
-                    if TP_EXIT_IO.enabled:
-                        TP_EXIT_IO.emit(cpu, port=port, size=size, dir="out" if io.direction == IO_OUT else "in",
-                                        value=value, count=count, dev=name)
-                    stats["io"] += 1
-                    stats["io:" + name] += 1
-                continue
-            self._slow_exit(reason)
+                    if slow:
+                        name = h[3] if h is not None else "unassigned"
+                        if TP_EXIT_IO.enabled:
+                            TP_EXIT_IO.emit(cpu, port=port, size=size, dir="out" if out else "in",
+                                            value=value, count=count, dev=name)
+                        stats["io"] += 1
+                        stats["io:" + name] += 1
+                    continue
+                self._slow_exit(reason)
+        finally:
+            self.exits += exits
 
     def _slow_exit(self, reason: int) -> None:
         """Everything but port I/O: rarer exits, handled off the hot path."""

