@@ -1,0 +1,57 @@
+# Front door.  `make setup` prepares everything; `make test` runs every tier.
+#
+#   setup         apt packages, .venv with the package (cffi extension built), guest images
+#   test          host tier on /dev/kvm, then the Xen tier (on the host if its KVM has Xen,
+#                 otherwise inside the nested test host)
+#   test-host     host tier only
+#   guest-images  build the kit guests (guest-images/build/*.elf)
+#   bench         benchmarks (bench/), printing ratios against in-run baselines
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+# What the host tier needs: a compiler and binutils for the guests and the cffi
+# extension, the KVM uapi headers, and a Debian kernel for the bzImage loader tests.
+APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64
+
+.PHONY: setup apt venv guest-images test test-host bench clean
+.DEFAULT_GOAL := setup
+
+setup: apt venv guest-images
+
+apt:
+	sh scripts/ensure-apt.sh $(APT_PACKAGES)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py kvm_bindings/_build.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c 'import kvm_bindings'
+	touch $@
+
+guest-images:
+	$(MAKE) -C guest-images all check
+
+test-host: setup
+	$(PYTEST) tests -m 'not xen_kvm' -v -p no:cacheprovider
+
+test: test-host test-nested
+
+bench: setup
+	$(PY) bench/pio_exit.py
+
+clean:
+	$(MAKE) -C guest-images clean
+	rm -rf $(VENV) kvm_bindings/_kvm.* *.egg-info
+
+-include mk/testhost.mk
+
+# Until the nested test host lands, test-nested says so instead of passing silently.
+ifeq ($(wildcard mk/testhost.mk),)
+test-nested:
+	@echo "test-nested: the nested test host (mk/testhost.mk) is not part of this checkout" >&2; exit 1
+endif

@@ -1,0 +1,66 @@
+"""The dependency direction of ARCHITECTURE.md: kvm_bindings <- vmm <- devices, xen.
+
+* only kvm_bindings talks ioctls (no fcntl/ctypes elsewhere);
+* kvm_bindings imports nothing of ours;
+* vmm's library modules import neither devices nor xen — only the composition
+  root (vmm/cli.py) assembles a machine from them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSITION_ROOTS = {"vmm/cli.py"}
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def sources(pkg: str):
+    for p in sorted((ROOT / pkg).rglob("*.py")):
+        yield p.relative_to(ROOT).as_posix(), imports(p)
+
+
+def uses_ioctl(path: Path) -> bool:
+    """fcntl.ioctl / `from fcntl import ioctl` anywhere in the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "ioctl":
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "fcntl" and any(a.name == "ioctl" for a in node.names):
+            return True
+    return False
+
+
+def test_only_kvm_bindings_issues_ioctls():
+    for pkg in ("vmm", "devices", "xen"):
+        for rel, names in sources(pkg):
+            assert "ctypes" not in names, f"{rel} imports ctypes"
+            assert not uses_ioctl(ROOT / rel), f"{rel} issues ioctls"
+
+
+def test_kvm_bindings_is_the_bottom():
+    for rel, names in sources("kvm_bindings"):
+        assert not names & {"vmm", "devices", "xen"}, rel
+
+
+def test_vmm_does_not_depend_on_devices_or_xen():
+    for rel, names in sources("vmm"):
+        if rel in COMPOSITION_ROOTS:
+            continue
+        assert not names & {"devices", "xen"}, f"{rel} imports {names & {'devices', 'xen'}}"
+
+
+def test_devices_do_not_depend_on_xen():
+    for rel, names in sources("devices"):
+        assert "xen" not in names, rel
