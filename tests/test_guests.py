@@ -136,3 +136,12 @@ def test_serial_input_reaches_guest(vmm, guest):
     r = vmm("run", "--kernel", guest("echo"), "--timeout", "60", stdin=b"ping\n")
     assert "echo: got 'ping'" in r.out
     assert_pass(r)
+
+
+def test_string_io_and_unassigned_ranges(vmm, guest):
+    r = vmm("run", "--kernel", guest("string_io"), "--timeout", "60", "--trace", "vcpu.exit.io")
+    assert "rep-outsb-to-debugcon" in r.out
+    assert "all-ones from unassigned PIO and MMIO" in r.out
+    # at least one exit carried several elements (rep insb of 8 from 0xe9)
+    assert any("dev=debugcon" in l and "count=8" in l for l in r.err.splitlines()), r.err[-3000:]
+    assert_pass(r)
