@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Protocol
 
-from kvm_bindings import KvmError, VmFd, consts
+from kvm_bindings import IrqchipRoute, KvmError, Route, VmFd, consts
 from vmm.trace import tracepoint
 
 TP_SET_GSI = tracepoint("irq.gsi", "gsi={gsi} level={level}")
@@ -45,18 +45,29 @@ class IrqChipError(RuntimeError):
 class GsiSink(Protocol):
     """Where a split irqchip sends GSI levels: the userspace I/OAPIC model."""
     def set_irq(self, gsi: int, level: bool) -> None: ...
-    def end_of_interrupt(self, vector: int) -> None: ...
+    def end_of_interrupt(self, vector: int) -> list[int]:
+        """Handle an EOI broadcast; return the GSIs whose remote IRR it cleared."""
+        ...
 
 
 class IrqChip:
-    """Interface; see module docstring."""
+    """Interface; see module docstring.
+
+    Also the owner of KVM's GSI routing table: KVM_SET_GSI_ROUTING replaces
+    the whole table, so everyone (I/OAPIC pins, irqfd MSI routes, Xen event
+    channel routes) edits it here with ``set_routes``.
+    """
     name = "irqchip"
+    first_free_gsi = NR_IOAPIC_PINS    # GSIs below this belong to the I/OAPIC pins
 
     def __init__(self, vm: VmFd):
         self.vm = vm
         self._eoi_listeners: dict[int, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
+        self._routes: dict[int, list[Route]] = {}
+        self._next_gsi = self.first_free_gsi
 
+    # -- interrupts
     def set_gsi(self, gsi: int, level: bool) -> None:
         raise NotImplementedError
 
@@ -67,20 +78,44 @@ class IrqChip:
             TP_MSI.emit(addr=address, data=data, delivered=r > 0)
         return r > 0
 
+    # -- EOI notification for level-triggered lines
     def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
         with self._lock:
             self._eoi_listeners.setdefault(gsi, []).append(fn)
 
-    def _notify_eoi(self, gsi: int) -> None:
-        with self._lock:
-            listeners = list(self._eoi_listeners.get(gsi, ()))
-        for fn in listeners:  # called without our lock: listeners may call set_gsi
-            fn()
+    def _notify_eoi(self, gsis: list[int]) -> None:
+        for gsi in gsis:
+            with self._lock:
+                listeners = list(self._eoi_listeners.get(gsi, ()))
+            for fn in listeners:  # called without our lock: listeners may call set_gsi
+                fn()
 
-    # Called by the vCPU loop on KVM_EXIT_IOAPIC_EOI (split mode only).
     def ioapic_eoi(self, vector: int) -> None:
+        """KVM_EXIT_IOAPIC_EOI (split mode only)."""
         if TP_EOI.enabled:
             TP_EOI.emit(vector=vector)
+
+    # -- the GSI routing table
+    def allocate_gsi(self) -> int:
+        """A GSI number above the I/OAPIC pins, for an irqfd route."""
+        with self._lock:
+            gsi = self._next_gsi
+            self._next_gsi += 1
+            return gsi
+
+    def set_routes(self, gsi: int, routes: list[Route]) -> None:
+        """Replace the routes of ``gsi`` (empty list: remove) and commit the table."""
+        with self._lock:
+            if routes:
+                self._routes[gsi] = list(routes)
+            else:
+                self._routes.pop(gsi, None)
+            table = [r for rs in self._routes.values() for r in rs]
+            self.vm.set_gsi_routing(table)
+
+    def routes(self) -> dict[int, list[Route]]:
+        with self._lock:
+            return {g: list(rs) for g, rs in self._routes.items()}
 
 
 class KernelIrqChip(IrqChip):
@@ -92,6 +127,16 @@ class KernelIrqChip(IrqChip):
         vm.create_irqchip()
         if pit:
             vm.create_pit2()
+        # KVM's default table (arch/x86/kvm/irq_comm.c default_routing): ISA
+        # IRQs 0-15 to both PICs and the I/OAPIC pin of the same number,
+        # 16-23 to the I/OAPIC.  Keep it when we add our own routes.
+        for gsi in range(NR_IOAPIC_PINS):
+            rs = [IrqchipRoute(gsi, consts.KVM_IRQCHIP_IOAPIC, gsi)]
+            if gsi < 8:
+                rs.append(IrqchipRoute(gsi, consts.KVM_IRQCHIP_PIC_MASTER, gsi))
+            elif gsi < 16:
+                rs.append(IrqchipRoute(gsi, consts.KVM_IRQCHIP_PIC_SLAVE, gsi - 8))
+            self._routes[gsi] = rs
 
     def set_gsi(self, gsi: int, level: bool) -> None:
         if not 0 <= gsi < NR_IOAPIC_PINS:
@@ -100,9 +145,13 @@ class KernelIrqChip(IrqChip):
             TP_SET_GSI.emit(gsi=gsi, level=int(level))
         self.vm.irq_line(gsi, 1 if level else 0)
 
+    def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
+        # The in-kernel I/OAPIC reports EOIs only through irqfd resamplers.
+        raise IrqChipError("EOI notification needs --irqchip split")
+
 
 class SplitIrqChip(IrqChip):
-    """LAPICs in the kernel; the I/OAPIC (and PIC, if any) modelled in user space."""
+    """LAPICs in the kernel; the I/OAPIC modelled in user space (a GsiSink)."""
     name = "split"
 
     def __init__(self, vm: VmFd, nr_pins: int = NR_IOAPIC_PINS):
@@ -126,7 +175,7 @@ class SplitIrqChip(IrqChip):
     def ioapic_eoi(self, vector: int) -> None:
         super().ioapic_eoi(vector)
         if self.sink is not None:
-            self.sink.end_of_interrupt(vector)
+            self._notify_eoi(self.sink.end_of_interrupt(vector))
 
 
 def create_irqchip(vm: VmFd, mode: str) -> IrqChip:
@@ -140,5 +189,4 @@ def create_irqchip(vm: VmFd, mode: str) -> IrqChip:
     raise IrqChipError(f"unknown irqchip mode {mode!r}")
 
 
-__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "IrqChipError",
-           "create_irqchip", "consts"]
+__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "IrqChipError", "create_irqchip"]

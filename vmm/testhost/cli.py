@@ -60,6 +60,23 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_linux_guest(args) -> int:
+    from vmm.testhost import initramfs, packages
+    from vmm.testhost.config import linux_guest_dir
+    have = packages.installed_versions(["busybox-static", packages.META_IMAGE])
+    packages.apt_install([p for p, v in have.items() if v is None], _log)
+    info = packages.kernel_info()
+    out = args.output or str(linux_guest_dir(info.abi) / "initramfs.cpio")
+    from pathlib import Path
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    path = initramfs.build_linux_guest(info.modules_dir, Path(out), modules=args.module)
+    print(path)
+    _log(f"linux-guest: {path} (busybox + guest-images/linux/init); boot it with\n"
+         f"  vmm run --kernel {info.bzimage} --initrd {path} \\\n"
+         f"      --cmdline 'console=ttyS0 reboot=k panic=-1 -- sh -c \"uname -r; cat /proc/cpuinfo\"'")
+    return 0
+
+
 def cmd_status(args) -> int:
     from vmm.testhost import prepare
     from vmm.testhost.pytest_tier import host_xen_kvm
@@ -82,7 +99,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "testhost", help="run a command inside a nested VM whose KVM supports Xen",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="testhost_command", metavar="{run,prepare,status}")
+    sub = p.add_subparsers(dest="testhost_command", metavar="{run,prepare,status,linux-guest}")
     sub.required = True
 
     r = sub.add_parser("run", help="run CMD in the nested test host; exit with its status",
@@ -102,6 +119,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     pr.add_argument("-j", "--jobs", type=int, default=None, help="make -j for the module build (default 2)")
     pr.add_argument("--rebuild", action="store_true", help="rebuild the modules even if cached")
     pr.set_defaults(func=_guard(cmd_prepare))
+
+    lg = sub.add_parser("linux-guest", help="build the plain Linux guest's busybox initramfs "
+                        "(make linux-guest); prints its path")
+    lg.add_argument("-o", "--output", help="where to write it (default: the cache)")
+    lg.add_argument("-m", "--module", action="append", default=[],
+                    help="also load this kernel module (with its dependencies) at boot")
+    lg.set_defaults(func=_guard(cmd_linux_guest))
 
     st = sub.add_parser("status", help="what is cached, what is missing")
     st.set_defaults(func=_guard(cmd_status))
