@@ -6,6 +6,9 @@
     0x3f8-0x3ff    COM1 16550A, IRQ 4
     0x501          debug-exit (test guests: exit code = value & 0xff)
     0x510-0x51f    testdev (test guests: MSI / GSI requests)
+    0x620-0x623    ACPI sleep control/status, reset registers (HW-reduced ACPI, the FADT's)
+    0xcf8-0xcff    PCI config mechanism #1, bus 0 (devices/pci.py; not with pci=False)
+    0xc000-        PCI I/O BARs; PCI memory BARs from 0xc0000000 (assigned at plug time)
     0xfec00000     I/OAPIC, userspace model (--irqchip split only; else KVM's)
 """
 
@@ -14,11 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from devices.acpi_pm import AcpiPm
 from devices.legacy import (DEBUG_EXIT_PORT, DEBUGCON_PORT, I8042_COMMAND, I8042_DATA, POST_PORT,
                             TESTDEV_BASE, TESTDEV_SIZE, DebugCon, DebugExit, I8042, PostCode, TestDev)
 from devices.ioapic import IoApic, attach_ioapic
+from devices.pci import PciBus, attach_pci
 from devices.serial import COM1_BASE, COM1_IRQ, Serial
 from vmm import exitcodes
+from vmm.boot.acpi import ACPI_PM_BASE, ACPI_PM_SIZE
 from vmm.vm import Vm
 
 
@@ -27,15 +33,18 @@ class PcDevices:
     serial: Serial
     testdev: TestDev
     ioapic: IoApic | None = None     # only with the split irqchip
+    pci: PciBus | None = None        # unless attach_pc_devices(pci=False)
 
 
-def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None]) -> PcDevices:
+def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True) -> PcDevices:
     irqchip = vm.irqchip
     ioapic = attach_ioapic(vm) if irqchip.name == "split" else None
     serial = Serial(console_out, lambda level: irqchip.set_gsi(COM1_IRQ, level))
     reset = lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (i8042)")  # noqa: E731
     guest_exit = lambda code: vm.request_exit(code, f"guest wrote {code:#x} to the debug-exit port")  # noqa: E731
     testdev = TestDev(irqchip.send_msi, irqchip.set_gsi)
+    acpi_pm = AcpiPm(lambda: vm.request_exit(exitcodes.GUEST_POWEROFF, "guest powered off (ACPI S5)"),
+                     lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (ACPI reset register)"))
     bus = vm.pio_bus
     bus.register(I8042_DATA, 1, I8042(I8042_DATA, reset), "i8042")
     bus.register(I8042_COMMAND, 1, I8042(I8042_COMMAND, reset), "i8042")
@@ -44,4 +53,6 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None]) -> PcDevices
     bus.register(COM1_BASE, 8, serial, "serial0")
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")
     bus.register(TESTDEV_BASE, TESTDEV_SIZE, testdev, "testdev")
-    return PcDevices(serial, testdev, ioapic)
+    bus.register(ACPI_PM_BASE, ACPI_PM_SIZE, acpi_pm, "acpi-pm")
+    pci_bus = attach_pci(vm) if pci else None
+    return PcDevices(serial, testdev, ioapic, pci_bus)

@@ -65,6 +65,7 @@ typedef int __s32;
 #define KVM_GET_VCPU_EVENTS ...
 #define KVM_SET_VCPU_EVENTS ...
 #define KVM_NMI ...
+#define KVM_GET_TSC_KHZ ...
 #define KVM_INTERRUPT ...
 
 #define KVM_EXIT_UNKNOWN ...
@@ -126,6 +127,7 @@ typedef int __s32;
 #define KVM_CAP_TSC_CONTROL ...
 #define KVM_CAP_GET_TSC_KHZ ...
 
+#define KVM_CPUID_FLAG_SIGNIFCANT_INDEX ...
 #define KVM_SYNC_X86_REGS ...
 #define KVM_SYNC_X86_SREGS ...
 #define KVM_SYNC_X86_EVENTS ...
@@ -336,6 +338,14 @@ static const int KVM_RUN_OFF_EOI;
 static const int KVM_RUN_OFF_XEN;
 static const int KVM_RUN_OFF_SYNC_REGS;
 
+/* Atomic read-modify-write on guest memory (shared with running vCPUs), as the
+ * guest's own lock-prefixed instructions would do.  Return the old value. */
+__u64 vmm_atomic_or64(__u64 *p, __u64 v);
+__u64 vmm_atomic_and64(__u64 *p, __u64 v);
+__u32 vmm_atomic_or32(__u32 *p, __u32 v);
+__u32 vmm_atomic_and32(__u32 *p, __u32 v);
+__u8 vmm_atomic_xchg8(__u8 *p, __u8 v);
+
 /* ioctl wrappers: return the ioctl's result, or -errno.  Called without the GIL. */
 int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_int(int fd, unsigned long request, unsigned long arg);
@@ -367,6 +377,12 @@ static const int KVM_RUN_OFF_EX = offsetof(struct kvm_run, ex);
 static const int KVM_RUN_OFF_EOI = offsetof(struct kvm_run, eoi);
 static const int KVM_RUN_OFF_XEN = offsetof(struct kvm_run, xen);
 static const int KVM_RUN_OFF_SYNC_REGS = offsetof(struct kvm_run, s.regs);
+
+__u64 vmm_atomic_or64(__u64 *p, __u64 v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+__u64 vmm_atomic_and64(__u64 *p, __u64 v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
+__u32 vmm_atomic_or32(__u32 *p, __u32 v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+__u32 vmm_atomic_and32(__u32 *p, __u32 v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
+__u8 vmm_atomic_xchg8(__u8 *p, __u8 v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 
 int vmm_ioctl(int fd, unsigned long request, void *arg)
 {

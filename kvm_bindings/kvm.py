@@ -272,13 +272,16 @@ class VcpuFd:
         self.fail_entry = ffi.cast("kvm_run_fail_entry_t *", base + lib.KVM_RUN_OFF_FAIL_ENTRY)
         self.eoi = ffi.cast("kvm_run_eoi_t *", base + lib.KVM_RUN_OFF_EOI)
         self.xen = ffi.cast("struct kvm_xen_exit *", base + lib.KVM_RUN_OFF_XEN)
-        self.sync_regs = ffi.cast("struct kvm_regs *", base + lib.KVM_RUN_OFF_SYNC_REGS)
+        self.sync = ffi.cast("struct kvm_sync_regs *", base + lib.KVM_RUN_OFF_SYNC_REGS)
+        self.sync_regs = ffi.addressof(self.sync, "regs")
+        self.sync_sregs = ffi.addressof(self.sync, "sregs")
         # The raw mapping as a memoryview, for PIO data (at io.data_offset).
         self.run_view = memoryview(self._map)
 
     def close(self) -> None:
         if self.fd >= 0:
             self.run = self.io = self.mmio = None
+            self.sync = self.sync_regs = self.sync_sregs = None
             self.run_view.release()
             self.run_buffer = None
             try:
@@ -363,6 +366,9 @@ class VcpuFd:
 
     def set_vcpu_events(self, ev) -> None:
         _check("KVM_SET_VCPU_EVENTS", _ioctl(self.fd, lib.KVM_SET_VCPU_EVENTS, ev))
+
+    def get_tsc_khz(self) -> int:
+        return _check("KVM_GET_TSC_KHZ", _ioctl_int(self.fd, lib.KVM_GET_TSC_KHZ, 0))
 
     def nmi(self) -> None:
         _check("KVM_NMI", _ioctl_int(self.fd, lib.KVM_NMI, 0))

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The xen_kvm tier: on this host if its KVM has Xen, else via the nested test host.
+pytest_plugins = ["vmm.testhost.pytest_tier"]
+
 ROOT = Path(__file__).resolve().parent.parent
 GUEST_BUILD = ROOT / "guest-images" / "build"
 

@@ -71,13 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus", type=_positive_int, default=1, metavar="N", help="number of vCPUs (default 1)")
     r.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
                    help="where COM1 goes (default stdio; on a terminal Ctrl-A x quits)")
-    r.add_argument("--irqchip", choices=("kernel", "split"), default="kernel",
-                   help="interrupt controller: all in kernel, or I/OAPIC in user space (default kernel)")
+    r.add_argument("--irqchip", choices=("kernel", "split"), default=None,
+                   help="interrupt controller: all in kernel, or I/OAPIC in user space "
+                        "(default kernel; split with --xen)")
+    r.add_argument("--xen", action="store_true", help="run the guest as a Xen HVM guest (CPUID, hypercalls, "
+                   "event channels, shared_info, Xen platform PCI device)")
+    r.add_argument("--xen-version", default="4.17", metavar="MAJOR.MINOR",
+                   help="Xen version the guest sees (default 4.17)")
+    r.add_argument("--xen-hypercalls", choices=("auto", "kernel", "port"), default="auto",
+                   help="hypercall transport: KVM's Xen support, or port I/O stubs (default auto)")
     r.add_argument("--trace", action="append", default=[], metavar="GLOB",
                    help="enable trace points matching GLOB (repeatable), e.g. 'vcpu.exit.*'; "
                         "'list' prints the names")
     r.add_argument("--trace-file", metavar="PATH", help="write trace output here instead of stderr")
     r.add_argument("--stats", action="store_true", help="print exit counts per reason and device at the end")
+    r.add_argument("--no-acpi", action="store_true",
+                   help="give the guest no ACPI tables (no MADT, no ACPI poweroff/reset)")
+    r.add_argument("--no-pci", action="store_true", help="no PCI bus (no config ports 0xcf8-0xcff, no host bridge)")
+    r.add_argument("--pci-testdev", action="store_true",
+                   help="plug the PCI test device (devices/pci_testdev.py: INTx on demand) for test guests")
+    r.add_argument("--xen-platform-device", action="store_true", help=argparse.SUPPRESS)  # until `--xen` implies it
     r.add_argument("--timeout", type=_positive_float, metavar="S", help="stop the guest after S seconds (exit 124)")
     r.set_defaults(func=cmd_run)
 
@@ -97,13 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     # Everything here may raise UserError; main() turns it into one line + exit 2.
     from devices.board import attach_pc_devices
+    from devices.pci_testdev import attach_pci_testdev
+    from devices.serial import COM1_BASE, COM1_IRQ
     from kvm_bindings import KvmError
     from vmm.boot import load_kernel
+    from vmm.boot.acpi import write_acpi_tables
     from vmm.console import Console
     from vmm.irqchip import IrqChipError
     from vmm.vm import Vm, VmConfig, VmSetupError
+    from xen.platform_pci import attach_xen_platform
 
     memory = parse_size(args.memory, "--memory")
+    if args.irqchip is None:
+        args.irqchip = "split" if args.xen else "kernel"
+    xen_version = _parse_xen_version(args.xen_version) if args.xen else None
+    if args.no_pci and (args.pci_testdev or args.xen_platform_device):
+        raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
     if not os.path.exists(args.kernel):
         raise UserError(f"kernel not found: {args.kernel}")
     if args.initrd and not os.path.exists(args.initrd):
@@ -132,17 +154,30 @@ def cmd_run(args) -> int:
         return exitcodes.VMM_ERROR
     vm.stats_enabled = args.stats
     try:
-        pc = attach_pc_devices(vm, console.write)
+        pc = attach_pc_devices(vm, console.write, pci=not args.no_pci)
+        xen = None
+        if args.xen_platform_device or args.xen:
+            if pc.pci is None:
+                raise UserError("--xen needs the PCI bus (for the Xen platform device): drop --no-pci")
+            platform = attach_xen_platform(vm, pc.pci)
+        if args.xen:
+            xen = _attach_xen(vm, args, xen_version, console.write, pc, platform)
+        if args.pci_testdev:
+            attach_pci_testdev(pc.pci)
         if list_traces:
             for name in sorted(trace.points()):
                 print(name, file=sys.stderr)
-        load_kernel(vm.memory, vm.boot_vcpu, args.kernel, args.cmdline, args.initrd)
+        rsdp = 0 if args.no_acpi else write_acpi_tables(
+            vm.memory, args.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)], legacy_pic=args.irqchip == "kernel")
+        load_kernel(vm.memory, vm.boot_vcpu, args.kernel, args.cmdline, args.initrd, rsdp_addr=rsdp)
 
         def stop(signum=None, frame=None):
             vm.request_exit(exitcodes.INTERRUPTED, "interrupted")
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         console.start_input(pc.serial.feed, stop)
+        if xen is not None:
+            xen.start()
         vm.start()
         code = vm.wait(args.timeout)
     finally:
@@ -155,6 +190,33 @@ def cmd_run(args) -> int:
         trace_file.close()
     vm.close()
     return code
+
+
+def _parse_xen_version(text: str) -> tuple[int, int]:
+    try:
+        major, minor = (int(x) for x in text.split("."))
+    except ValueError:
+        raise UserError(f"--xen-version: expected MAJOR.MINOR, got {text!r}") from None
+    if not (3 <= major <= 255 and 0 <= minor <= 255):
+        raise UserError(f"--xen-version: {text} is out of range")
+    return major, minor
+
+
+def _attach_xen(vm, args, version, console_out, pc, platform):
+    from xen.domain import XenConfig, XenDomain
+    from xen.transport import choose_transport
+    try:
+        choose_transport(vm.kvm, args.xen_hypercalls)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    def intx_gsi(value: int):
+        # HVM_PARAM_CALLBACK_IRQ type PCI_INTX: bits 15:8 devfn, 1:0 pin (INTA = 0)
+        devfn, pin = (value >> 8) & 0xFF, value & 3
+        return pc.pci.intx_gsi(devfn >> 3, pin + 1)
+    xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls), console_out, intx_gsi)
+    vm.xen = xen
+    return xen
 
 
 def print_stats(vm) -> None:

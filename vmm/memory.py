@@ -5,6 +5,7 @@ Layout (the PC layout Linux and our test guests expect):
     0           .. 0x9fc00       RAM
     0x9fc00     .. 0xa0000       reserved (EBDA)
     0xa0000     .. 0xf0000       legacy VGA/ROM hole (backed, not reported)
+    0xe0000     .. (tables end)  ACPI (E820 type 3) once vmm/boot/acpi.py wrote tables
     0xf0000     .. 0x100000      reserved (BIOS area)
     0x100000    .. low_end       RAM                (low_end <= 3 GiB)
     0xc0000000  .. 0xfec00000    PCI MMIO hole
@@ -21,6 +22,9 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 
+from kvm_bindings import ffi
+from kvm_bindings._kvm import lib
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -30,12 +34,14 @@ PCI_MMIO_BASE = 0xC000_0000
 IOAPIC_BASE = 0xFEC0_0000
 LAPIC_BASE = 0xFEE0_0000
 EBDA_START = 0x9_FC00
+LEGACY_HOLE_START = 0xA_0000
 BIOS_START = 0xF_0000
 HIGH_MEMORY_START = 0x10_0000  # 1 MiB
 MIN_MEMORY = 16 * MiB
 
 E820_RAM = 1
 E820_RESERVED = 2
+E820_ACPI = 3                  # ACPI tables (reclaimable once read)
 
 
 class GuestMemoryError(ValueError):
@@ -48,6 +54,7 @@ class Region:
     size: int
     mapping: mmap.mmap
     view: memoryview
+    base: object = None        # cffi uint8_t * to the mapping, for atomics
 
     @property
     def end(self) -> int:
@@ -65,21 +72,31 @@ class GuestMemory:
         if size > low:
             self._add(HIGH_RAM_BASE, size - low)
         self.low_end = low
+        self.acpi_tables: tuple[int, int] | None = None
 
     def _add(self, gpa: int, size: int) -> None:
         m = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
-        self.regions.append(Region(gpa, size, m, memoryview(m)))
+        self.regions.append(Region(gpa, size, m, memoryview(m), ffi.cast("uint8_t *", ffi.from_buffer(m))))
 
     def e820(self) -> list[tuple[int, int, int]]:
         """(addr, size, type) entries, sorted."""
         table = [(0, EBDA_START, E820_RAM),
-                 (EBDA_START, 0xA0000 - EBDA_START, E820_RESERVED),
+                 (EBDA_START, LEGACY_HOLE_START - EBDA_START, E820_RESERVED),
+                 *([(*self.acpi_tables, E820_ACPI)] if self.acpi_tables else []),
                  (BIOS_START, HIGH_MEMORY_START - BIOS_START, E820_RESERVED),
                  (HIGH_MEMORY_START, self.low_end - HIGH_MEMORY_START, E820_RAM)]
         if len(self.regions) > 1:
             r = self.regions[1]
             table.append((r.gpa, r.size, E820_RAM))
         return table
+
+    def mark_acpi_tables(self, gpa: int, size: int) -> None:
+        """Report [gpa, gpa + size) as E820_ACPI from now on: the ACPI tables
+        live there.  The range must lie in the unreported legacy hole."""
+        if size <= 0 or gpa < LEGACY_HOLE_START or gpa + size > BIOS_START:
+            raise GuestMemoryError(f"ACPI tables at {gpa:#x}+{size:#x} are not inside "
+                                   f"{LEGACY_HOLE_START:#x}..{BIOS_START:#x}")
+        self.acpi_tables = (gpa, size)
 
     def _find(self, gpa: int, length: int) -> Region:
         if length < 0:
@@ -127,8 +144,32 @@ class GuestMemory:
     def write_u64(self, gpa: int, value: int) -> None:
         self.view(gpa, 8)[:] = value.to_bytes(8, "little")
 
+    # -- atomics on memory the guest may be using concurrently (event-channel
+    #    bitmaps, upcall_pending): the same lock-prefixed RMW the guest does.
+    def _ptr(self, gpa: int, width: int, ctype: str):
+        if gpa % width:
+            raise GuestMemoryError(f"unaligned atomic at {gpa:#x}")
+        r = self._find(gpa, width)
+        return ffi.cast(ctype, r.base + (gpa - r.gpa))
+
+    def atomic_or64(self, gpa: int, value: int) -> int:
+        return lib.vmm_atomic_or64(self._ptr(gpa, 8, "__u64 *"), value)
+
+    def atomic_and64(self, gpa: int, value: int) -> int:
+        return lib.vmm_atomic_and64(self._ptr(gpa, 8, "__u64 *"), value)
+
+    def atomic_or32(self, gpa: int, value: int) -> int:
+        return lib.vmm_atomic_or32(self._ptr(gpa, 4, "__u32 *"), value)
+
+    def atomic_and32(self, gpa: int, value: int) -> int:
+        return lib.vmm_atomic_and32(self._ptr(gpa, 4, "__u32 *"), value)
+
+    def atomic_xchg8(self, gpa: int, value: int) -> int:
+        return lib.vmm_atomic_xchg8(self._ptr(gpa, 1, "__u8 *"), value)
+
     def close(self) -> None:
         for r in self.regions:
+            r.base = None
             r.view.release()
             try:
                 r.mapping.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import signal
 import threading
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
@@ -44,6 +44,15 @@ EXIT_NAMES = {getattr(consts, n): n[len("KVM_EXIT_"):].lower() for n in dir(cons
 _MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
+_current = threading.local()
+
+
+def current_vcpu() -> "Vcpu":
+    """The Vcpu whose thread is running this code (device handlers that need
+    the caller's registers, e.g. the Xen hypercall port, use it)."""
+    return _current.vcpu
+
+
 def install_kick_handler() -> None:
     """Must run in the main thread before vCPU threads start.
 
@@ -68,6 +77,9 @@ class Vcpu:
         # Extra exit handlers (e.g. Xen hypercalls, MSR exits) installed by
         # higher layers: reason -> fn(vcpu) -> None.
         self.exit_handlers: dict[int, object] = {}
+        # Work that must run on this vCPU's own thread between two KVM_RUNs
+        # (vCPU ioctls from other threads would block on KVM's vcpu mutex).
+        self._requests: deque = deque()
 
     # ---------------------------------------------------------- control
     def start(self) -> None:
@@ -85,6 +97,18 @@ class Vcpu:
                 signal.pthread_kill(t.ident, KICK_SIGNAL)
             except ProcessLookupError:
                 pass
+
+    def request(self, fn) -> None:
+        """Run ``fn(vcpu)`` on the vCPU thread before its next KVM_RUN (kicks it)."""
+        self._requests.append(fn)
+        if self.thread is not threading.current_thread():
+            self.kick()
+        elif self.fd.run is not None:
+            self.fd.run.immediate_exit = 1   # own thread: the next KVM_RUN returns EINTR at once
+
+    def _run_requests(self) -> None:
+        while self._requests:
+            self._requests.popleft()(self)
 
     def stop(self) -> None:
         self._stop = True
@@ -148,6 +172,7 @@ class Vcpu:
         stats = self.stats
         cpu = self.id
         exits = 0
+        _current.vcpu = self
 
         try:
             while not self._stop:
@@ -157,6 +182,8 @@ class Vcpu:
                         run.immediate_exit = 0
                         if self._pause_requested and not self._stop:
                             self._park()
+                        if self._requests:
+                            self._run_requests()
                         continue
                     if r == EAGAIN:  # an AP waiting for SIPI may see this
                         continue
@@ -202,6 +229,8 @@ class Vcpu:
                         stats["io:" + name] += 1
                     continue
                 self._slow_exit(reason)
+                if self._requests:
+                    self._run_requests()
         finally:
             self.exits += exits
 

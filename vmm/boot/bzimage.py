@@ -73,6 +73,7 @@ SETUP_HEADER_SIZE = SetupHeader.sizeof()
 E820Entry = Struct("addr" / Int64ul, "size" / Int64ul, "type" / Int32ul)
 
 # Offsets of the boot_params fields we set outside the setup header.
+BP_ACPI_RSDP_ADDR = 0x070        # u64; Linux 5.0+ reads it (boot protocol 2.14), others ignore it
 BP_EXT_RAMDISK_IMAGE = 0x0C0
 BP_EXT_RAMDISK_SIZE = 0x0C4
 BP_EXT_CMD_LINE_PTR = 0x0C8
@@ -102,8 +103,9 @@ def parse_setup_header(data: bytes, path: str):
 
 
 def load_bzimage(mem: GuestMemory, data: bytes, path: str, cmdline: str,
-                 initrd: bytes | None) -> tuple[int, int]:
-    """Load; returns (entry_rip, zero_page_paddr)."""
+                 initrd: bytes | None, rsdp_addr: int = 0) -> tuple[int, int]:
+    """Load; returns (entry_rip, zero_page_paddr).  ``rsdp_addr``: the ACPI
+    RSDP (vmm/boot/acpi.py) for boot_params.acpi_rsdp_addr, 0 for none."""
     hdr = parse_setup_header(data, path)
     setup_sects = hdr.setup_sects or 4
     kernel_off = (setup_sects + 1) * 512
@@ -147,6 +149,7 @@ def load_bzimage(mem: GuestMemory, data: bytes, path: str, cmdline: str,
     mem.write_u32(layout.ZERO_PAGE + BP_EXT_CMD_LINE_PTR, 0)
     mem.write_u32(layout.ZERO_PAGE + BP_EXT_RAMDISK_IMAGE, initrd_addr >> 32)
     mem.write_u32(layout.ZERO_PAGE + BP_EXT_RAMDISK_SIZE, (len(initrd) >> 32) if initrd else 0)
+    mem.write_u64(layout.ZERO_PAGE + BP_ACPI_RSDP_ADDR, rsdp_addr)
 
     e820 = mem.e820()[:E820_MAX_ENTRIES_ZEROPAGE]
     mem.write(layout.ZERO_PAGE + BP_E820_ENTRIES, bytes([len(e820)]))

@@ -8,6 +8,7 @@
     0x9000  PML4, 0xA000 PDPT, 0xB000..0xEFFF four page directories
             (identity map of 0..4 GiB with 2 MiB pages, bzImage entry)
     0x20000 kernel command line (up to CMDLINE_MAX bytes)
+    0xE0000 ACPI tables: RSDP, then DSDT, MADT, FADT, XSDT (vmm/boot/acpi.py), up to 0xF0000
     0x100000 (1 MiB) kernel image
 
 0x8000 is left free: the kit guests put their AP start-up trampoline there.
@@ -24,4 +25,6 @@ PDPT = 0xA000
 PD = 0xB000
 CMDLINE = 0x20000
 CMDLINE_MAX = 0x10000 - 1
+ACPI_TABLES = 0xE0000
+ACPI_TABLES_END = 0xF0000
 KERNEL_LOAD = 0x100000

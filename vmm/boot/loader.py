@@ -34,17 +34,18 @@ def read_file(path: str, what: str) -> bytes:
 
 
 def load_kernel(mem: GuestMemory, boot_vcpu: VcpuFd, kernel_path: str, cmdline: str = "",
-                initrd_path: str | None = None) -> BootInfo:
+                initrd_path: str | None = None, rsdp_addr: int = 0) -> BootInfo:
+    """``rsdp_addr``: where vmm.boot.acpi.write_acpi_tables put the RSDP (0: no ACPI)."""
     data = read_file(kernel_path, "kernel")
     initrd = read_file(initrd_path, "initrd") if initrd_path else None
     if initrd is not None and len(initrd) == 0:
         raise UserError(f"initrd is empty: {initrd_path}")
     if data[:4] == b"\x7fELF":
-        entry, start_info, _end = pvh.load_pvh(mem, data, kernel_path, cmdline, initrd)
+        entry, start_info, _end = pvh.load_pvh(mem, data, kernel_path, cmdline, initrd, rsdp_addr)
         cpu_state.set_protected_mode_flat(boot_vcpu, entry, start_info)
         info = BootInfo("pvh", entry, start_info, len(initrd or b""))
     elif bzimage.is_bzimage(data):
-        entry, zero_page = bzimage.load_bzimage(mem, data, kernel_path, cmdline, initrd)
+        entry, zero_page = bzimage.load_bzimage(mem, data, kernel_path, cmdline, initrd, rsdp_addr)
         cpu_state.set_long_mode(boot_vcpu, mem, entry, zero_page)
         info = BootInfo("bzimage", entry, zero_page, len(initrd or b""))
     elif len(data) < 64:
@@ -53,5 +54,5 @@ def load_kernel(mem: GuestMemory, boot_vcpu: VcpuFd, kernel_path: str, cmdline: 
         raise UserError(f"{kernel_path}: not a PVH ELF or a bzImage")
     if TP_BOOT.enabled:
         TP_BOOT.emit(protocol=info.protocol, path=kernel_path, entry=info.entry,
-                     detail=f"params={info.boot_params:#x} initrd={info.initrd_size}")
+                     detail=f"params={info.boot_params:#x} initrd={info.initrd_size} rsdp={rsdp_addr:#x}")
     return info

@@ -130,8 +130,9 @@ def find_pvh_entry(data: bytes, img: ElfImage) -> int | None:
 
 
 def load_pvh(mem: GuestMemory, data: bytes, path: str, cmdline: str,
-             initrd: bytes | None) -> tuple[int, int, int]:
-    """Load; returns (entry, start_info_paddr, image_end)."""
+             initrd: bytes | None, rsdp_addr: int = 0) -> tuple[int, int, int]:
+    """Load; returns (entry, start_info_paddr, image_end).  ``rsdp_addr``: the
+    ACPI RSDP (vmm/boot/acpi.py) for hvm_start_info.rsdp_paddr, 0 for none."""
     img = parse_elf(data, path)
     entry = find_pvh_entry(data, img)
     if entry is None:
@@ -164,7 +165,7 @@ def load_pvh(mem: GuestMemory, data: bytes, path: str, cmdline: str,
     mem.write(layout.PVH_START_INFO, HvmStartInfo.build(dict(
         magic=XEN_HVM_START_MAGIC_VALUE, version=1, flags=0, nr_modules=nr_modules,
         modlist_paddr=layout.PVH_MODLIST if nr_modules else 0, cmdline_paddr=layout.CMDLINE,
-        rsdp_paddr=0, memmap_paddr=layout.PVH_MEMMAP, memmap_entries=len(e820), reserved=0)))
+        rsdp_paddr=rsdp_addr, memmap_paddr=layout.PVH_MEMMAP, memmap_entries=len(e820), reserved=0)))
     return entry, layout.PVH_START_INFO, image_end
 
 

@@ -154,6 +154,23 @@ class _Stream:
             self.out.flush()
 
 
+def _die_with_parent() -> None:
+    """In the QEMU child: get SIGKILL when the runner dies, however it dies."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signal.Signals(signum).name)
+
+
 def _say(msg: str) -> None:
     print(f"testhost: {msg}", file=sys.stderr, flush=True)
 
@@ -203,7 +220,8 @@ def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: floa
     timings: dict[str, float] = {}
     try:
         proc = subprocess.Popen(qcmd, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=qemu_log,
-                                pass_fds=tuple(fds.values()), start_new_session=True)
+                                pass_fds=tuple(fds.values()), start_new_session=True,
+                                preexec_fn=_die_with_parent)
     finally:
         qemu_log.close()
         for name in PORTS:
@@ -217,49 +235,63 @@ def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: floa
     ctl_buf = b""
     exit_code: int | None = None
     failure: str | None = None
+
+    def pump(wait: float) -> bool:
+        """Handle what the ports have within ``wait`` s; False when nothing came."""
+        nonlocal ctl_buf, exit_code, failure
+        events = sel.select(wait)
+        got = False
+        for key, _ in events:
+            name = key.data
+            try:
+                data = key.fileobj.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(key.fileobj)
+                continue
+            got = True
+            if name in streams:
+                streams[name].feed(data)
+                continue
+            ctl_buf += data
+            while b"\n" in ctl_buf:
+                line, ctl_buf = ctl_buf.split(b"\n", 1)
+                word, _, rest = line.decode(errors="replace").strip().partition(" ")
+                timings[word] = time.monotonic() - t0
+                if word == "exit":
+                    exit_code = int(rest)
+                elif word == "fail":
+                    failure = rest
+                if verbose and word in ("boot", "start", "exit"):
+                    _say(f"{word} {rest} at +{timings[word]:.2f} s".replace("  ", " "))
+        return got
+
     deadline = t0 + timeout if timeout else None
     timed_out = interrupted = False
+    old_handlers = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old_handlers[sig] = signal.signal(sig, _raise_terminated)
+        except ValueError:        # not the main thread: rely on PDEATHSIG
+            pass
     try:
-        while True:
+        while failure is None:
             if exit_code is not None and streams["stdout"].done and streams["stderr"].done:
                 break
-            if failure is not None:
-                break
             if proc.poll() is not None:
-                # QEMU is gone; whatever it wrote is in the socket buffers: drain them.
-                for key, _ in sel.select(0):
+                while pump(0):    # QEMU is gone: take what it wrote before it went
                     pass
                 break
-            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
             if deadline is not None and time.monotonic() >= deadline:
                 timed_out = True
                 break
-            for key, _ in sel.select(wait):
-                name = key.data
-                try:
-                    data = key.fileobj.recv(65536)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    sel.unregister(key.fileobj)
-                    continue
-                if name in streams:
-                    streams[name].feed(data)
-                    continue
-                ctl_buf += data
-                while b"\n" in ctl_buf:
-                    line, ctl_buf = ctl_buf.split(b"\n", 1)
-                    word, _, rest = line.decode(errors="replace").strip().partition(" ")
-                    timings[word] = time.monotonic() - t0
-                    if word == "exit":
-                        exit_code = int(rest)
-                    elif word == "fail":
-                        failure = rest
-                    if verbose and word in ("boot", "start", "exit"):
-                        _say(f"{word} {rest} at +{timings[word]:.2f} s".replace("  ", " "))
-    except KeyboardInterrupt:
+            pump(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
+    except (KeyboardInterrupt, _Terminated):
         interrupted = True
     finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         _stop(proc)
         # Read what is left (QEMU closed its ends), so no output is lost.
         for name, s in socks.items():
@@ -288,7 +320,9 @@ def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: floa
     if exit_code is None:
         why = f"guest init failed: {failure}" if failure else \
             f"the outer VM stopped before the command finished (QEMU exit status {proc.returncode})"
-        qlog = (workdir / "qemu.log").read_text(errors="replace").strip()
+        qlog = "\n".join(
+            line for line in (workdir / "qemu.log").read_text(errors="replace").splitlines()
+            if "TCG doesn't support requested feature" not in line and "terminating on signal" not in line)
         _say(why + (f"\n  QEMU said: {qlog}" if qlog else "") +
              "".join(f"\n  console: {p}" for p in problems) + f"\n  console log: {console_log}")
         return Result(RUNNER_FAILED, console_log, timings)

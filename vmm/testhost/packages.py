@@ -158,7 +158,12 @@ def ensure_packages(log) -> KernelInfo:
         wanted.append(f"{info.headers_pkg}={info.version}")
     if have[info.source_pkg] != info.version:
         wanted.append(f"{info.source_pkg}={info.version}")
-    apt_install(wanted, log)
+    try:
+        apt_install(wanted, log)
+    except TesthostError as e:
+        raise TesthostError(f"{e}\n  the headers and source must be version {info.version}, like "
+                            f"{info.image_pkg}; if the archive no longer has it, upgrade the kernel: "
+                            "apt-get install linux-image-amd64 linux-headers-amd64") from None
     return info
 
 

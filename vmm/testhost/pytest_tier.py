@@ -11,8 +11,8 @@ Items marked ``@pytest.mark.xen_kvm``:
 * otherwise, with ``VMM_XEN_KVM_TIER=nested`` (set by ``make test``, which
   then runs them through the nested host with ``make test-nested``), are
   deselected here and the summary says where they run;
-* otherwise, in CI (``CI`` set), fail: CI must run them through the nested
-  host, never skip them;
+* otherwise, in CI (``CI`` set) or inside the nested host (``VMM_TESTHOST``,
+  whose KVM should have Xen), fail: never skip them there;
 * otherwise are skipped with the reason (and how to run them).
 
 ``python -m vmm.testhost.pytest_tier`` exits 0 when the host's KVM has Xen, 1
@@ -21,13 +21,10 @@ if not (for Makefiles).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 
-KVM_CHECK_EXTENSION = 0xAE03
-KVM_CAP_XEN_HVM = 38
-KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL = 1 << 1
+KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL = 1 << 1   # include/uapi/linux/kvm.h (also kvm_bindings.consts)
 MARKER = "xen_kvm"
 MARKER_HELP = ("xen_kvm: needs a KVM with Xen support (KVM_CAP_XEN_HVM); "
                "runs through the nested test host otherwise")
@@ -42,12 +39,13 @@ except ImportError:  # imported outside pytest (`vmm testhost status`, Makefiles
 
 
 def xen_hvm_flags(dev: str = "/dev/kvm") -> int:
-    """KVM_CHECK_EXTENSION(KVM_CAP_XEN_HVM) on ``dev`` (raises OSError when unusable)."""
-    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    """KVM_CHECK_EXTENSION(KVM_CAP_XEN_HVM) on ``dev`` (raises OSError — KvmError — when unusable)."""
+    from kvm_bindings import Kvm, consts
+    kvm = Kvm(dev)
     try:
-        return fcntl.ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_XEN_HVM)
+        return kvm.check_extension(consts.KVM_CAP_XEN_HVM)
     finally:
-        os.close(fd)
+        kvm.close()
 
 
 def host_xen_kvm() -> tuple[bool, str]:
@@ -96,14 +94,21 @@ def pytest_collection_modifyitems(config, items) -> None:
     has, why = host_xen_kvm()
     if has:
         return
-    if os.environ.get("VMM_XEN_KVM_TIER") == "nested":
+    inside = bool(os.environ.get("VMM_TESTHOST"))
+    if os.environ.get("VMM_XEN_KVM_TIER") == "nested" and not inside:
         config.hook.pytest_deselected(items=marked)
         items[:] = [it for it in items if not it.get_closest_marker(MARKER)]
         config._vmm_xen_deselected = len(marked)
         return
-    if in_ci():
+    if inside:
+        msg = (f"inside the nested test host, yet its KVM lacks Xen ({why}): "
+               "are the Xen-enabled kvm modules broken? (`vmm testhost prepare --rebuild`)")
+    elif in_ci():
         msg = (f"xen_kvm test on a host whose KVM lacks Xen ({why}): CI must run it through "
                "the nested test host (`make test` / `make test-nested`), not skip it")
+    else:
+        msg = None
+    if msg:
         for it in marked:
             it.stash[_CI_FAILURE] = msg
         return

@@ -1,0 +1,342 @@
+"""ACPI tables for the guest: RSDP -> XSDT -> FADT (-> DSDT), MADT.
+
+Reference: ACPI Specification 6.x (section numbers as in 6.3-6.5).  The machine
+is **hardware-reduced ACPI** (§4.1, FADT flag HW_REDUCED_ACPI): no PM1 event
+/control blocks, no PM timer, no GPEs, no SCI, no FACS.  What the guest gets:
+
+* poweroff: the FADT's SLEEP_CONTROL_REG / SLEEP_STATUS_REG (§4.8.3.7 "Sleep
+  Control and Status Registers", FADT §5.2.9) point at a small port device
+  (devices/acpi_pm.py).  OSPM takes SLP_TYPa for S5 from the DSDT's ``\\_S5_``
+  package (§7.4.2 "\\_Sx (System States)") and writes
+  ``SLP_TYP << 2 | SLP_EN`` there (Linux: acpica/hwxfsleep.c,
+  acpi_hw_extended_sleep);
+* reset: RESET_REG (§4.8.3.6 "Reset Register") in the same device, FADT flag
+  RESET_REG_SUP; OSPM writes RESET_VALUE to it;
+* CPUs and the I/O APIC: the MADT (§5.2.12), one Processor Local APIC entry
+  per vCPU (APIC id = vCPU index), the I/O APIC with id = number of vCPUs at
+  0xFEC00000, GSI base 0.  No interrupt source overrides: KVM's in-kernel
+  irqchip routes ISA IRQ n to I/O APIC pin n (IRQ0 included), which is what
+  the absence of an override means (§5.2.12.5);
+* ISA devices in the DSDT (§5.2.11.1) under ``\\_SB_``: the serial ports as
+  PNP0501 with their I/O range and IRQ (vmm/boot/aml.py encodes the AML).
+
+Placement: the RSDP at vmm/boot/layout.py ACPI_TABLES (0xE0000, in the BIOS
+area Linux also scans for it), then DSDT, MADT, FADT, XSDT, each 16-byte
+aligned; the whole area is reported to the guest as E820 type 3 (ACPI)
+through ``GuestMemory.mark_acpi_tables``.  The loaders pass the RSDP address
+on: PVH ``hvm_start_info.rsdp_paddr``, bzImage
+``boot_params.acpi_rsdp_addr``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from construct import Bytes, Const, Default, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+
+from vmm.boot import aml, layout
+from vmm.errors import UserError
+from vmm.memory import IOAPIC_BASE, LAPIC_BASE, GuestMemory
+
+# ---------------------------------------------------------------- the PM device
+# Port block of devices/acpi_pm.py, one byte register each (the FADT's GAS
+# entries below describe them as 8-bit System I/O registers).
+ACPI_PM_BASE = 0x620
+ACPI_PM_SIZE = 4
+SLEEP_CONTROL_PORT = ACPI_PM_BASE + 0    # write: SLP_TYP << 2 | SLP_EN
+SLEEP_STATUS_PORT = ACPI_PM_BASE + 1     # read: WAK_STS (never set: we don't wake)
+RESET_PORT = ACPI_PM_BASE + 2            # write RESET_VALUE: system reset
+RESET_VALUE = 0x01
+
+# §4.8.3.7 Sleep Control Register / Sleep Status Register bits
+SLP_TYP_SHIFT = 2
+SLP_TYP_MASK = 0x7 << SLP_TYP_SHIFT
+SLP_EN = 1 << 5
+WAK_STS = 1 << 7
+# The SLP_TYP value our \_S5_ package announces (ours to choose; the device checks it).
+S5_SLP_TYP = 5
+
+# ---------------------------------------------------------------- identification
+OEM_ID = b"PYVMM "               # 6 bytes
+OEM_TABLE_ID = b"PYVMMTBL"       # 8 bytes
+OEM_REVISION = 1
+CREATOR_ID = b"PVMM"             # 4 bytes
+CREATOR_REVISION = 1
+
+RSDP_REVISION = 2                # ACPI 2.0+ RSDP with XSDT (Linux wants it)
+XSDT_REVISION = 1
+FADT_REVISION = 6                # §5.2.9: FADT major version 6 ...
+FADT_MINOR_REVISION = 3          # ... minor 3 (ACPI 6.3)
+DSDT_REVISION = 2                # >= 2: AML integers are 64-bit (§5.2.11.1)
+MADT_REVISION = 5                # ACPI 6.3
+TABLE_ALIGN = 16
+
+# ---------------------------------------------------------------- layouts
+# §5.2.5.3 Root System Description Pointer (RSDP) Structure.  The first 20
+# bytes are the ACPI 1.0 structure that `checksum` covers.
+RsdpV1 = Struct(
+    "signature" / Const(b"RSD PTR "),
+    "checksum" / Int8ul,
+    "oem_id" / Bytes(6),
+    "revision" / Int8ul,
+    "rsdt_address" / Int32ul,
+)
+Rsdp = Struct(
+    *RsdpV1.subcons,
+    "length" / Int32ul,
+    "xsdt_address" / Int64ul,
+    "extended_checksum" / Int8ul,     # of the whole structure
+    "reserved" / Default(Bytes(3), bytes(3)),
+)
+
+# §5.2.6 System Description Table Header
+SdtHeader = Struct(
+    "signature" / Bytes(4),
+    "length" / Int32ul,
+    "revision" / Int8ul,
+    "checksum" / Int8ul,
+    "oem_id" / Bytes(6),
+    "oem_table_id" / Bytes(8),
+    "oem_revision" / Int32ul,
+    "creator_id" / Bytes(4),
+    "creator_revision" / Int32ul,
+)
+
+# §5.2.3.2 Generic Address Structure (GAS)
+Gas = Struct(
+    "space_id" / Int8ul,
+    "bit_width" / Int8ul,
+    "bit_offset" / Int8ul,
+    "access_size" / Int8ul,
+    "address" / Int64ul,
+)
+GAS_SYSTEM_MEMORY = 0
+GAS_SYSTEM_IO = 1
+GAS_ACCESS_BYTE = 1
+NO_GAS = dict(space_id=0, bit_width=0, bit_offset=0, access_size=0, address=0)
+
+_U8, _U16, _U32, _U64 = (Default(t, 0) for t in (Int8ul, Int16ul, Int32ul, Int64ul))
+_GAS = Default(Gas, NO_GAS)
+
+# §5.2.9 Fixed ACPI Description Table (FADT), revision 6: 276 bytes.  Fields a
+# hardware-reduced platform leaves zero default to zero.
+Fadt = Struct(
+    "header" / SdtHeader,
+    "firmware_ctrl" / _U32,          # FACS (none: allowed for HW-reduced)
+    "dsdt" / _U32,                   # must be 0 when X_DSDT is used
+    "reserved0" / _U8,
+    "preferred_pm_profile" / _U8,
+    "sci_int" / _U16,                # no SCI on HW-reduced
+    "smi_cmd" / _U32,
+    "acpi_enable" / _U8,
+    "acpi_disable" / _U8,
+    "s4bios_req" / _U8,
+    "pstate_cnt" / _U8,
+    "pm1a_evt_blk" / _U32,
+    "pm1b_evt_blk" / _U32,
+    "pm1a_cnt_blk" / _U32,
+    "pm1b_cnt_blk" / _U32,
+    "pm2_cnt_blk" / _U32,
+    "pm_tmr_blk" / _U32,
+    "gpe0_blk" / _U32,
+    "gpe1_blk" / _U32,
+    "pm1_evt_len" / _U8,
+    "pm1_cnt_len" / _U8,
+    "pm2_cnt_len" / _U8,
+    "pm_tmr_len" / _U8,
+    "gpe0_blk_len" / _U8,
+    "gpe1_blk_len" / _U8,
+    "gpe1_base" / _U8,
+    "cst_cnt" / _U8,
+    "p_lvl2_lat" / _U16,
+    "p_lvl3_lat" / _U16,
+    "flush_size" / _U16,
+    "flush_stride" / _U16,
+    "duty_offset" / _U8,
+    "duty_width" / _U8,
+    "day_alrm" / _U8,
+    "mon_alrm" / _U8,
+    "century" / _U8,
+    "iapc_boot_arch" / _U16,         # §5.2.9.3
+    "reserved1" / _U8,
+    "flags" / _U32,                  # §5.2.9 Table "Fixed ACPI Description Table Fixed Feature Flags"
+    "reset_reg" / _GAS,
+    "reset_value" / _U8,
+    "arm_boot_arch" / _U16,
+    "fadt_minor_version" / _U8,
+    "x_firmware_ctrl" / _U64,
+    "x_dsdt" / _U64,
+    "x_pm1a_evt_blk" / _GAS,
+    "x_pm1b_evt_blk" / _GAS,
+    "x_pm1a_cnt_blk" / _GAS,
+    "x_pm1b_cnt_blk" / _GAS,
+    "x_pm2_cnt_blk" / _GAS,
+    "x_pm_tmr_blk" / _GAS,
+    "x_gpe0_blk" / _GAS,
+    "x_gpe1_blk" / _GAS,
+    "sleep_control_reg" / _GAS,
+    "sleep_status_reg" / _GAS,
+    "hypervisor_vendor_identity" / _U64,
+)
+# FADT Fixed Feature Flags
+FADT_RESET_REG_SUP = 1 << 10
+FADT_HW_REDUCED_ACPI = 1 << 20
+# §5.2.9.3 IA-PC Boot Architecture Flags.  Not set: LEGACY_DEVICES, 8042 (our
+# i8042 is reset-only: Linux then skips probing it).
+IAPC_VGA_NOT_PRESENT = 1 << 2
+IAPC_CMOS_RTC_NOT_PRESENT = 1 << 5
+
+# §5.2.12 Multiple APIC Description Table (MADT): header, two fields, entries.
+MadtFields = Struct(
+    "local_apic_address" / Int32ul,
+    "flags" / Int32ul,
+)
+MADT_PCAT_COMPAT = 1 << 0            # dual 8259s present (the in-kernel irqchip has them)
+MadtEntryHeader = Struct("type" / Int8ul, "length" / Int8ul)
+MADT_TYPE_LOCAL_APIC = 0
+MADT_TYPE_IO_APIC = 1
+# §5.2.12.2 Processor Local APIC Structure
+MadtLocalApic = Struct(
+    "type" / Const(MADT_TYPE_LOCAL_APIC, Int8ul),
+    "length" / Const(8, Int8ul),
+    "processor_uid" / Int8ul,
+    "apic_id" / Int8ul,
+    "flags" / Int32ul,
+)
+LAPIC_ENABLED = 1 << 0
+# §5.2.12.3 I/O APIC Structure
+MadtIoApic = Struct(
+    "type" / Const(MADT_TYPE_IO_APIC, Int8ul),
+    "length" / Const(12, Int8ul),
+    "io_apic_id" / Int8ul,
+    "reserved" / Default(Int8ul, 0),
+    "io_apic_address" / Int32ul,
+    "gsi_base" / Int32ul,
+)
+
+
+# ---------------------------------------------------------------- builders
+def checksum(data: bytes) -> int:
+    """The byte that makes ``data`` (with it) sum to 0 mod 256 (§5.2.6 Checksum)."""
+    return -sum(data) & 0xFF
+
+
+def _header(signature: bytes, revision: int, length: int, csum: int) -> dict:
+    return dict(signature=signature, length=length, revision=revision, checksum=csum, oem_id=OEM_ID,
+                oem_table_id=OEM_TABLE_ID, oem_revision=OEM_REVISION, creator_id=CREATOR_ID,
+                creator_revision=CREATOR_REVISION)
+
+
+def sdt(signature: bytes, revision: int, body: bytes) -> bytes:
+    """A system description table: header (§5.2.6) + body, checksum filled in."""
+    length = SdtHeader.sizeof() + len(body)
+    raw = SdtHeader.build(_header(signature, revision, length, 0)) + body
+    return SdtHeader.build(_header(signature, revision, length, checksum(raw))) + body
+
+
+def build_rsdp(xsdt_addr: int) -> bytes:
+    fields = dict(checksum=0, oem_id=OEM_ID, revision=RSDP_REVISION, rsdt_address=0,
+                  length=Rsdp.sizeof(), xsdt_address=xsdt_addr, extended_checksum=0)
+    fields["checksum"] = checksum(Rsdp.build(fields)[:RsdpV1.sizeof()])
+    fields["extended_checksum"] = checksum(Rsdp.build(fields))
+    return Rsdp.build(fields)
+
+
+def build_xsdt(entries: Sequence[int]) -> bytes:
+    """§5.2.8 Extended System Description Table: 64-bit table addresses."""
+    return sdt(b"XSDT", XSDT_REVISION, b"".join(Int64ul.build(a) for a in entries))
+
+
+def _io_reg(port: int) -> dict:
+    return dict(space_id=GAS_SYSTEM_IO, bit_width=8, bit_offset=0, access_size=GAS_ACCESS_BYTE, address=port)
+
+
+def build_fadt(dsdt_addr: int) -> bytes:
+    fields = dict(
+        header=_header(b"FACP", FADT_REVISION, Fadt.sizeof(), 0),
+        iapc_boot_arch=IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT,
+        flags=FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP,
+        reset_reg=_io_reg(RESET_PORT),
+        reset_value=RESET_VALUE,
+        fadt_minor_version=FADT_MINOR_REVISION,
+        x_dsdt=dsdt_addr,
+        sleep_control_reg=_io_reg(SLEEP_CONTROL_PORT),
+        sleep_status_reg=_io_reg(SLEEP_STATUS_PORT),
+    )
+    fields["header"]["checksum"] = checksum(Fadt.build(fields))
+    return Fadt.build(fields)
+
+
+def build_dsdt(serial_ports: Sequence[tuple[int, int]] = ()) -> bytes:
+    """The DSDT: ``\\_SB_.COMn`` for each (port, irq) serial port, and ``\\_S5_``.
+
+    ASL equivalent (one port)::
+
+        Scope (\\_SB_) {
+            Device (COM1) {
+                Name (_HID, EisaId ("PNP0501"))
+                Name (_UID, 1)
+                Name (_CRS, ResourceTemplate () {
+                    IO (Decode16, 0x3F8, 0x3F8, 0x00, 0x08)
+                    IRQNoFlags () {4}
+                })
+            }
+        }
+        Name (\\_S5_, Package () {5, 0, 0, 0})   // SLP_TYPa, SLP_TYPb, reserved, reserved
+    """
+    devices = [aml.device(f"COM{i + 1}",
+                          aml.name("_HID", aml.eisa_id("PNP0501")),
+                          aml.name("_UID", i + 1),
+                          aml.name("_CRS", aml.resource_template(aml.io_port(port, port, 0, 8), aml.irq(irq))))
+               for i, (port, irq) in enumerate(serial_ports)]
+    body = aml.scope("\\_SB_", *devices) + aml.name("\\_S5_", aml.package(S5_SLP_TYP, 0, 0, 0))
+    return sdt(b"DSDT", DSDT_REVISION, body)
+
+
+def build_madt(nr_cpus: int, legacy_pic: bool = True) -> bytes:
+    if not 1 <= nr_cpus <= 254:
+        raise UserError(f"ACPI tables describe 1..254 vCPUs (the I/O APIC takes APIC id {nr_cpus}); "
+                        f"got {nr_cpus} (use --no-acpi)")
+    entries = [MadtLocalApic.build(dict(processor_uid=i, apic_id=i, flags=LAPIC_ENABLED)) for i in range(nr_cpus)]
+    entries.append(MadtIoApic.build(dict(io_apic_id=nr_cpus, io_apic_address=IOAPIC_BASE, gsi_base=0)))
+    head = MadtFields.build(dict(local_apic_address=LAPIC_BASE, flags=MADT_PCAT_COMPAT if legacy_pic else 0))
+    return sdt(b"APIC", MADT_REVISION, head + b"".join(entries))
+
+
+def _align(addr: int) -> int:
+    return (addr + TABLE_ALIGN - 1) & ~(TABLE_ALIGN - 1)
+
+
+def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequence[tuple[int, int]] = (),
+                      legacy_pic: bool = True, base: int = layout.ACPI_TABLES) -> int:
+    """Write the RSDP at ``base``, then DSDT, MADT, FADT and XSDT after it (each
+    16-byte aligned, each placed before the table that points at it), mark the
+    area as ACPI in the e820 map, and return the RSDP's address.
+
+    ``serial_ports``: (I/O base, ISA IRQ) of each 16550 to declare in the DSDT;
+    ``legacy_pic``: whether the irqchip has the dual 8259 (MADT PCAT_COMPAT)."""
+    if base % TABLE_ALIGN:
+        raise ValueError(f"ACPI tables base {base:#x} is not {TABLE_ALIGN}-byte aligned")
+    tables: list[tuple[int, bytes]] = []
+    cursor = _align(base + Rsdp.sizeof())
+
+    def place(data: bytes) -> int:
+        nonlocal cursor
+        addr = cursor
+        tables.append((addr, data))
+        cursor = _align(addr + len(data))
+        return addr
+
+    dsdt_addr = place(build_dsdt(serial_ports))
+    madt_addr = place(build_madt(nr_cpus, legacy_pic))
+    fadt_addr = place(build_fadt(dsdt_addr))
+    xsdt_addr = place(build_xsdt([fadt_addr, madt_addr]))
+    tables.insert(0, (base, build_rsdp(xsdt_addr)))
+    end = max(addr + len(data) for addr, data in tables)
+    if end > layout.ACPI_TABLES_END:
+        raise UserError(f"ACPI tables ({end - base} bytes at {base:#x}) do not fit below {layout.ACPI_TABLES_END:#x}")
+    memory.fill(base, end - base)
+    for addr, data in tables:
+        memory.write(addr, data)
+    memory.mark_acpi_tables(base, end - base)
+    return base

@@ -1,0 +1,189 @@
+"""A tiny AML (ACPI Machine Language) encoder: just what our DSDT needs.
+
+Reference: ACPI 6.x specification, chapter 20 "ACPI Machine Language (AML)
+Specification" (§20.2 grammar) and §6.4 "Resource Data Types for ACPI".
+Every function returns the encoded bytes of one AML term, so a definition
+block reads like the ASL it stands for::
+
+    scope("\\_SB_",
+          device("COM1",
+                 name("_HID", eisa_id("PNP0501")),
+                 name("_CRS", resource_template(io_port(0x3F8, 0x3F8, 0, 8), irq(4)))))
+
+Integers are encoded in the smallest form (§20.2.3), strings as StringPrefix
+... NUL.  Nothing here evaluates AML: it is write-only.
+"""
+
+from __future__ import annotations
+
+# §20.2.2 Name Objects Encoding
+ROOT_CHAR = 0x5C            # '\'
+PARENT_PREFIX = 0x5E        # '^'
+DUAL_NAME_PREFIX = 0x2E
+MULTI_NAME_PREFIX = 0x2F
+# §20.2.3 Data Objects Encoding
+ZERO_OP = 0x00
+ONE_OP = 0x01
+BYTE_PREFIX = 0x0A
+WORD_PREFIX = 0x0B
+DWORD_PREFIX = 0x0C
+STRING_PREFIX = 0x0D
+QWORD_PREFIX = 0x0E
+# §20.2.5 Term Objects Encoding
+NAME_OP = 0x08              # DefName   := NameOp NameString DataRefObject
+SCOPE_OP = 0x10             # DefScope  := ScopeOp PkgLength NameString TermList
+BUFFER_OP = 0x11            # DefBuffer := BufferOp PkgLength BufferSize ByteList
+PACKAGE_OP = 0x12           # DefPackage := PackageOp PkgLength NumElements PackageElementList
+EXT_OP_PREFIX = 0x5B
+DEVICE_OP = 0x82            # DefDevice := ExtOpPrefix DeviceOp PkgLength NameString TermList
+# §6.4.2 Small Resource Data Type: tag byte = item name << 3 | length
+IRQ_TAG = 0x22              # §6.4.2.1 IRQ Descriptor, 2 bytes follow (IRQNoFlags)
+IO_TAG = 0x47               # §6.4.2.5 I/O Port Descriptor, 7 bytes follow
+END_TAG = 0x79              # §6.4.2.9 End Tag, 1 byte (checksum) follows
+IO_DECODE16 = 0x01          # I/O descriptor information bit 0: 16-bit address decode
+
+_LEAD_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_NAME_CHARS = _LEAD_CHARS | set("0123456789")
+
+
+def pkg_length(payload: int) -> bytes:
+    """PkgLength (§20.2.4) for ``payload`` bytes following it; the encoded
+    length counts the PkgLength bytes themselves.  One byte holds up to 63;
+    otherwise bits 7:6 of the lead byte say how many bytes follow (1-3), the
+    lead byte's low nibble is the least significant, the rest follow in order."""
+    if payload + 1 < 1 << 6:
+        return bytes([payload + 1])
+    for extra in (1, 2, 3):
+        total = payload + 1 + extra
+        if total < 1 << (4 + 8 * extra):
+            return bytes([(extra << 6) | (total & 0xF)]) + (total >> 4).to_bytes(extra, "little")
+    raise ValueError(f"AML package of {payload} bytes is too large")
+
+
+def name_seg(seg: str) -> bytes:
+    """NameSeg (§20.2.2): four characters, a lead of A-Z or '_', padded with '_'."""
+    if not 1 <= len(seg) <= 4 or seg[0] not in _LEAD_CHARS or not set(seg) <= _NAME_CHARS:
+        raise ValueError(f"bad AML name segment {seg!r}")
+    return seg.ljust(4, "_").encode()
+
+
+def name_string(path: str) -> bytes:
+    """NameString (§20.2.2): ``"\\_SB_.COM1"``, ``"_HID"``, ``"^FOO"``."""
+    prefix = b""
+    if path.startswith("\\"):
+        prefix, path = bytes([ROOT_CHAR]), path[1:]
+    else:
+        while path.startswith("^"):
+            prefix, path = prefix + bytes([PARENT_PREFIX]), path[1:]
+    segs = [name_seg(s) for s in path.split(".")] if path else []
+    if not segs:
+        return prefix + bytes([ZERO_OP])                  # NullName
+    if len(segs) == 1:
+        return prefix + segs[0]
+    if len(segs) == 2:
+        return prefix + bytes([DUAL_NAME_PREFIX]) + b"".join(segs)
+    return prefix + bytes([MULTI_NAME_PREFIX, len(segs)]) + b"".join(segs)
+
+
+def integer(value: int) -> bytes:
+    """ComputationalData integer (§20.2.3), smallest encoding."""
+    if value < 0 or value >= 1 << 64:
+        raise ValueError(f"AML integer out of range: {value}")
+    if value == 0:
+        return bytes([ZERO_OP])
+    if value == 1:
+        return bytes([ONE_OP])
+    for prefix, size in ((BYTE_PREFIX, 1), (WORD_PREFIX, 2), (DWORD_PREFIX, 4), (QWORD_PREFIX, 8)):
+        if value < 1 << (8 * size):
+            return bytes([prefix]) + value.to_bytes(size, "little")
+    raise AssertionError("unreachable")
+
+
+def string(text: str) -> bytes:
+    """String (§20.2.3): StringPrefix AsciiCharList NullChar."""
+    raw = text.encode("ascii")
+    if b"\0" in raw:
+        raise ValueError("AML strings cannot contain NUL")
+    return bytes([STRING_PREFIX]) + raw + b"\0"
+
+
+def _data(value: int | str | bytes) -> bytes:
+    """An int or str becomes a data object; bytes are an already-encoded term."""
+    if isinstance(value, bool):
+        raise TypeError("use 0/1 for AML booleans")
+    if isinstance(value, int):
+        return integer(value)
+    if isinstance(value, str):
+        return string(value)
+    return bytes(value)
+
+
+def name(path: str, value: int | str | bytes) -> bytes:
+    """Name(path, value) — DefName (§20.2.5.1)."""
+    return bytes([NAME_OP]) + name_string(path) + _data(value)
+
+
+def package(*elements: int | str | bytes) -> bytes:
+    """Package() {elements} — DefPackage (§20.2.5.4)."""
+    if len(elements) > 255:
+        raise ValueError("a Package has at most 255 elements (use VarPackage)")
+    body = bytes([len(elements)]) + b"".join(_data(e) for e in elements)
+    return bytes([PACKAGE_OP]) + pkg_length(len(body)) + body
+
+
+def buffer(data: bytes) -> bytes:
+    """Buffer() {data} — DefBuffer (§20.2.5.4), BufferSize as an integer."""
+    body = integer(len(data)) + bytes(data)
+    return bytes([BUFFER_OP]) + pkg_length(len(body)) + body
+
+
+def scope(path: str, *terms: bytes) -> bytes:
+    """Scope(path) {terms} — DefScope (§20.2.5.1)."""
+    body = name_string(path) + b"".join(terms)
+    return bytes([SCOPE_OP]) + pkg_length(len(body)) + body
+
+
+def device(path: str, *terms: bytes) -> bytes:
+    """Device(path) {terms} — DefDevice (§20.2.5.2)."""
+    body = name_string(path) + b"".join(terms)
+    return bytes([EXT_OP_PREFIX, DEVICE_OP]) + pkg_length(len(body)) + body
+
+
+def eisa_id(text: str) -> bytes:
+    """EISAID("PNP0501") (ASL EISAID macro; _HID §6.1.5): three letters of 5
+    bits each (A = 1) in bits 30:16 and four hex digits in bits 15:0, stored
+    byte-swapped, always as a DWordConst."""
+    if len(text) != 7 or not text[:3].isalpha() or not text[:3].isupper():
+        raise ValueError(f"bad EISA id {text!r}")
+    try:
+        product = int(text[3:], 16)
+    except ValueError:
+        raise ValueError(f"bad EISA id {text!r}") from None
+    vendor = 0
+    for c in text[:3]:
+        vendor = (vendor << 5) | (ord(c) - 0x40)
+    value = (vendor << 16) | product
+    return bytes([DWORD_PREFIX]) + value.to_bytes(4, "big")
+
+
+def io_port(minimum: int, maximum: int, alignment: int, length: int) -> bytes:
+    """IO(Decode16, min, max, align, len) — I/O Port Descriptor (§6.4.2.5)."""
+    return bytes([IO_TAG, IO_DECODE16]) + minimum.to_bytes(2, "little") + maximum.to_bytes(2, "little") \
+        + bytes([alignment, length])
+
+
+def irq(*irqs: int) -> bytes:
+    """IRQNoFlags() {irqs} — IRQ Descriptor (§6.4.2.1), 2-byte form: edge
+    triggered, active high, exclusive."""
+    mask = 0
+    for n in irqs:
+        if not 0 <= n < 16:
+            raise ValueError(f"ISA IRQ {n} out of range")
+        mask |= 1 << n
+    return bytes([IRQ_TAG]) + mask.to_bytes(2, "little")
+
+
+def resource_template(*descriptors: bytes) -> bytes:
+    """ResourceTemplate() {descriptors}: a Buffer ending with an End Tag
+    (§6.4.2.9) whose checksum byte is 0 ("treat as correct")."""
+    return buffer(b"".join(descriptors) + bytes([END_TAG, 0]))

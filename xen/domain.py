@@ -1,0 +1,179 @@
+"""A Xen HVM domain on top of a Vm: the state hypercalls act on, and its wiring.
+
+Lock order (ARCHITECTURE.md): ``XenDomain.lock`` (params, placement) ->
+``EventChannels.lock`` (the port table) -> device locks -> the IrqChip.
+Hypercall handlers run on the calling vCPU's thread; timers on the
+``xen-timers`` thread.  Blocking hypercalls (SCHEDOP_block/poll) wait on
+``XenDomain.events`` and are woken by every event-channel delivery.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from vmm.irqchip import IrqChipError
+from vmm.trace import tracepoint
+from vmm.vm import Vm
+from xen import abi
+from xen.cpuid import xen_leaves
+from xen.evtchn import EventChannels
+from xen.gnttab import GrantTable
+from xen.hypercall import XenError
+from xen.hypercall import HypercallTable
+from xen.shared_info import SharedInfo
+from xen.time import Timers, XenTime
+from xen.transport import KernelTransport, PortTransport, choose_transport
+from xen.upcall import Upcall
+
+TP_XEN = tracepoint("xen.domain", "{what}")
+
+DOMID = 1          # our guest's domain id (dom0 would be the VMM's own backends)
+
+
+@dataclass
+class XenConfig:
+    version: tuple[int, int] = (4, 17)
+    hypercalls: str = "auto"            # auto | kernel | port
+
+
+@dataclass
+class XenVcpu:
+    id: int
+    runstate_gva: int | None = None
+    runstate_abi: str = "64"
+    time_area_gva: int | None = None
+    time_area_cr3: int = 0
+    up: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class XenDomain:
+    domid = DOMID
+
+    def __init__(self, vm: Vm, config: XenConfig, console_out: Callable[[bytes], None],
+                 intx_gsi: Callable[[int], int | None] | None = None):
+        self.vm = vm
+        self.config = config
+        self.console_out = console_out
+        self._intx_gsi = intx_gsi
+        self.running = True
+        self.compat = False                    # latched from the guest's mode (shared_info layout)
+        self.lock = threading.Lock()
+        self.events = threading.Condition()
+        self.hvm_params: dict[int, int] = {}
+        self.shutdown_code: int | None = None
+        self.vm_assists = 0
+        self.removed_gfns: set[int] = set()    # decrease_reservation record
+        self.vcpus = [XenVcpu(v.id, up=(v.id == 0)) for v in vm.vcpus]
+        self.handle = uuid.uuid4().bytes         # xen_domain_handle_t (XENVER_guest_handle)
+
+        self.shared = SharedInfo(self)
+        self.upcall = Upcall(self)
+        self.evtchn = EventChannels(self)
+        self.clock = XenTime(self)
+        self.timers = Timers(self, self.clock)
+        self.gnttab = GrantTable(self)
+        self.hypercalls = HypercallTable()
+        from xen.ops import register_all
+        register_all(self)
+
+        kind = choose_transport(vm.kvm, config.hypercalls)
+        self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
+        from vmm.cpuid import configure_cpuid
+        for v in vm.vcpus:
+            configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz))
+        self.write_wallclock()
+        vm.at_exit(self.stop)
+        if TP_XEN.enabled:
+            TP_XEN.emit(what=f"xen {config.version[0]}.{config.version[1]} hypercalls={kind} "
+                             f"irqchip={vm.irqchip.name}")
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.timers.start()
+
+    def stop(self) -> None:
+        self.running = False
+        self.timers.stop()
+        self.notify_events()
+
+    # ------------------------------------------------------------ events
+    def notify_events(self) -> None:
+        with self.events:
+            self.events.notify_all()
+
+    def timer_fired(self, vcpu: int) -> None:
+        self.publish_time(vcpu)
+        self.evtchn.raise_virq(vcpu, abi.VIRQ.TIMER)
+
+    def pirq_unbound(self, pirq: int) -> None:
+        """A port bound to a PIRQ was closed (PIRQ support plugs in here)."""
+
+    def bind_pirq(self, pirq: int, flags: int, compat: bool) -> int:
+        """EVTCHNOP_bind_pirq: no PIRQ is mapped until PIRQ support exists (Xen: -EINVAL)."""
+        raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq} is not mapped")
+
+    def shared_info_mapped(self, gpa: int) -> None:
+        """The guest placed shared_info: publish time into it."""
+        self.write_wallclock()
+        for v in self.vcpus:
+            self.publish_time(v.id)
+
+    def intx_gsi(self, value: int) -> int | None:
+        """HVM_PARAM_CALLBACK_IRQ type PCI_INTX -> the GSI of that device's pin."""
+        return self._intx_gsi(value) if self._intx_gsi else None
+
+    def irqchip_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
+        try:
+            self.vm.irqchip.add_eoi_listener(gsi, fn)
+        except IrqChipError:
+            pass   # kernel irqchip: the poll in Upcall does the deassert
+
+    # ------------------------------------------------------------ time
+    def write_wallclock(self) -> None:
+        from xen.shared_info import LAYOUT
+        sec, nsec = self.clock.wallclock()
+        lay = LAYOUT[self.compat]
+        ver = int.from_bytes(self.shared.read_raw(("si", lay.wc_version), 4), "little")
+        ver = (ver | 1) + 1
+        self.shared.write_field("si", lay.wc_version, (ver - 1).to_bytes(4, "little"))   # odd
+        self.shared.write_field("si", lay.wc_sec, (sec & 0xFFFFFFFF).to_bytes(4, "little"))
+        self.shared.write_field("si", lay.wc_nsec, nsec.to_bytes(4, "little"))
+        if lay.wc_sec_hi is not None:
+            self.shared.write_field("si", lay.wc_sec_hi, (sec >> 32).to_bytes(4, "little"))
+        self.shared.write_field("si", lay.wc_version, ver.to_bytes(4, "little"))         # even
+
+    def publish_time(self, vcpu: int) -> None:
+        """Refresh vcpu_info.time (and the registered secondary time area)."""
+        from xen.shared_info import LAYOUT
+        lay = LAYOUT[self.compat]
+        loc = self.shared._vcpu_info_gpa(vcpu, self.compat)
+        if loc is None:
+            return
+        if isinstance(loc, tuple):
+            where, off = "si", loc[1] + lay.time
+        else:
+            where, off = loc, lay.time
+        self.clock.publish(vcpu, lambda data: self.shared.write_field(where, off, data), ("vi", vcpu))
+
+    # ------------------------------------------------------------ runstate
+    def runstate(self, vcpu: int) -> dict:
+        """vcpu_runstate_info: a vCPU that makes hypercalls is running; we don't
+        account steal time, so all its time is 'running'."""
+        now = self.clock.now()
+        return dict(state=abi.RUNSTATE_running, state_entry_time=0,
+                    time=[now, 0, 0, 0])
+
+    def write_runstate(self, vcpu: int, mem) -> None:
+        xv = self.vcpus[vcpu]
+        if xv.runstate_gva is not None:
+            mem.write_struct(abi.layout(abi.vcpu_runstate_info, xv.runstate_abi), xv.runstate_gva,
+                             self.runstate(vcpu))
+
+    def write_time_area(self, vcpu: int, mem) -> None:
+        xv = self.vcpus[vcpu]
+        if xv.time_area_gva is not None:
+            self.clock.publish(vcpu, lambda data: mem.write(xv.time_area_gva, data), ("ta", vcpu))

@@ -1,0 +1,45 @@
+"""Grant table, v1 only (public/grant_table.h; xen/common/grant_table.c).
+
+For now: the frames' placement (XENMEM_add_to_physmap XENMAPSPACE_grant_table
+puts frame ``idx`` at a guest page, which then *is* that frame, as with
+shared_info), and the table ops an HVM guest may use to set itself up.
+Mapping and copying grants come with the PV backends.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from xen import abi
+from xen.hypercall import XenError
+
+MAX_FRAMES = 64            # QEMU's and Xen's default max_grant_frames
+XENMAPIDX_grant_table_status = 1 << 31
+INVALID_GFN = (1 << 64) - 1
+
+
+class GrantTable:
+    def __init__(self, domain):
+        self.domain = domain
+        self.lock = threading.Lock()
+        self.version = 1
+        self.nr_frames = 1
+        self.frames: dict[int, int] = {}     # frame index -> gpa
+
+    def map_frame(self, idx: int, gpa: int) -> None:
+        if idx & XENMAPIDX_grant_table_status:
+            raise XenError(abi.XenErrno.EINVAL, "no status frames in v1")
+        if idx >= MAX_FRAMES:
+            raise XenError(abi.XenErrno.EINVAL, f"grant frame {idx} >= {MAX_FRAMES}")
+        if not self.domain.vm.memory.check(gpa, 4096):
+            raise XenError(abi.XenErrno.EINVAL, f"{gpa:#x} is not RAM")
+        with self.lock:
+            old = self.frames.get(idx)
+            data = self.domain.vm.memory.read(old, 4096) if old is not None else bytes(4096)
+            self.domain.vm.memory.write(gpa, data)
+            self.frames[idx] = gpa
+            self.nr_frames = max(self.nr_frames, idx + 1)
+
+    def frame_gfn(self, idx: int) -> int:
+        gpa = self.frames.get(idx)
+        return INVALID_GFN if gpa is None else gpa >> 12

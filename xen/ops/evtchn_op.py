@@ -1,0 +1,105 @@
+"""__HYPERVISOR_event_channel_op (public/event_channel.h; xen/common/event_channel.c),
+and the legacy multiplexed event_channel_op_compat (struct evtchn_op)."""
+
+from __future__ import annotations
+
+from xen import abi
+from xen.evtchn import ECS_INTERDOMAIN, ECS_PIRQ, ECS_UNBOUND, ECS_VIRQ
+from xen.hypercall import Hypercall, XenError
+
+OPS = {  # cmd -> argument struct
+    abi.EVTCHNOP_alloc_unbound: abi.evtchn_alloc_unbound,
+    abi.EVTCHNOP_bind_interdomain: abi.evtchn_bind_interdomain,
+    abi.EVTCHNOP_bind_virq: abi.evtchn_bind_virq,
+    abi.EVTCHNOP_bind_ipi: abi.evtchn_bind_ipi,
+    abi.EVTCHNOP_bind_pirq: abi.evtchn_bind_pirq,
+    abi.EVTCHNOP_close: abi.evtchn_close,
+    abi.EVTCHNOP_send: abi.evtchn_send,
+    abi.EVTCHNOP_status: abi.evtchn_status,
+    abi.EVTCHNOP_bind_vcpu: abi.evtchn_bind_vcpu,
+    abi.EVTCHNOP_unmask: abi.evtchn_unmask,
+    abi.EVTCHNOP_reset: abi.evtchn_reset,
+}
+# FIFO ABI: not offered, as a Xen without it answers.
+NO_FIFO = (abi.EVTCHNOP_init_control, abi.EVTCHNOP_expand_array, abi.EVTCHNOP_set_priority)
+
+
+def handlers(domain):
+    ev = domain.evtchn
+
+    def run(call: Hypercall, cmd: int, a) -> bool:
+        """Do op ``cmd`` on parsed struct ``a``; returns True if ``a`` must be copied back."""
+        c = domain.compat
+        if cmd == abi.EVTCHNOP_alloc_unbound:
+            a.port = ev.alloc_unbound(a.dom, a.remote_dom, c)
+        elif cmd == abi.EVTCHNOP_bind_interdomain:
+            a.local_port = ev.bind_interdomain(a.remote_dom, a.remote_port, c)
+        elif cmd == abi.EVTCHNOP_bind_virq:
+            a.port = ev.bind_virq(a.virq, a.vcpu, c)
+        elif cmd == abi.EVTCHNOP_bind_ipi:
+            a.port = ev.bind_ipi(a.vcpu, c)
+        elif cmd == abi.EVTCHNOP_bind_pirq:
+            a.port = domain.bind_pirq(a.pirq, a.flags, c)
+        elif cmd == abi.EVTCHNOP_close:
+            ev.close(a.port, c)
+            return False
+        elif cmd == abi.EVTCHNOP_send:
+            ev.send(a.port, c)
+            return False
+        elif cmd == abi.EVTCHNOP_status:
+            ch = ev.status(a.dom, a.port, c)
+            a.status, a.vcpu = ch.state, ch.vcpu
+            if ch.state == ECS_UNBOUND:
+                a.u = dict(unbound=dict(dom=ch.remote_dom))
+            elif ch.state == ECS_INTERDOMAIN:
+                a.u = dict(interdomain=dict(dom=ch.remote_dom, port=ch.remote_port))
+            elif ch.state == ECS_PIRQ:
+                a.u = dict(pirq=ch.pirq)
+            elif ch.state == ECS_VIRQ:
+                a.u = dict(virq=ch.virq)
+            else:
+                a.u = dict(virq=0)
+        elif cmd == abi.EVTCHNOP_bind_vcpu:
+            ev.bind_vcpu(a.port, a.vcpu, c)
+            return False
+        elif cmd == abi.EVTCHNOP_unmask:
+            ev.unmask(a.port, c)
+            return False
+        elif cmd == abi.EVTCHNOP_reset:
+            ev.reset(a.dom)
+            return False
+        return True
+
+    def event_channel_op(call: Hypercall) -> int:
+        cmd, arg = call.args[0], call.args[1]
+        call.note(f"cmd={abi.EVTCHNOP(cmd).name if cmd in abi.EVTCHNOP._value2member_map_ else cmd}")
+        if cmd in NO_FIFO:
+            raise XenError(abi.XenErrno.ENOSYS, "no FIFO event channels")
+        struct = OPS.get(cmd)
+        if struct is None:
+            raise XenError(abi.XenErrno.ENOSYS, f"EVTCHNOP {cmd}")
+        st = abi.layout(struct, call.abi)
+        a = call.mem.read_struct(st, arg)
+        call.note(", ".join(f"{k}={v}" for k, v in a.items() if not k.startswith("_") and k != "u"))
+        if run(call, cmd, a):
+            call.mem.write_struct(st, arg, a)
+        return 0
+
+    def event_channel_op_compat(call: Hypercall) -> int:
+        """Old guests: one pointer to struct evtchn_op {cmd; union u}."""
+        st = abi.layout(abi.evtchn_op, call.abi)
+        arg = call.args[0]
+        cmd = call.mem.read_u32(arg)
+        struct = OPS.get(cmd)
+        if struct is None:
+            raise XenError(abi.XenErrno.ENOSYS, f"EVTCHNOP {cmd}")
+        inner = abi.layout(struct, call.abi)
+        off = abi.offset_of(abi.evtchn_op, "u", call.abi)
+        a = call.mem.read_struct(inner, arg + off)
+        if run(call, cmd, a):
+            call.mem.write_struct(inner, arg + off, a)
+        del st
+        return 0
+
+    return {abi.Hypercall.event_channel_op: event_channel_op,
+            abi.Hypercall.event_channel_op_compat: event_channel_op_compat}

@@ -1,0 +1,126 @@
+"""__HYPERVISOR_memory_op (public/memory.h; xen/common/memory.c, x86 arch_memory_op).
+
+The command word carries a continuation start extent in its high bits
+(MEMOP_EXTENT_SHIFT = 6); we finish every call at once, so only the low bits
+name the op.  Reservation ops record what the guest gives back and takes
+again (a balloon), without unmapping: a guest touching a page it returned is
+its own bug, as on Xen where it would fault.
+"""
+
+from __future__ import annotations
+
+from xen import abi
+from xen.guest_access import MAX_COPY
+from xen.hypercall import Hypercall, XenError
+from xen.ops import check_domid
+
+MEMOP_EXTENT_SHIFT = 6
+MEMOP_CMD_MASK = (1 << MEMOP_EXTENT_SHIFT) - 1
+MAX_ORDER = 18                     # 1 GiB extents (Xen's MAX_ORDER for guests is similar)
+XENMAPIDX_grant_table_status = 1 << 31
+
+
+def handlers(domain):
+    mem = domain.vm.memory
+    ram_pages = sum(r.size for r in mem.regions) >> 12
+    max_pfn = max(r.end for r in mem.regions) >> 12
+
+    def add_to_physmap_one(call: Hypercall, space: int, idx: int, gpfn: int) -> None:
+        gpa = gpfn << 12
+        if space == abi.XENMAPSPACE_shared_info:
+            if idx != 0:
+                raise XenError(abi.XenErrno.EINVAL, "shared_info idx")
+            if not mem.check(gpa, 4096):
+                raise XenError(abi.XenErrno.EINVAL, f"gpfn {gpfn:#x} is not RAM")
+            domain.compat = call.compat       # latch the shared_info layout (hvm_latch_shinfo_size)
+            domain.shared.map_at(gpa)
+            domain.shared_info_mapped(gpa)
+            call.note(f"shared_info -> {gpa:#x}")
+        elif space == abi.XENMAPSPACE_grant_table:
+            domain.gnttab.map_frame(idx, gpa)
+            call.note(f"grant frame {idx:#x} -> {gpa:#x}")
+        else:
+            raise XenError(abi.XenErrno.EOPNOTSUPP, f"space {space}")
+
+    def reservation(call: Hypercall, op: int) -> int:
+        st = abi.layout(abi.xen_memory_reservation, call.abi)
+        r = call.mem.read_struct(st, call.args[1])
+        check_domid(domain, r.domid)
+        if r.extent_order > MAX_ORDER:
+            return 0
+        n = min(r.nr_extents, MAX_COPY // 8)     # a huge count is done in part, as after preemption
+        word = 4 if call.compat else 8
+        if r.extent_start == 0:
+            return 0
+        done = 0
+        for i in range(n):
+            gpfn = int.from_bytes(call.mem.read(r.extent_start + i * word, word), "little")
+            pages = range(gpfn, gpfn + (1 << r.extent_order))
+            if op == abi.XENMEM_decrease_reservation:
+                if gpfn + (1 << r.extent_order) > max_pfn:
+                    break
+                domain.removed_gfns.update(pages)
+            else:                                 # increase / populate: only what was given back
+                if not all(p in domain.removed_gfns for p in pages):
+                    break
+                domain.removed_gfns.difference_update(pages)
+            done += 1
+        call.note(f"{done}/{r.nr_extents} extents of order {r.extent_order}")
+        return done
+
+    def memory_op(call: Hypercall) -> int:
+        cmd = call.args[0] & MEMOP_CMD_MASK
+        arg = call.args[1]
+        call.note(f"cmd={abi.XENMEM(cmd).name if cmd in abi.XENMEM._value2member_map_ else cmd}")
+        if cmd in (abi.XENMEM_decrease_reservation, abi.XENMEM_increase_reservation,
+                   abi.XENMEM_populate_physmap):
+            return reservation(call, cmd)
+        if cmd == abi.XENMEM_maximum_ram_page:
+            return max_pfn
+        if cmd in (abi.XENMEM_current_reservation, abi.XENMEM_maximum_reservation, abi.XENMEM_maximum_gpfn):
+            check_domid(domain, call.mem.read_struct(abi.layout(abi.xen_memory_domain, call.abi), arg).domid)
+            if cmd == abi.XENMEM_maximum_gpfn:
+                return max_pfn - 1
+            return ram_pages - (len(domain.removed_gfns) if cmd == abi.XENMEM_current_reservation else 0)
+        if cmd == abi.XENMEM_add_to_physmap:
+            st = abi.layout(abi.xen_add_to_physmap, call.abi)
+            x = call.mem.read_struct(st, arg)
+            check_domid(domain, x.domid)
+            if x.space == abi.XENMAPSPACE_gmfn_range:
+                raise XenError(abi.XenErrno.EOPNOTSUPP, "gmfn_range")
+            add_to_physmap_one(call, x.space, x.idx, x.gpfn)
+            return 0
+        if cmd == abi.XENMEM_add_to_physmap_batch:
+            st = abi.layout(abi.xen_add_to_physmap_batch, call.abi)
+            b = call.mem.read_struct(st, arg)
+            check_domid(domain, b.domid)
+            if b.space == abi.XENMAPSPACE_gmfn_range:
+                raise XenError(abi.XenErrno.EINVAL, "gmfn_range in a batch")
+            word = 4 if call.compat else 8
+            # size is a uint16_t: at most 65535 entries, read in bounded chunks.
+            idxs = call.mem.read(b.idxs, b.size * word)
+            gpfns = call.mem.read(b.gpfns, b.size * word)
+            errs = []
+            for i in range(b.size):
+                idx = int.from_bytes(idxs[i * word:(i + 1) * word], "little")
+                gpfn = int.from_bytes(gpfns[i * word:(i + 1) * word], "little")
+                try:
+                    add_to_physmap_one(call, b.space, idx, gpfn)
+                    errs.append(0)
+                except XenError as e:
+                    errs.append(-e.errno)
+            call.mem.write(b.errs, b"".join((e & 0xFFFFFFFF).to_bytes(4, "little") for e in errs))
+            return 0
+        if cmd == abi.XENMEM_memory_map:
+            st = abi.layout(abi.xen_memory_map, call.abi)
+            m = call.mem.read_struct(st, arg)
+            ent = abi.layout(abi.e820entry, call.abi)
+            table = mem.e820()
+            n = min(m.nr_entries, len(table))
+            call.mem.write(m.buffer, b"".join(ent.build(dict(addr=a, size=s, type=t)) for a, s, t in table[:n]))
+            m.nr_entries = n
+            call.mem.write_struct(st, arg, m)
+            return 0
+        raise XenError(abi.XenErrno.ENOSYS, f"XENMEM {cmd}")
+
+    return {abi.Hypercall.memory_op: memory_op}

@@ -1,0 +1,111 @@
+"""The smaller families: console_io, vm_assist, grant_table_op, physdev_op,
+and the privileged ops a domU is refused."""
+
+from __future__ import annotations
+
+from xen import abi
+from xen.gnttab import MAX_FRAMES
+from xen.hypercall import Hypercall, XenError
+from xen.ops import check_domid
+from vmm.trace import tracepoint
+
+TP_CONSOLE = tracepoint("xen.console", "vcpu={vcpu} bytes={n}")
+
+CONSOLE_MAX = 16 << 10     # bytes taken from one CONSOLEIO_write (Xen copies in chunks; we cap)
+GNTST_okay = 0
+GNTST_general_error = -1
+# Known vm_assist types for HVM (xen/include/asm-x86/config.h HVM_VM_ASSIST_MASK).
+HVM_VM_ASSISTS = 1 << abi.VMASST_TYPE_runstate_update_flag
+
+
+def handlers(domain):
+    def console_io(call: Hypercall) -> int:
+        cmd, count, buf = call.args[0], call.args[1] & 0xFFFFFFFF, call.args[2]
+        if cmd == abi.CONSOLEIO_write:
+            n = min(count, CONSOLE_MAX)
+            data = call.mem.read(buf, n)
+            if TP_CONSOLE.enabled:
+                TP_CONSOLE.emit(call.vcpu_id, vcpu=call.vcpu_id, n=n)
+            domain.console_out(data)
+            return 0
+        if cmd == abi.CONSOLEIO_read:
+            return 0                         # nothing to read: no console input for domU
+        raise XenError(abi.XenErrno.ENOSYS, f"CONSOLEIO {cmd}")
+
+    def vm_assist(call: Hypercall) -> int:
+        cmd, typ = call.args[0], call.args[1]
+        if typ >= 64 or not HVM_VM_ASSISTS >> typ & 1:
+            raise XenError(abi.XenErrno.EINVAL, f"vm_assist type {typ}")
+        if cmd == abi.VMASST_CMD_enable:
+            domain.vm_assists |= 1 << typ
+        elif cmd == abi.VMASST_CMD_disable:
+            domain.vm_assists &= ~(1 << typ)
+        else:
+            raise XenError(abi.XenErrno.ENOSYS, f"vm_assist cmd {cmd}")
+        return 0
+
+    def grant_table_op(call: Hypercall) -> int:
+        cmd, arg, count = call.args[0], call.args[1], call.args[2] & 0xFFFFFFFF
+        gt = domain.gnttab
+        call.note(f"cmd={abi.GNTTABOP(cmd).name if cmd in abi.GNTTABOP._value2member_map_ else cmd} count={count}")
+        if cmd == abi.GNTTABOP_query_size:
+            st = abi.layout(abi.gnttab_query_size, call.abi)
+            q = call.mem.read_struct(st, arg)
+            if q.dom not in (abi.DOMID_SELF, domain.domid):
+                q.status = GNTST_general_error
+            else:
+                q.nr_frames, q.max_nr_frames, q.status = gt.nr_frames, MAX_FRAMES, GNTST_okay
+            call.mem.write_struct(st, arg, q)
+            return 0
+        if cmd == abi.GNTTABOP_set_version:
+            st = abi.layout(abi.gnttab_set_version, call.abi)
+            v = call.mem.read_struct(st, arg)
+            want = v.version
+            v.version = gt.version
+            call.mem.write_struct(st, arg, v)
+            if want == 1:
+                return 0
+            if want == 2:
+                raise XenError(abi.XenErrno.ENOSYS, "v2 disabled: behave as before set_version")
+            raise XenError(abi.XenErrno.EINVAL, f"version {want}")
+        if cmd == abi.GNTTABOP_get_version:
+            st = abi.layout(abi.gnttab_get_version, call.abi)
+            v = call.mem.read_struct(st, arg)
+            check_domid(domain, v.dom)
+            v.version = gt.version
+            call.mem.write_struct(st, arg, v)
+            return 0
+        if cmd == abi.GNTTABOP_setup_table:
+            if count != 1:
+                raise XenError(abi.XenErrno.EINVAL, f"count {count}")
+            st = abi.layout(abi.gnttab_setup_table, call.abi)
+            s = call.mem.read_struct(st, arg)
+            if s.dom not in (abi.DOMID_SELF, domain.domid) or s.nr_frames > MAX_FRAMES:
+                s.status = GNTST_general_error
+            else:
+                with gt.lock:
+                    gt.nr_frames = max(gt.nr_frames, s.nr_frames)
+                word = 4 if call.compat else 8
+                gfns = b"".join((gt.frame_gfn(i) & ((1 << 8 * word) - 1)).to_bytes(word, "little")
+                                for i in range(s.nr_frames))
+                call.mem.write(s.frame_list, gfns)
+                s.status = GNTST_okay
+            call.mem.write_struct(st, arg, s)
+            return 0
+        raise XenError(abi.XenErrno.ENOSYS, f"GNTTABOP {cmd}")
+
+    def physdev_op(call: Hypercall) -> int:
+        # PIRQ sub-ops (map/unmap_pirq, eoi, irq_status_query, get_free_pirq) arrive with
+        # the PIRQ work; until then we don't advertise XENFEAT_hvm_pirqs.
+        raise XenError(abi.XenErrno.ENOSYS, f"PHYSDEVOP {call.args[0]}")
+
+    def privileged(call: Hypercall) -> int:
+        raise XenError(abi.XenErrno.EPERM, "privileged")
+
+    return {abi.Hypercall.console_io: console_io,
+            abi.Hypercall.vm_assist: vm_assist,
+            abi.Hypercall.grant_table_op: grant_table_op,
+            abi.Hypercall.physdev_op: physdev_op,
+            abi.Hypercall.domctl: privileged,
+            abi.Hypercall.sysctl: privileged,
+            abi.Hypercall.platform_op: privileged}

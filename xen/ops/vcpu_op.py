@@ -1,0 +1,97 @@
+"""__HYPERVISOR_vcpu_op (public/vcpu.h; xen/common/domain.c do_vcpu_op).
+
+HVM guests get the subset of xen/arch/x86/hvm/hypercall.c hvm_vcpu_op:
+runstate/time/vcpu_info registration, runstate info and the timers;
+up/down/is_up/initialise answer -ENOSYS (HVM vCPUs start by INIT-SIPI).
+"""
+
+from __future__ import annotations
+
+from xen import abi
+from xen.hypercall import Hypercall, XenError
+from xen.time import MIN_PERIOD_NS
+
+STIME_DELTA_MAX = (1 << 62) - 1
+VCPU_SSHOTTMR_future = 1 << 0
+
+
+def handlers(domain):
+    def vcpu_op(call: Hypercall) -> int:
+        cmd, vcpuid, arg = call.args[0], call.args[1] & 0xFFFFFFFF, call.args[2]
+        call.note(f"cmd={abi.VCPUOP(cmd).name if cmd in abi.VCPUOP._value2member_map_ else cmd} vcpu={vcpuid}")
+        allowed = (abi.VCPUOP_register_runstate_memory_area, abi.VCPUOP_get_runstate_info,
+                   abi.VCPUOP_set_periodic_timer, abi.VCPUOP_stop_periodic_timer,
+                   abi.VCPUOP_set_singleshot_timer, abi.VCPUOP_stop_singleshot_timer,
+                   abi.VCPUOP_register_vcpu_info, abi.VCPUOP_register_vcpu_time_memory_area)
+        if cmd not in allowed:
+            raise XenError(abi.XenErrno.ENOSYS, f"VCPUOP {cmd} (not for HVM)")
+        if not 0 <= vcpuid < len(domain.vcpus):
+            raise XenError(abi.XenErrno.ENOENT, f"vcpu {vcpuid}")
+        xv = domain.vcpus[vcpuid]
+        me = call.vcpu_id
+
+        if cmd == abi.VCPUOP_register_vcpu_info:
+            st = abi.layout(abi.vcpu_register_vcpu_info, call.abi)
+            r = call.mem.read_struct(st, arg)
+            size = abi.layout(abi.vcpu_info, call.abi).sizeof()
+            gpa = (r.mfn << 12) + r.offset
+            if r.offset > 4096 - size or not domain.vm.memory.check(gpa, size):
+                raise XenError(abi.XenErrno.EINVAL, f"vcpu_info at {r.mfn:#x}:{r.offset:#x}")
+            if vcpuid in domain.shared.vcpu_info_gpa:
+                raise XenError(abi.XenErrno.EINVAL, "vcpu_info already registered")
+            domain.compat = call.compat
+            domain.shared.register_vcpu_info(vcpuid, gpa, call.compat)
+            domain.publish_time(vcpuid)
+            call.note(f"vcpu_info -> {gpa:#x}")
+            return 0
+        if cmd in (abi.VCPUOP_register_runstate_memory_area, abi.VCPUOP_register_vcpu_time_memory_area):
+            struct = (abi.vcpu_register_runstate_memory_area if cmd == abi.VCPUOP_register_runstate_memory_area
+                      else abi.vcpu_register_time_memory_area)
+            gva = call.mem.read_struct(abi.layout(struct, call.abi), arg).addr
+            if cmd == abi.VCPUOP_register_runstate_memory_area:
+                xv.runstate_gva, xv.runstate_abi = (gva or None), call.abi
+                if gva:
+                    domain.write_runstate(vcpuid, call.mem)
+            else:
+                xv.time_area_gva = gva or None
+                if gva:
+                    domain.write_time_area(vcpuid, call.mem)
+            return 0
+        if cmd == abi.VCPUOP_get_runstate_info:
+            st = abi.layout(abi.vcpu_runstate_info, call.abi)
+            call.mem.write_struct(st, arg, domain.runstate(vcpuid))
+            return 0
+        if cmd == abi.VCPUOP_set_periodic_timer:
+            period = call.mem.read_struct(abi.layout(abi.vcpu_set_periodic_timer, call.abi), arg).period_ns
+            if period < MIN_PERIOD_NS or period > STIME_DELTA_MAX:
+                raise XenError(abi.XenErrno.EINVAL, f"period {period}")
+            domain.timers.set_periodic(vcpuid, period)
+            return 0
+        if cmd == abi.VCPUOP_stop_periodic_timer:
+            domain.timers.stop_periodic(vcpuid)
+            return 0
+        # singleshot timers act on the calling vCPU only
+        if vcpuid != me:
+            raise XenError(abi.XenErrno.EINVAL, "singleshot timers are per calling vCPU")
+        if cmd == abi.VCPUOP_set_singleshot_timer:
+            t = call.mem.read_struct(abi.layout(abi.vcpu_set_singleshot_timer, call.abi), arg)
+            call.note(f"timeout={t.timeout_abs_ns} flags={t.flags:#x}")
+            if t.flags & VCPU_SSHOTTMR_future and t.timeout_abs_ns < domain.clock.now():
+                raise XenError(abi.XenErrno.ETIME, "in the past")
+            domain.timers.set_singleshot(vcpuid, t.timeout_abs_ns)
+            return 0
+        domain.timers.stop_singleshot(vcpuid)
+        return 0
+
+    def set_timer_op(call: Hypercall) -> int:
+        """set_timer_op(timeout): a singleshot timer on the caller; 0 stops it.
+        (The 32-bit ABI passes the 64-bit value in two registers, lo then hi.)"""
+        timeout = call.args[0] if not call.compat else (call.args[0] | call.args[1] << 32)
+        call.note(f"timeout={timeout}")
+        if timeout == 0:
+            domain.timers.stop_singleshot(call.vcpu_id)
+        else:
+            domain.timers.set_singleshot(call.vcpu_id, timeout)
+        return 0
+
+    return {abi.Hypercall.vcpu_op: vcpu_op, abi.Hypercall.set_timer_op: set_timer_op}

@@ -1,0 +1,69 @@
+"""__HYPERVISOR_xen_version (public/version.h; xen/common/kernel.c do_xen_version).
+
+XENVER_commandline and build_id are privileged (xsm_xen_version: XSM_PRIV)
+and answer -EPERM to a domU, as on Xen.
+"""
+
+from __future__ import annotations
+
+from xen import abi
+from xen.hypercall import Hypercall, XenError
+
+EXTRAVERSION = b".0-vmm"
+CAPABILITIES = b"hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p"
+CHANGESET = b"vmm (Python KVM microVMM)"
+HYPERVISOR_VIRT_START_64 = 0xFFFF800000000000
+HYPERVISOR_COMPAT_VIRT_START = 0xF5800000
+
+# The features we really implement (public/features.h).  No hvm_pirqs until
+# PIRQs exist; no supervisor_mode_kernel (it makes lscpu report PVH).
+FEATURES = ((1 << abi.XENFEAT_writable_page_tables) | (1 << abi.XENFEAT_writable_descriptor_tables)
+            | (1 << abi.XENFEAT_auto_translated_physmap) | (1 << abi.XENFEAT_hvm_callback_vector)
+            | (1 << abi.XENFEAT_hvm_safe_pvclock))
+
+
+def _fixed(text: bytes, size: int) -> bytes:
+    return text[:size - 1].ljust(size, b"\0")
+
+
+def handlers(domain):
+    major, minor = domain.config.version
+
+    def xen_version(call: Hypercall) -> int:
+        cmd, arg = call.args[0], call.args[1]
+        call.note(f"cmd={abi.XENVER(cmd).name if cmd in abi.XENVER._value2member_map_ else cmd}")
+        if cmd == abi.XENVER_version:
+            return (major << 16) | minor
+        if cmd == abi.XENVER_extraversion:
+            call.mem.write(arg, _fixed(EXTRAVERSION, 16))
+        elif cmd == abi.XENVER_compile_info:
+            st = abi.layout(abi.xen_compile_info, call.abi)
+            call.mem.write_struct(st, arg, dict(compiler=_fixed(b"gcc", 64), compile_by=_fixed(b"vmm", 16),
+                                                compile_domain=_fixed(b"localdomain", 32),
+                                                compile_date=_fixed(b"", 32)))
+        elif cmd == abi.XENVER_capabilities:
+            call.mem.write(arg, _fixed(CAPABILITIES, 1024))
+        elif cmd == abi.XENVER_changeset:
+            call.mem.write(arg, _fixed(CHANGESET, 64))
+        elif cmd == abi.XENVER_platform_parameters:
+            st = abi.layout(abi.xen_platform_parameters, call.abi)
+            start = HYPERVISOR_COMPAT_VIRT_START if call.compat else HYPERVISOR_VIRT_START_64
+            call.mem.write_struct(st, arg, dict(virt_start=start))
+        elif cmd == abi.XENVER_get_features:
+            st = abi.layout(abi.xen_feature_info, call.abi)
+            fi = call.mem.read_struct(st, arg)
+            if fi.submap_idx >= abi.XENFEAT_NR_SUBMAPS:
+                raise XenError(abi.XenErrno.EINVAL, "submap_idx")
+            fi.submap = FEATURES if fi.submap_idx == 0 else 0
+            call.mem.write_struct(st, arg, fi)
+        elif cmd == abi.XENVER_pagesize:
+            return 4096
+        elif cmd == abi.XENVER_guest_handle:
+            call.mem.write(arg, domain.handle)
+        elif cmd in (abi.XENVER_commandline, abi.XENVER_build_id):
+            raise XenError(abi.XenErrno.EPERM, "privileged")
+        else:
+            raise XenError(abi.XenErrno.ENOSYS, f"XENVER {cmd}")
+        return 0
+
+    return {abi.Hypercall.xen_version: xen_version}

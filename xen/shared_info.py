@@ -1,0 +1,247 @@
+"""shared_info and vcpu_info: where event bits, pvclock and wallclock live.
+
+**Placement.**  In Xen the shared_info frame belongs to the hypervisor and
+XENMEM_add_to_physmap(XENMAPSPACE_shared_info) maps it at a gpfn of the
+guest's choosing.  We keep it *in that guest RAM page*: before the guest maps
+it, the state lives in a VMM-side shadow page; the mapping copies the shadow
+in and from then on the guest page is the live shared_info (a remap copies it
+along).  KVM's own Xen support (kernel transport) is pointed at the same gfn.
+Differences from Xen, invisible to the guests we know: the old gpfn of a
+remap keeps its (stale) RAM instead of becoming a hole.
+
+**vcpu_info.**  vCPUs < 32 default to shared_info.vcpu_info[id];
+VCPUOP_register_vcpu_info moves one (once) to any page-contained guest
+location.  A vCPU with no vcpu_info yet gets no event bits (as Xen, where
+such a vCPU >= 32 cannot receive events).
+
+Offsets come from the construct layouts in xen/abi (64- and 32-bit).
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kvm_bindings import ffi
+from kvm_bindings._kvm import lib
+from vmm.memory import GuestMemoryError
+from xen import abi
+
+if TYPE_CHECKING:
+    from xen.domain import XenDomain
+
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Layout:
+    word: int                 # bytes per evtchn word (xen_ulong_t)
+    pending: int              # shared_info.evtchn_pending
+    mask: int                 # shared_info.evtchn_mask
+    wc_version: int
+    wc_sec: int
+    wc_nsec: int
+    wc_sec_hi: int | None
+    vcpu_info_size: int
+    upcall_pending: int       # offsets inside vcpu_info
+    upcall_mask: int
+    pending_sel: int
+    time: int
+
+
+def _layout(which: str) -> Layout:
+    si = abi.layout(abi.shared_info, which)
+    vi = abi.layout(abi.vcpu_info, which)
+    return Layout(
+        word=8 if which == "64" else 4,
+        pending=abi.offset_of(si, "evtchn_pending"),
+        mask=abi.offset_of(si, "evtchn_mask"),
+        wc_version=abi.offset_of(si, "wc_version"),
+        wc_sec=abi.offset_of(si, "wc_sec"),
+        wc_nsec=abi.offset_of(si, "wc_nsec"),
+        wc_sec_hi=abi.offset_of(si, "wc_sec_hi") if which == "64" else None,
+        vcpu_info_size=vi.sizeof(),
+        upcall_pending=abi.offset_of(vi, "evtchn_upcall_pending"),
+        upcall_mask=abi.offset_of(vi, "evtchn_upcall_mask"),
+        pending_sel=abi.offset_of(vi, "evtchn_pending_sel"),
+        time=abi.offset_of(vi, "time"),
+    )
+
+
+LAYOUT = {False: _layout("64"), True: _layout("32")}
+
+
+class SharedInfo:
+    def __init__(self, domain: "XenDomain"):
+        self.domain = domain
+        self.mem = domain.vm.memory
+        self.lock = threading.Lock()          # placement only; bit updates are atomic RMWs
+        self.gpa: int | None = None
+        self._shadow = mmap.mmap(-1, PAGE_SIZE)
+        self._shadow_base = ffi.cast("uint8_t *", ffi.from_buffer(self._shadow))
+        # per-vCPU explicit vcpu_info gpa (VCPUOP_register_vcpu_info)
+        self.vcpu_info_gpa: dict[int, int] = {}
+
+    # ------------------------------------------------------------ placement
+    def map_at(self, gpa: int) -> None:
+        """XENMEM_add_to_physmap(shared_info): the page at ``gpa`` becomes shared_info."""
+        with self.lock:
+            if self.gpa == gpa:
+                return
+            current = bytes(self._shadow) if self.gpa is None else self.mem.read(self.gpa, PAGE_SIZE)
+            self.mem.write(gpa, current)
+            self.gpa = gpa
+
+    def register_vcpu_info(self, vcpu: int, gpa: int, compat: bool) -> None:
+        lay = LAYOUT[compat]
+        with self.lock:
+            old = self._vcpu_info_gpa(vcpu, compat)
+            data = self.read_raw(old, lay.vcpu_info_size) if old is not None else bytes(lay.vcpu_info_size)
+            self.mem.write(gpa, data)
+            self.vcpu_info_gpa[vcpu] = gpa
+        # Xen (map_vcpu_info): mark everything pending so nothing is lost;
+        # the guest copes with a spurious upcall.
+        self._or(gpa, lay.pending_sel, (1 << lay.word * 8) - 1, lay.word)
+        self._mark_events_pending(vcpu, compat)
+
+    def _vcpu_info_gpa(self, vcpu: int, compat: bool) -> int | None:
+        """Address of vcpu's vcpu_info: explicit, else the legacy slot (gpa or shadow offset)."""
+        g = self.vcpu_info_gpa.get(vcpu)
+        if g is not None:
+            return g
+        if vcpu < abi.XEN_LEGACY_MAX_VCPUS:
+            return ("si", vcpu * LAYOUT[compat].vcpu_info_size)  # type: ignore[return-value]
+        return None
+
+    def vcpu_info_location(self, vcpu: int, compat: bool) -> int | None:
+        """Guest-physical address of vcpu_info, or None (not placed in guest memory yet)."""
+        loc = self._vcpu_info_gpa(vcpu, compat)
+        if isinstance(loc, tuple):
+            return None if self.gpa is None else self.gpa + loc[1]
+        return loc
+
+    # ------------------------------------------------------------ raw access
+    def _ptr(self, where, offset: int, width: int, ctype: str):
+        """A cffi pointer for an atomic on shared_info (``where`` = "si") or a gpa."""
+        if where == "si":
+            if self.gpa is None:
+                return ffi.cast(ctype, self._shadow_base + offset)
+            return self.mem._ptr(self.gpa + offset, width, ctype)
+        return self.mem._ptr(where + offset, width, ctype)
+
+    def read_raw(self, loc, n: int) -> bytes:
+        if isinstance(loc, tuple):
+            off = loc[1]
+            if self.gpa is None:
+                return bytes(self._shadow[off:off + n])
+            return self.mem.read(self.gpa + off, n)
+        return self.mem.read(loc, n)
+
+    def _or(self, where, offset: int, value: int, word: int) -> int:
+        if word == 8:
+            return lib.vmm_atomic_or64(self._ptr(where, offset, 8, "__u64 *"), value)
+        return lib.vmm_atomic_or32(self._ptr(where, offset, 4, "__u32 *"), value)
+
+    def _and(self, where, offset: int, value: int, word: int) -> int:
+        if word == 8:
+            return lib.vmm_atomic_and64(self._ptr(where, offset, 8, "__u64 *"), value)
+        return lib.vmm_atomic_and32(self._ptr(where, offset, 4, "__u32 *"), value)
+
+    def _test(self, offset: int, bit: int, word: int) -> bool:
+        return bool(self._or("si", offset, 0, word) >> bit & 1)
+
+    def _vi(self, vcpu: int, compat: bool):
+        """(where, base offset) of a vCPU's vcpu_info for _ptr, or None."""
+        loc = self._vcpu_info_gpa(vcpu, compat)
+        if loc is None:
+            return None
+        if isinstance(loc, tuple):
+            return "si", loc[1]
+        return loc, 0
+
+    # ------------------------------------------------------------ 2-level protocol (event_2l.c)
+    def set_pending(self, port: int, vcpu: int, compat: bool) -> str:
+        lay = LAYOUT[compat]
+        bits = lay.word * 8
+        w, b = divmod(port, bits)
+        try:
+            old = self._or("si", lay.pending + w * lay.word, 1 << b, lay.word)
+            if old >> b & 1:
+                return "already pending"
+            if self._test(lay.mask + w * lay.word, b, lay.word):
+                return "masked"
+            return self._select(w, vcpu, compat)
+        except GuestMemoryError as e:          # shared_info/vcpu_info moved out of RAM
+            return f"lost ({e})"
+
+    def _select(self, word_index: int, vcpu: int, compat: bool) -> str:
+        lay = LAYOUT[compat]
+        vi = self._vi(vcpu, compat)
+        if vi is None:
+            return "no vcpu_info"
+        where, base = vi
+        old = self._or(where, base + lay.pending_sel, 1 << word_index, lay.word)
+        if old >> word_index & 1:
+            return "selector already set"
+        return self._mark_events_pending(vcpu, compat)
+
+    def _mark_events_pending(self, vcpu: int, compat: bool) -> str:
+        lay = LAYOUT[compat]
+        vi = self._vi(vcpu, compat)
+        if vi is None:
+            return "no vcpu_info"
+        where, base = vi
+        ptr = self._ptr(where, base + lay.upcall_pending, 1, "__u8 *")
+        if lib.vmm_atomic_xchg8(ptr, 1):
+            return "upcall already pending"
+        self.domain.upcall.inject(vcpu)
+        return "upcall"
+
+    def clear_pending(self, port: int, compat: bool) -> None:
+        lay = LAYOUT[compat]
+        w, b = divmod(port, lay.word * 8)
+        try:
+            self._and("si", lay.pending + w * lay.word, ~(1 << b) & ((1 << lay.word * 8) - 1), lay.word)
+        except GuestMemoryError:
+            pass
+
+    def is_pending(self, port: int, compat: bool) -> bool:
+        lay = LAYOUT[compat]
+        w, b = divmod(port, lay.word * 8)
+        try:
+            return self._test(lay.pending + w * lay.word, b, lay.word)
+        except GuestMemoryError:
+            return False
+
+    def unmask(self, port: int, vcpu: int, compat: bool) -> bool:
+        lay = LAYOUT[compat]
+        w, b = divmod(port, lay.word * 8)
+        try:
+            old = self._and("si", lay.mask + w * lay.word, ~(1 << b) & ((1 << lay.word * 8) - 1), lay.word)
+            if old >> b & 1 and self._test(lay.pending + w * lay.word, b, lay.word):
+                return self._select(w, vcpu, compat) == "upcall"
+        except GuestMemoryError:
+            pass
+        return False
+
+    def upcall_pending(self, vcpu: int, compat: bool) -> bool:
+        vi = self._vi(vcpu, compat)
+        if vi is None:
+            return False
+        where, base = vi
+        try:
+            return self._ptr(where, base + LAYOUT[compat].upcall_pending, 1, "__u8 *")[0] != 0
+        except GuestMemoryError:
+            return False
+
+    # ------------------------------------------------------------ plain field writes (time)
+    def write_field(self, where, offset: int, data: bytes) -> None:
+        if where == "si":
+            if self.gpa is None:
+                self._shadow[offset:offset + len(data)] = data
+            else:
+                self.mem.write(self.gpa + offset, data)
+        else:
+            self.mem.write(where + offset, data)

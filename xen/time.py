@@ -1,0 +1,184 @@
+"""Xen time: system time, pvclock (vcpu_time_info), wallclock, and vCPU timers.
+
+*System time* is nanoseconds since the domain started (Xen's NOW() for the
+guest).  The guest reads it without exits through the pvclock in its
+vcpu_info (public/xen.h struct vcpu_time_info):
+``ns = system_time + (((tsc - tsc_timestamp) << shift) * mul >> 32)`` with a
+negative shift meaning a right shift.  We publish it from KVM_GET_TSC_KHZ and
+one guest-TSC sample (KVM_GET_MSRS(IA32_TSC), taken before the vCPUs run),
+with XEN_PVCLOCK_TSC_STABLE_BIT: the guest TSC is constant-rate.
+
+*Wallclock* (shared_info wc_*) is the UTC time at system time 0.
+
+*Timers* (VCPUOP_set_singleshot_timer, set_timer_op, periodic timers) fire
+VIRQ_TIMER on their vCPU from one timer thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Callable
+
+from vmm.trace import tracepoint
+from xen import abi
+
+if TYPE_CHECKING:
+    from xen.domain import XenDomain
+
+TP_TIMER_SET = tracepoint("xen.timer.set", "vcpu={vcpu} kind={kind} deadline_ns={deadline} in_ns={delta}")
+TP_TIMER_STOP = tracepoint("xen.timer.stop", "vcpu={vcpu} kind={kind}")
+TP_TIMER_FIRE = tracepoint("xen.timer.fire", "vcpu={vcpu} kind={kind} late_ns={late}")
+TP_PVCLOCK = tracepoint("xen.pvclock", "vcpu={vcpu} system_time={system_time} tsc={tsc} mul={mul:#x} shift={shift}")
+
+IA32_TSC = 0x10
+NSEC = 1_000_000_000
+MIN_PERIOD_NS = 1_000_000          # xen/common/domain.c: periods under 1 ms are -EINVAL
+
+
+def time_scale(tsc_hz: int) -> tuple[int, int]:
+    """(mul, shift) such that ns = ((tsc << shift) * mul) >> 32 (shift may be negative).
+
+    The same normalisation as Xen's set_time_scale (xen/arch/x86/time.c)."""
+    shift = 0
+    tps64 = tsc_hz
+    base = NSEC
+    while tps64 > base * 2:
+        tps64 >>= 1
+        shift -= 1
+    tps32 = tps64 & 0xFFFFFFFF
+    while tps32 <= base:
+        tps32 <<= 1
+        shift += 1
+    mul = (base << 32) // tps32
+    return mul & 0xFFFFFFFF, shift
+
+
+class XenTime:
+    def __init__(self, domain: "XenDomain"):
+        self.domain = domain
+        vcpu0 = domain.vm.vcpus[0].fd
+        self.tsc_khz = vcpu0.get_tsc_khz()
+        # One sample pairs the guest TSC with our clock; the vCPUs aren't running yet.
+        self.tsc0 = vcpu0.get_msrs([IA32_TSC])[IA32_TSC]
+        self.mono0 = time.monotonic_ns()
+        self.wall0 = time.time_ns()
+        self.mul, self.shift = time_scale(self.tsc_khz * 1000)
+        self._versions: dict[tuple, int] = {}
+
+    def now(self) -> int:
+        """System time in ns."""
+        return time.monotonic_ns() - self.mono0
+
+    def guest_tsc(self, ns: int) -> int:
+        return self.tsc0 + ns * self.tsc_khz // 1_000_000
+
+    def time_info(self, version: int) -> dict:
+        ns = self.now()
+        return dict(version=version, pad0=0, tsc_timestamp=self.guest_tsc(ns), system_time=ns,
+                    tsc_to_system_mul=self.mul, tsc_shift=self.shift,
+                    flags=abi.XEN_PVCLOCK_TSC_STABLE_BIT, pad1=b"\0\0")
+
+    def publish(self, vcpu: int, writer: Callable[[bytes], None], key) -> None:
+        """Write a vcpu_time_info with the odd/even version protocol."""
+        struct = abi.layout(abi.vcpu_time_info, "64")   # identical in both ABIs
+        v = (self._versions.get(key, 0) | 1) + 0
+        info = self.time_info(v)
+        writer(struct.build(info))                       # odd: update in progress
+        info["version"] = v + 1
+        writer(struct.build(info))                       # even: consistent
+        self._versions[key] = v + 1
+        if TP_PVCLOCK.enabled:
+            TP_PVCLOCK.emit(vcpu=vcpu, system_time=info["system_time"], tsc=info["tsc_timestamp"],
+                            mul=self.mul, shift=self.shift)
+
+    def wallclock(self) -> tuple[int, int]:
+        """(sec, nsec) of UTC at system time 0."""
+        return divmod(self.wall0 - 0, NSEC)
+
+
+class Timers:
+    """Singleshot and periodic timers of every vCPU, one thread for all."""
+
+    def __init__(self, domain: "XenDomain", clock: XenTime):
+        self.domain = domain
+        self.clock = clock
+        self._cv = threading.Condition()
+        self._heap: list = []
+        self._seq = itertools.count()
+        self.singleshot: dict[int, int] = {}    # vcpu -> deadline (ns); the entry is live if it matches
+        self.periodic: dict[int, tuple[int, int]] = {}   # vcpu -> (period, next)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="xen-timers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+
+    def set_singleshot(self, vcpu: int, deadline: int) -> None:
+        with self._cv:
+            self.singleshot[vcpu] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._seq), vcpu, "singleshot"))
+            self._cv.notify()
+        if TP_TIMER_SET.enabled:
+            TP_TIMER_SET.emit(vcpu=vcpu, kind="singleshot", deadline=deadline, delta=deadline - self.clock.now())
+
+    def stop_singleshot(self, vcpu: int) -> None:
+        with self._cv:
+            self.singleshot.pop(vcpu, None)
+        if TP_TIMER_STOP.enabled:
+            TP_TIMER_STOP.emit(vcpu=vcpu, kind="singleshot")
+
+    def set_periodic(self, vcpu: int, period: int) -> None:
+        first = self.clock.now() + period
+        with self._cv:
+            self.periodic[vcpu] = (period, first)
+            heapq.heappush(self._heap, (first, next(self._seq), vcpu, "periodic"))
+            self._cv.notify()
+        if TP_TIMER_SET.enabled:
+            TP_TIMER_SET.emit(vcpu=vcpu, kind="periodic", deadline=first, delta=period)
+
+    def stop_periodic(self, vcpu: int) -> None:
+        with self._cv:
+            self.periodic.pop(vcpu, None)
+        if TP_TIMER_STOP.enabled:
+            TP_TIMER_STOP.emit(vcpu=vcpu, kind="periodic")
+
+    def _run(self) -> None:
+        while True:
+            fire = []
+            with self._cv:
+                while not self._stop:
+                    now = self.clock.now()
+                    if self._heap and self._heap[0][0] <= now:
+                        deadline, _, vcpu, kind = heapq.heappop(self._heap)
+                        if kind == "singleshot":
+                            if self.singleshot.get(vcpu) != deadline:
+                                continue                      # stopped or re-armed
+                            del self.singleshot[vcpu]
+                        else:
+                            cur = self.periodic.get(vcpu)
+                            if cur is None or cur[1] != deadline:
+                                continue
+                            period = cur[0]
+                            nxt = deadline + period
+                            if nxt <= now:                    # fell behind: skip missed ticks
+                                nxt = now + period
+                            self.periodic[vcpu] = (period, nxt)
+                            heapq.heappush(self._heap, (nxt, next(self._seq), vcpu, "periodic"))
+                        fire.append((vcpu, kind, now - deadline))
+                        break
+                    timeout = (self._heap[0][0] - now) / NSEC if self._heap else None
+                    self._cv.wait(timeout)
+                if self._stop:
+                    return
+            for vcpu, kind, late in fire:   # outside our lock: delivery takes the port lock
+                if TP_TIMER_FIRE.enabled:
+                    TP_TIMER_FIRE.emit(vcpu=vcpu, kind=kind, late=late)
+                self.domain.timer_fired(vcpu)

@@ -1,0 +1,167 @@
+"""The two ways a hypercall reaches the VMM.
+
+**kernel** — a KVM built with CONFIG_KVM_XEN: ``KVM_XEN_HVM_CONFIG`` with
+``INTERCEPT_HCALL`` makes every VMCALL/VMMCALL (direct, as modern Linux
+issues them, or through the hypercall page KVM fills on the MSR write) exit
+with ``KVM_EXIT_XEN``; we answer through ``run->xen.u.hcall.result``.  KVM
+also uses the Xen "long mode" flag for the shared_info layout, and Linux
+since the XSA-466 change never writes the hypercall MSR that would set it,
+so we set KVM_XEN_ATTR_TYPE_LONG_MODE ourselves from the first call's mode.
+
+**port** — any KVM (ours has no Xen support and spins forever on VMCALL).
+An MSR filter sends the guest's write of the hypercall MSR to us; we fill
+the page with 32-byte stubs ``mov $nr,%eax; out %eax,$HCALL_PORT; ret`` (the
+same encoding works in 64-bit and compat mode).  The port write exits; the
+arguments are read from the registers KVM syncs into ``kvm_run`` (no
+GET_REGS ioctl, which would double the cost of an exit) and the result goes
+back through the same area.  Guests that issue VMCALL directly need the
+kernel transport.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvm_bindings import consts, ffi
+from vmm.trace import tracepoint
+from vmm.vcpu import current_vcpu
+from xen.guest_access import GuestAccess
+from xen.hypercall import Hypercall
+
+if TYPE_CHECKING:
+    from xen.domain import XenDomain
+
+TP_HCALL_PAGE = tracepoint("xen.hcall_page", "gpa={gpa:#x} transport={transport} {result}")
+TP_MSR = tracepoint("xen.msr", "{dir} index={index:#x} value={value:#x} {result}")
+
+HYPERCALL_MSR = 0x40000000    # CPUID base+2 EBX tells the guest; must be non-zero for INTERCEPT_HCALL
+HCALL_PORT = 0xE4             # free on a PC, reachable with `out imm8` (avoid 0x7e: KVM treats it specially)
+STUB_SIZE = 32
+PAGE_SIZE = 4096
+MASK32 = 0xFFFFFFFF
+
+
+def port_stub(nr: int) -> bytes:
+    code = bytes([0xB8]) + nr.to_bytes(4, "little") + bytes([0xE7, HCALL_PORT, 0xC3])
+    return code + b"\xCC" * (STUB_SIZE - len(code))   # int3 padding, never reached
+
+
+class PortTransport:
+    name = "port"
+
+    def __init__(self, domain: "XenDomain"):
+        self.domain = domain
+        vm = domain.vm
+        vm.fd.enable_cap(consts.KVM_CAP_X86_USER_SPACE_MSR, consts.KVM_MSR_EXIT_REASON_FILTER)
+        # A 0 bit denies the access in the kernel, i.e. sends it to us.
+        rw = consts.KVM_MSR_FILTER_READ | consts.KVM_MSR_FILTER_WRITE
+        vm.fd.set_msr_filter([(rw, HYPERCALL_MSR, 1, b"\x00")])
+        for v in vm.vcpus:
+            v.exit_handlers[consts.KVM_EXIT_X86_WRMSR] = self._wrmsr
+            v.exit_handlers[consts.KVM_EXIT_X86_RDMSR] = self._rdmsr
+            v.fd.run.kvm_valid_regs = consts.KVM_SYNC_X86_REGS | consts.KVM_SYNC_X86_SREGS
+        vm.pio_bus.register(HCALL_PORT, 4, self, "xen-hypercall")
+
+    # -- the hypercall MSR
+    def _wrmsr(self, vcpu) -> None:
+        m = vcpu.fd.msr
+        index, value = m.index, m.data
+        m.error = 0
+        if index != HYPERCALL_MSR:
+            m.error = 1
+            result = "#GP (not ours)"
+        elif value & (PAGE_SIZE - 1):
+            m.error = 1                 # page index != 0: we offer one page (xen/arch/x86/msr.c)
+            result = "#GP (page index)"
+        else:
+            gpa = value & ~(PAGE_SIZE - 1)
+            mem = self.domain.vm.memory
+            if not mem.check(gpa, PAGE_SIZE):
+                m.error = 1
+                result = "#GP (not RAM)"
+            else:
+                mem.write(gpa, b"".join(port_stub(nr) for nr in range(PAGE_SIZE // STUB_SIZE)))
+                result = "filled"
+            if TP_HCALL_PAGE.enabled:
+                TP_HCALL_PAGE.emit(vcpu.id, gpa=gpa, transport=self.name, result=result)
+        if TP_MSR.enabled:
+            TP_MSR.emit(vcpu.id, dir="wrmsr", index=index, value=value, result=result)
+
+    def _rdmsr(self, vcpu) -> None:
+        m = vcpu.fd.msr
+        m.error = 1                     # the hypercall MSR is write-only
+        if TP_MSR.enabled:
+            TP_MSR.emit(vcpu.id, dir="rdmsr", index=m.index, value=0, result="#GP")
+
+    # -- the port: a bus device (offset, size, value) called on the vCPU's thread
+    def write(self, offset: int, size: int, value: int) -> None:
+        vcpu = current_vcpu()
+        fd = vcpu.fd
+        regs = fd.sync_regs
+        sregs = fd.sync_sregs
+        cpl = sregs.cs.dpl
+        if sregs.cs.l:
+            args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+            abi = "64"
+        else:
+            args = (regs.rbx & MASK32, regs.rcx & MASK32, regs.rdx & MASK32,
+                    regs.rsi & MASK32, regs.rdi & MASK32, regs.rbp & MASK32)
+            abi = "32"
+        call = Hypercall(vcpu, value & MASK32, args, abi, cpl,
+                         GuestAccess.from_sregs(self.domain.vm.memory, sregs))
+        regs.rax = self.domain.hypercalls.dispatch(call)   # already truncated to the ABI's width
+        fd.run.kvm_dirty_regs |= consts.KVM_SYNC_X86_REGS
+
+    def read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+
+class KernelTransport:
+    name = "kernel"
+
+    def __init__(self, domain: "XenDomain"):
+        self.domain = domain
+        vm = domain.vm
+        vm.fd.xen_hvm_config(consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, HYPERCALL_MSR)
+        self._long_mode: int | None = None
+        for v in vm.vcpus:
+            v.exit_handlers[consts.KVM_EXIT_XEN] = self._exit
+            v.fd.run.kvm_valid_regs = consts.KVM_SYNC_X86_REGS | consts.KVM_SYNC_X86_SREGS
+
+    def set_long_mode(self, long_mode: bool) -> None:
+        if self._long_mode == int(long_mode):
+            return
+        attr = ffi.new("struct kvm_xen_hvm_attr *")
+        attr.type = consts.KVM_XEN_ATTR_TYPE_LONG_MODE
+        attr.u.long_mode = int(long_mode)
+        self.domain.vm.fd.xen_hvm_set_attr(attr)
+        self._long_mode = int(long_mode)
+
+    def _exit(self, vcpu) -> None:
+        x = vcpu.fd.xen
+        if x.type != consts.KVM_EXIT_XEN_HCALL:
+            self.domain.vm.request_exit(82, f"vcpu{vcpu.id}: unknown KVM_EXIT_XEN type {x.type}")
+            return
+        h = x.u.hcall
+        abi = "64" if h.longmode else "32"
+        self.set_long_mode(bool(h.longmode))
+        mask = (1 << 64) - 1 if h.longmode else MASK32
+        args = tuple(h.params[i] & mask for i in range(6))
+        call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl,
+                         GuestAccess.from_sregs(self.domain.vm.memory, vcpu.fd.sync_sregs))
+        h.result = self.domain.hypercalls.dispatch(call)
+
+
+def xen_kvm_flags(kvm) -> int:
+    return kvm.check_extension(consts.KVM_CAP_XEN_HVM)
+
+
+def choose_transport(kvm, requested: str) -> str:
+    """auto: kernel when KVM offers INTERCEPT_HCALL, else port."""
+    have = bool(xen_kvm_flags(kvm) & consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL)
+    if requested == "auto":
+        return "kernel" if have else "port"
+    if requested == "kernel" and not have:
+        raise ValueError("--xen-hypercalls=kernel: this host's KVM has no Xen support "
+                         "(KVM_CAP_XEN_HVM lacks INTERCEPT_HCALL); use port, or the nested test host")
+    return requested

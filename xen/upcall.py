@@ -1,0 +1,167 @@
+"""Upcall delivery: how "you have events" reaches a vCPU.
+
+Xen's order (xen/arch/x86/hvm/irq.c hvm_assert_evtchn_irq):
+
+1. **per-vCPU vector** (HVMOP_set_evtchn_upcall_vector) — a LAPIC fixed,
+   edge interrupt on that vCPU; the guest EOIs it.  Takes precedence over
+   HVM_PARAM_CALLBACK_IRQ, which Linux sets to GSI 1 anyway "to trick the
+   toolstack" after choosing the per-vCPU vector.
+2. **global vector** (CALLBACK_IRQ type 2) — injected like an ExtINT: no LAPIC
+   ISR bit, no EOI.  We inject it with KVM_SET_VCPU_EVENTS when KVM reports an
+   interrupt window (needs the split irqchip: KVM ignores window requests when
+   the PIC is in the kernel), on the vCPU's own thread.
+3. **GSI** (type 0) and **PCI INTx** (type 1, through the Xen platform
+   device's pin) — only vCPU 0's evtchn_upcall_pending drives the line: we
+   raise it on delivery and drop it once the guest has cleared
+   upcall_pending (checked on the line's EOI, after every hypercall, and
+   by a poll while it stays high).  The level goes straight to the IrqChip,
+   never through event-channel or PIRQ code: delivering an event can't
+   re-enter the port lock (QEMU's first deadlock).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from kvm_bindings import KvmError, consts
+from vmm.trace import tracepoint
+from xen import abi
+
+if TYPE_CHECKING:
+    from xen.domain import XenDomain
+
+TP_UPCALL = tracepoint("xen.evtchn.upcall", "vcpu={vcpu} via={via}")
+TP_CALLBACK = tracepoint("xen.callback", "type={type} value={value:#x} {detail}")
+
+MSI_ADDR = 0xFEE00000
+
+
+class Upcall:
+    def __init__(self, domain: "XenDomain"):
+        self.domain = domain
+        self.vm = domain.vm
+        self.vectors: dict[int, int] = {}     # per-vCPU upcall vectors
+        self.via_type: int | None = None      # HVM_PARAM_CALLBACK_IRQ type
+        self.via_value = 0
+        self.gsi: int | None = None           # the callback line (types 0/1)
+        self._line = False
+        self._lock = threading.Lock()         # the callback line only
+        self._window_pending: set[int] = set()
+        self._poll: threading.Timer | None = None
+        for v in self.vm.vcpus:
+            v.exit_handlers[consts.KVM_EXIT_IRQ_WINDOW_OPEN] = self._window_open
+
+    # ------------------------------------------------------------ configuration
+    def set_vector(self, vcpu: int, vector: int) -> None:
+        self.vectors[vcpu] = vector
+
+    def set_callback_irq(self, value: int) -> None:
+        """HVM_PARAM_CALLBACK_IRQ (params.h: type in bits 63:56)."""
+        via_type = (value >> 56) & 0xFF
+        self._set_line(False)
+        self.via_type, self.via_value, self.gsi = via_type, value, None
+        detail = ""
+        if value == 0:
+            self.via_type = None
+        elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_GSI:
+            gsi = value & 0xFFFFFFFF
+            if 0 < gsi < 24:
+                self.gsi = gsi
+            detail = f"gsi={gsi}"
+        elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_PCI_INTX:
+            self.gsi = self.domain.intx_gsi(value)
+            detail = f"intx -> gsi {self.gsi}"
+        elif via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            self.via_type = None
+            detail = "unsupported type"
+        if TP_CALLBACK.enabled:
+            TP_CALLBACK.emit(type=via_type, value=value, detail=detail)
+        if self.gsi is not None:
+            self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert)
+            self.maybe_deassert(raise_if_pending=True)
+
+    # ------------------------------------------------------------ delivery
+    def inject(self, vcpu: int) -> None:
+        """upcall_pending went 0 -> 1 on ``vcpu``: raise its upcall."""
+        vector = self.vectors.get(vcpu)
+        if vector is not None:
+            via = f"vector {vector:#x}"
+            apic_id = vcpu               # our APIC IDs are vCPU indices
+            self.vm.irqchip.send_msi(MSI_ADDR | apic_id << 12, vector)
+        elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            via = f"global vector {self.via_value & 0xFF:#x}"
+            self._request_window(vcpu)
+        elif self.gsi is not None and vcpu == 0:
+            via = f"gsi {self.gsi}"
+            self._set_line(True)
+        else:
+            via = "none"
+        if TP_UPCALL.enabled:
+            TP_UPCALL.emit(vcpu=vcpu, via=via)
+
+    # -- global vector: wait for an interrupt window, then inject like ExtINT
+    def _request_window(self, vcpu: int) -> None:
+        self._window_pending.add(vcpu)
+        self.vm.vcpus[vcpu].request(self._arm_window)
+
+    def _arm_window(self, v) -> None:
+        if v.id not in self._window_pending:
+            return
+        try:
+            if v.fd.get_mp_state() == consts.KVM_MP_STATE_HALTED:
+                v.fd.set_mp_state(consts.KVM_MP_STATE_RUNNABLE)   # an interrupt ends HLT
+        except KvmError:
+            pass
+        v.fd.run.request_interrupt_window = 1
+
+    def _window_open(self, v) -> None:
+        run = v.fd.run
+        if v.id not in self._window_pending:
+            run.request_interrupt_window = 0
+            return
+        if not (run.ready_for_interrupt_injection and run.if_flag):
+            return                                            # keep asking
+        ev = v.fd.get_vcpu_events()
+        if ev.interrupt.injected:
+            return
+        ev.interrupt.injected = 1
+        ev.interrupt.nr = self.via_value & 0xFF
+        ev.interrupt.soft = 0
+        ev.flags = 0
+        v.fd.set_vcpu_events(ev)
+        run.request_interrupt_window = 0
+        self._window_pending.discard(v.id)
+
+    # -- GSI / INTx line following vCPU 0's upcall_pending
+    def _set_line(self, level: bool) -> None:
+        with self._lock:
+            if self.gsi is None or level == self._line:
+                return
+            self._line = level
+            gsi = self.gsi
+        self.vm.irqchip.set_gsi(gsi, level)
+        if level:
+            self._start_poll()
+
+    def maybe_deassert(self, raise_if_pending: bool = False) -> None:
+        if self.gsi is None:
+            return
+        pending = self.domain.shared.upcall_pending(0, self.domain.compat)
+        if not pending:
+            self._set_line(False)
+        elif raise_if_pending:
+            self._set_line(True)
+
+    def _start_poll(self) -> None:
+        if self._poll is not None and self._poll.is_alive():
+            return
+
+        def poll():
+            self._poll = None
+            self.maybe_deassert()
+            if self._line and self.domain.running:
+                self._start_poll()
+        self._poll = threading.Timer(0.002, poll)
+        self._poll.daemon = True
+        self._poll.start()
