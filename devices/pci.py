@@ -29,8 +29,8 @@ Data model (what MSI/MSI-X, virtio and passthrough-like devices extend):
   mapping anything for 32-bit BARs).  A BAR whose range is taken — another
   device, another BAR, guest RAM, the LAPIC/I/OAPIC or KVM's private pages —
   is left unmapped and traced (``pci.bar.map result=refused: ...``); the VMM
-  never fails because of a guest's BAR choice.  It is retried whenever the
-  guest reprograms that BAR or toggles decode.
+  never fails because of a guest's BAR choice.  It is retried on the
+  device's next BAR or command register write.
 * Devices are keyed by devfn (slot << 3 | function); plugging a function > 0
   sets the multi-function bit of function 0's header type.
 
@@ -581,8 +581,8 @@ class PciBus:
             if bar is None:
                 continue
             target = self._bar_target(dev, bar)
-            if target == bar.wanted:
-                continue
+            if target == bar.wanted and bar.refused is None:
+                continue                     # unchanged (a refused BAR is retried)
             self._unmap(dev, bar)            # unmap everything that moves first, so
             bar.wanted, bar.refused = target, None   # BARs may swap places
             if target is not None:

@@ -229,6 +229,14 @@ def test_overlapping_bars_are_refused_not_fatal(vm, pci, traced):
     assert t.bars[1].address is None and "overlaps xen-platform.bar1" in t.bars[1].refused
     assert mmio_read(vm, x.bars[1].address + 0x10_0000) == 0          # still the Xen BAR
     assert mmio_read(vm, m1) is None
+    # the same value rewritten after the other BAR moved away: retried, and now it maps
+    xb1 = x.bars[1].address
+    cfg_write(vm, 1, 0x14, 4, 0xD000_0000)
+    cfg_write(vm, 2, 0x14, 4, xb1 + 0x10_0000)
+    assert t.bars[1].address == xb1 + 0x10_0000 and mmio_read(vm, xb1 + 0x10_0004) == 1
+    cfg_write(vm, 2, 0x14, 4, m1)
+    cfg_write(vm, 1, 0x14, 4, xb1)
+    assert x.bars[1].address == xb1
     # onto its own 64-bit BAR
     cfg_write(vm, 2, 0x14, 4, t.bars[2].address)
     assert t.bars[1].address is None and mmio_read(vm, t.bars[2].address + 4) == 2

@@ -152,7 +152,7 @@ def cmd_run(args) -> int:
     except KvmError as e:
         print(f"vmm: cannot create the VM: {e}", file=sys.stderr)
         return exitcodes.VMM_ERROR
-    vm.stats_enabled = args.stats
+    vm.stats_enabled = args.stats      # before devices and Xen are attached: they read it
     try:
         pc = attach_pc_devices(vm, console.write, pci=not args.no_pci)
         xen = None

@@ -57,6 +57,7 @@ class Vm:
         self._closed = False
         self.stats_enabled = False
         self.stats: Counter[str] = Counter()
+        self.stats_sources: list = []
         self.exit_code: int | None = None
         self.exit_reason = ""
         self._exit_event = threading.Event()
@@ -136,6 +137,8 @@ class Vm:
 
     def collect_stats(self) -> Counter[str]:
         total: Counter[str] = Counter(self.stats)
+        for source in self.stats_sources:        # e.g. the Xen domain's hypercall counts
+            total.update(source())
         for v in self.vcpus:
             total.update(v.stats)
             total["exits"] += v.exits

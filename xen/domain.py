@@ -21,6 +21,7 @@ from xen import abi
 from xen.cpuid import xen_leaves
 from xen.evtchn import EventChannels
 from xen.gnttab import GrantTable
+from xen.guest_access import GuestFault
 from xen.hypercall import XenError
 from xen.hypercall import HypercallTable
 from xen.shared_info import SharedInfo
@@ -47,7 +48,10 @@ class XenVcpu:
     time_area_gva: int | None = None
     time_area_cr3: int = 0
     up: bool = False
-    extra: dict = field(default_factory=dict)
+    # runstate accounting (public/vcpu.h): current state, when it began, time per state
+    rs_state: int = 0
+    rs_entry: int = 0
+    rs_time: list = field(default_factory=lambda: [0, 0, 0, 0])
 
 
 class XenDomain:
@@ -87,6 +91,8 @@ class XenDomain:
             configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz))
         self.write_wallclock()
         vm.at_exit(self.stop)
+        self.hypercalls.count_enabled = vm.stats_enabled
+        vm.stats_sources.append(lambda: {f"hcall:{k}": n for k, n in self.hypercalls.counts.items()})
         if TP_XEN.enabled:
             TP_XEN.emit(what=f"xen {config.version[0]}.{config.version[1]} hypercalls={kind} "
                              f"irqchip={vm.irqchip.name}")
@@ -160,18 +166,41 @@ class XenDomain:
         self.clock.publish(vcpu, lambda data: self.shared.write_field(where, off, data), ("vi", vcpu))
 
     # ------------------------------------------------------------ runstate
-    def runstate(self, vcpu: int) -> dict:
-        """vcpu_runstate_info: a vCPU that makes hypercalls is running; we don't
-        account steal time, so all its time is 'running'."""
+    def set_runstate(self, vcpu: int, state: int, mem=None) -> None:
+        """Account a runstate transition (running <-> blocked around SCHEDOP_block/poll)
+        and refresh the vCPU's registered runstate area, as Xen does at a context switch."""
+        xv = self.vcpus[vcpu]
         now = self.clock.now()
-        return dict(state=abi.RUNSTATE_running, state_entry_time=0,
-                    time=[now, 0, 0, 0])
+        xv.rs_time[xv.rs_state] += now - xv.rs_entry
+        xv.rs_state, xv.rs_entry = state, now
+        if mem is not None and xv.runstate_gva is not None:
+            try:
+                self.write_runstate(vcpu, mem)
+            except GuestFault:
+                pass          # the guest unmapped its area: Xen skips the update too
+
+    def runstate(self, vcpu: int) -> dict:
+        """vcpu_runstate_info with the current state's time accounted up to now.
+        (Time a vCPU spends in HLT inside KVM counts as running: we can't see it.)"""
+        xv = self.vcpus[vcpu]
+        now = self.clock.now()
+        times = list(xv.rs_time)
+        times[xv.rs_state] += now - xv.rs_entry
+        return dict(state=xv.rs_state, state_entry_time=xv.rs_entry, time=times)
 
     def write_runstate(self, vcpu: int, mem) -> None:
+        """With VMASST_TYPE_runstate_update_flag, XEN_RUNSTATE_UPDATE (bit 63 of
+        state_entry_time) is set while the area is being rewritten."""
         xv = self.vcpus[vcpu]
-        if xv.runstate_gva is not None:
-            mem.write_struct(abi.layout(abi.vcpu_runstate_info, xv.runstate_abi), xv.runstate_gva,
-                             self.runstate(vcpu))
+        if xv.runstate_gva is None:
+            return
+        st = abi.layout(abi.vcpu_runstate_info, xv.runstate_abi)
+        info = self.runstate(vcpu)
+        entry_off = abi.offset_of(abi.vcpu_runstate_info, "state_entry_time", xv.runstate_abi)
+        flagged = self.vm_assists >> abi.VMASST_TYPE_runstate_update_flag & 1
+        if flagged:
+            mem.write_u64(xv.runstate_gva + entry_off, info["state_entry_time"] | abi.XEN_RUNSTATE_UPDATE)
+        mem.write_struct(st, xv.runstate_gva, info)     # ends with the flag clear
 
     def write_time_area(self, vcpu: int, mem) -> None:
         xv = self.vcpus[vcpu]

@@ -236,6 +236,9 @@ class EventChannels:
         result = self.domain.shared.set_pending(port, ch.vcpu, self.domain.compat)
         if TP_SET_PENDING.enabled:
             TP_SET_PENDING.emit(port=port, vcpu=ch.vcpu, result=result)
+        # Wake SCHEDOP_block/poll sleepers, masked ports included (Xen's evtchn_check_pollers).
+        # The events condition is a leaf lock: taking it under the port lock is in order.
+        self.domain.notify_events()
 
     def raise_virq(self, vcpu: int, virq: int) -> bool:
         """Deliver a VIRQ if the guest bound it (timer, debug, ...)."""

@@ -20,7 +20,6 @@ import sys
 import threading
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Callable
 
 from vmm.trace import tracepoint
@@ -38,15 +37,28 @@ class XenError(Exception):
         self.errno = int(errno)
 
 
-@dataclass
 class Hypercall:
-    vcpu: object                 # vmm.vcpu.Vcpu
-    nr: int
-    args: tuple[int, ...]        # raw register values, already truncated for the 32-bit ABI
-    abi: str                     # "64" or "32"
-    cpl: int
-    mem: GuestAccess
-    detail: list[str] = field(default_factory=list)   # decoded arguments, for the trace
+    """One hypercall in flight.  ``mem`` (the caller's view of memory) is built
+    on first use: most calls never touch a pointer."""
+    __slots__ = ("vcpu", "nr", "args", "abi", "cpl", "_sregs", "_memory", "_mem", "detail", "tracing")
+
+    def __init__(self, vcpu, nr: int, args: tuple, abi: str, cpl: int, memory, sregs):
+        self.vcpu = vcpu                 # vmm.vcpu.Vcpu
+        self.nr = nr
+        self.args = args                 # raw register values, truncated for the 32-bit ABI
+        self.abi = abi                   # "64" or "32"
+        self.cpl = cpl
+        self._memory = memory
+        self._sregs = sregs              # the caller's sregs at the exit (for page walks)
+        self._mem: GuestAccess | None = None
+        self.detail: list[str] = []
+        self.tracing = TP_HCALL.enabled  # guard expensive decoding: `call.tracing and call.note(...)`
+
+    @property
+    def mem(self) -> GuestAccess:
+        if self._mem is None:
+            self._mem = GuestAccess.from_sregs(self._memory, self._sregs)
+        return self._mem
 
     @property
     def vcpu_id(self) -> int:
@@ -57,12 +69,13 @@ class Hypercall:
         return self.abi == "32"
 
     def note(self, text: str) -> None:
-        """Add a decoded detail to this call's trace line (cheap when tracing is off)."""
-        if TP_HCALL.enabled:
-            self.detail.append(text)
+        """Add a decoded detail to this call's trace line."""
+        self.detail.append(text)
 
 
 Handler = Callable[[Hypercall], int]
+MASK64 = (1 << 64) - 1
+MASK32 = (1 << 32) - 1
 
 
 def signed(value: int, bits: int) -> int:
@@ -85,36 +98,36 @@ class HypercallTable:
 
     def dispatch(self, call: Hypercall) -> int:
         """Run one hypercall; returns the value for RAX (two's complement, ABI width)."""
-        name = HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")
         if self.count_enabled:
             with self._lock:
-                self.counts[name] += 1
+                self.counts[HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")] += 1
+        handler = self.handlers.get(call.nr)
         if call.cpl != 0:
             result = -XenErrno.EPERM
+        elif handler is None:
+            result = -XenErrno.ENOSYS
         else:
-            handler = self.handlers.get(call.nr)
-            if handler is None:
-                result = -XenErrno.ENOSYS
-            else:
-                try:
-                    result = handler(call)
-                except GuestFault as e:
-                    call.note(f"fault: {e}")
-                    result = -XenErrno.EFAULT
-                except XenError as e:
-                    result = -e.errno
-                except Exception:  # noqa: BLE001 - a VMM bug must not kill the vCPU
-                    if name not in self._warned:
-                        self._warned.add(name)
-                        sys.stderr.write(f"vmm: internal error in hypercall {name}:\n{traceback.format_exc()}")
-                    result = -XenErrno.EINVAL
-        if TP_HCALL.enabled:
+            try:
+                result = handler(call)
+            except GuestFault as e:
+                call.tracing and call.note(f"fault: {e}")
+                result = -XenErrno.EFAULT
+            except XenError as e:
+                call.tracing and call.note(f"error: {e}")
+                result = -e.errno
+            except Exception:  # noqa: BLE001 - a VMM bug must not kill the vCPU
+                name = HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")
+                if name not in self._warned:
+                    self._warned.add(name)
+                    sys.stderr.write(f"vmm: internal error in hypercall {name}:\n{traceback.format_exc()}")
+                result = -XenErrno.EINVAL
+        if call.tracing:
+            name = HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")
             shown = ", ".join(f"{a:#x}" for a in call.args[:5])
             if call.detail:
                 shown += " [" + "; ".join(call.detail) + "]"
             TP_HCALL.emit(call.vcpu.id, name=name, args=shown, result=_errstr(result))
-        bits = 64 if call.abi == "64" else 32
-        return result & ((1 << bits) - 1)
+        return result & (MASK64 if call.abi == "64" else MASK32)
 
 
 def _errstr(result: int) -> str:

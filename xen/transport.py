@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from kvm_bindings import consts, ffi
 from vmm.trace import tracepoint
 from vmm.vcpu import current_vcpu
-from xen.guest_access import GuestAccess
 from xen.hypercall import Hypercall
 
 if TYPE_CHECKING:
@@ -39,6 +38,7 @@ HCALL_PORT = 0xE4             # free on a PC, reachable with `out imm8` (avoid 0
 STUB_SIZE = 32
 PAGE_SIZE = 4096
 MASK32 = 0xFFFFFFFF
+SYNC_REGS = consts.KVM_SYNC_X86_REGS
 
 
 def port_stub(nr: int) -> bytes:
@@ -61,6 +61,8 @@ class PortTransport:
             v.exit_handlers[consts.KVM_EXIT_X86_RDMSR] = self._rdmsr
             v.fd.run.kvm_valid_regs = consts.KVM_SYNC_X86_REGS | consts.KVM_SYNC_X86_SREGS
         vm.pio_bus.register(HCALL_PORT, 4, self, "xen-hypercall")
+        self._dispatch = domain.hypercalls.dispatch
+        self._memory = vm.memory
 
     # -- the hypercall MSR
     def _wrmsr(self, vcpu) -> None:
@@ -95,22 +97,21 @@ class PortTransport:
 
     # -- the port: a bus device (offset, size, value) called on the vCPU's thread
     def write(self, offset: int, size: int, value: int) -> None:
+        # The hot path of every port-transport hypercall: keep it lean (bench/hypercall.py).
         vcpu = current_vcpu()
         fd = vcpu.fd
         regs = fd.sync_regs
-        sregs = fd.sync_sregs
-        cpl = sregs.cs.dpl
-        if sregs.cs.l:
+        cs = fd.sync_sregs.cs
+        if cs.l:
             args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
             abi = "64"
         else:
             args = (regs.rbx & MASK32, regs.rcx & MASK32, regs.rdx & MASK32,
                     regs.rsi & MASK32, regs.rdi & MASK32, regs.rbp & MASK32)
             abi = "32"
-        call = Hypercall(vcpu, value & MASK32, args, abi, cpl,
-                         GuestAccess.from_sregs(self.domain.vm.memory, sregs))
-        regs.rax = self.domain.hypercalls.dispatch(call)   # already truncated to the ABI's width
-        fd.run.kvm_dirty_regs |= consts.KVM_SYNC_X86_REGS
+        regs.rax = self._dispatch(Hypercall(vcpu, value & MASK32, args, abi, cs.dpl, self._memory,
+                                            fd.sync_sregs))
+        fd.run.kvm_dirty_regs |= SYNC_REGS
 
     def read(self, offset: int, size: int) -> int:
         return (1 << (8 * size)) - 1
@@ -147,8 +148,7 @@ class KernelTransport:
         self.set_long_mode(bool(h.longmode))
         mask = (1 << 64) - 1 if h.longmode else MASK32
         args = tuple(h.params[i] & mask for i in range(6))
-        call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl,
-                         GuestAccess.from_sregs(self.domain.vm.memory, vcpu.fd.sync_sregs))
+        call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl, self.domain.vm.memory, vcpu.fd.sync_sregs)
         h.result = self.domain.hypercalls.dispatch(call)
 
 

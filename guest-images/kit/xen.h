@@ -725,7 +725,8 @@ long xen_set_singleshot(uint64_t deadline_ns, uint32_t flags);
 /*
  * Sleep (sti; hlt) until COND or the pvclock passes DEADLINE_NS.  A LAPIC
  * one-shot timer (vector XEN_KIT_WAKE_VECTOR, handler installed by
- * xen_wait_init()) bounds every hlt, so this never hangs.  IF=1 afterwards.
+ * xen_wait_init()) bounds every hlt, so this never hangs; it is stopped on
+ * the way out.  IF=1 afterwards.  Evaluates to COND's final value.
  */
 #define XEN_KIT_WAKE_VECTOR 0xe0
 void xen_wait_init(void);		/* lapic_enable() + wake handler; per CPU */
@@ -739,6 +740,7 @@ void xen_arm_wake(uint64_t deadline_ns);
 		safe_halt();						\
 		cli();							\
 	}								\
+	lapic_timer_stop();	/* no stray wake-up later (it would end a poll) */ \
 	sti();								\
 	__ok;								\
 })
@@ -780,6 +782,8 @@ static inline long xen_compat_hypercall(unsigned nr, uint32_t a1, uint32_t a2, u
 /* A 32-bit function for tests: returns EBX + 2*ECX + 3*EDX + 4*ESI + 5*EDI, or ~0 if not in compat mode. */
 extern char xen_compat_selftest_fn[];
 
+/* A canonical virtual address the kit never maps (PML4 slot 254). */
+#define XEN_KIT_UNMAPPED_VA 0x00007f0000000000ULL
 /* 4 KiB mappings in a window at XEN_KIT_VA_WINDOW (8 GiB), slots 0..511, U|W|P unless FLAGS given. */
 #define XEN_KIT_VA_WINDOW 0x200000000ULL
 void *xen_map_4k(unsigned slot, uint64_t paddr);
@@ -811,6 +815,22 @@ static inline uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, u
 	outl(0xcf8, 0x80000000u | (bus << 16) | (dev << 11) | (fn << 8) | (off & 0xfc));
 	return inl(0xcfc);
 }
+
+/* ---- Test scaffolding ------------------------------------------------------------------------------- */
+/*
+ * xen_test_start(NAME): xen_test_name = NAME, xen_init(), xen_map_shared_info(),
+ * xen_wait_init().  Call after the test's greeting line.
+ */
+void xen_test_start(const char *name);
+/*
+ * Per-vCPU upcall vector for the calling vCPU (what Linux 6.x uses first):
+ * IDT[XEN_KIT_UPCALL_VECTOR] = xen_upcall_isr_eoi, then
+ * HVMOP_set_evtchn_upcall_vector.  Xen raises the vector once at once
+ * (hvm.c: hvm_assert_evtchn_irq), so interrupts are enabled briefly to take
+ * that spurious upcall.  Fails the test if the hypercall fails.
+ */
+#define XEN_KIT_UPCALL_VECTOR 0xf3
+void xen_use_upcall_vector(void);
 
 /* ---- Test reporting ------------------------------------------------------------------------------ */
 /* Print "<name>: <msg> ... ok" or fail with "<name>: <msg>: got X want Y". */

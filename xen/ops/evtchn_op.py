@@ -72,7 +72,7 @@ def handlers(domain):
 
     def event_channel_op(call: Hypercall) -> int:
         cmd, arg = call.args[0], call.args[1]
-        call.note(f"cmd={abi.EVTCHNOP(cmd).name if cmd in abi.EVTCHNOP._value2member_map_ else cmd}")
+        call.tracing and call.note(f"cmd={abi.EVTCHNOP(cmd).name if cmd in abi.EVTCHNOP._value2member_map_ else cmd}")
         if cmd in NO_FIFO:
             raise XenError(abi.XenErrno.ENOSYS, "no FIFO event channels")
         struct = OPS.get(cmd)
@@ -80,7 +80,7 @@ def handlers(domain):
             raise XenError(abi.XenErrno.ENOSYS, f"EVTCHNOP {cmd}")
         st = abi.layout(struct, call.abi)
         a = call.mem.read_struct(st, arg)
-        call.note(", ".join(f"{k}={v}" for k, v in a.items() if not k.startswith("_") and k != "u"))
+        call.tracing and call.note(", ".join(f"{k}={v}" for k, v in a.items() if not k.startswith("_") and k != "u"))
         if run(call, cmd, a):
             call.mem.write_struct(st, arg, a)
         return 0

@@ -18,14 +18,14 @@ GUEST_READABLE = GUEST_SETTABLE | {abi.HVM_PARAM_STORE_PFN, abi.HVM_PARAM_CONSOL
 def handlers(domain):
     def hvm_op(call: Hypercall) -> int:
         op, arg = call.args[0], call.args[1]
-        call.note(f"op={abi.HVMOP(op).name if op in abi.HVMOP._value2member_map_ else op}")
+        call.tracing and call.note(f"op={abi.HVMOP(op).name if op in abi.HVMOP._value2member_map_ else op}")
         if op in (abi.HVMOP_set_param, abi.HVMOP_get_param):
             st = abi.layout(abi.xen_hvm_param, call.abi)
             p = call.mem.read_struct(st, arg)
             check_domid(domain, p.domid)
             if p.index >= abi.HVM_NR_PARAMS:
                 raise XenError(abi.XenErrno.EINVAL, f"param {p.index}")
-            call.note(f"index={p.index} value={p.value:#x}")
+            call.tracing and call.note(f"index={p.index} value={p.value:#x}")
             if op == abi.HVMOP_set_param:
                 if p.index not in GUEST_SETTABLE:
                     raise XenError(abi.XenErrno.EPERM, f"param {p.index} is the toolstack's")
@@ -48,7 +48,7 @@ def handlers(domain):
             if not 0 <= u.vcpu < len(domain.vcpus):
                 raise XenError(abi.XenErrno.ENOENT, f"vcpu {u.vcpu}")
             domain.upcall.set_vector(u.vcpu, u.vector)
-            call.note(f"vcpu={u.vcpu} vector={u.vector:#x}")
+            call.tracing and call.note(f"vcpu={u.vcpu} vector={u.vector:#x}")
             return 0
         raise XenError(abi.XenErrno.ENOSYS, f"HVMOP {op}")   # pagetable_dying included, as asked
 

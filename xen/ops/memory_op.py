@@ -35,12 +35,15 @@ def handlers(domain):
             domain.compat = call.compat       # latch the shared_info layout (hvm_latch_shinfo_size)
             domain.shared.map_at(gpa)
             domain.shared_info_mapped(gpa)
-            call.note(f"shared_info -> {gpa:#x}")
+            call.tracing and call.note(f"shared_info -> {gpa:#x}")
         elif space == abi.XENMAPSPACE_grant_table:
             domain.gnttab.map_frame(idx, gpa)
-            call.note(f"grant frame {idx:#x} -> {gpa:#x}")
+            call.tracing and call.note(f"grant frame {idx:#x} -> {gpa:#x}")
+        elif space in (abi.XENMAPSPACE_gmfn, abi.XENMAPSPACE_gmfn_range, abi.XENMAPSPACE_gmfn_foreign,
+                       abi.XENMAPSPACE_dev_mmio):
+            raise XenError(abi.XenErrno.EOPNOTSUPP, f"space {space} is not supported by this VMM")
         else:
-            raise XenError(abi.XenErrno.EOPNOTSUPP, f"space {space}")
+            raise XenError(abi.XenErrno.EINVAL, f"space {space}")
 
     def reservation(call: Hypercall, op: int) -> int:
         st = abi.layout(abi.xen_memory_reservation, call.abi)
@@ -65,13 +68,13 @@ def handlers(domain):
                     break
                 domain.removed_gfns.difference_update(pages)
             done += 1
-        call.note(f"{done}/{r.nr_extents} extents of order {r.extent_order}")
+        call.tracing and call.note(f"{done}/{r.nr_extents} extents of order {r.extent_order}")
         return done
 
     def memory_op(call: Hypercall) -> int:
         cmd = call.args[0] & MEMOP_CMD_MASK
         arg = call.args[1]
-        call.note(f"cmd={abi.XENMEM(cmd).name if cmd in abi.XENMEM._value2member_map_ else cmd}")
+        call.tracing and call.note(f"cmd={abi.XENMEM(cmd).name if cmd in abi.XENMEM._value2member_map_ else cmd}")
         if cmd in (abi.XENMEM_decrease_reservation, abi.XENMEM_increase_reservation,
                    abi.XENMEM_populate_physmap):
             return reservation(call, cmd)
@@ -86,6 +89,8 @@ def handlers(domain):
             st = abi.layout(abi.xen_add_to_physmap, call.abi)
             x = call.mem.read_struct(st, arg)
             check_domid(domain, x.domid)
+            if x.space == abi.XENMAPSPACE_gmfn_foreign:
+                raise XenError(abi.XenErrno.ENOSYS, "gmfn_foreign only in the batch op")   # common/memory.c
             if x.space == abi.XENMAPSPACE_gmfn_range:
                 raise XenError(abi.XenErrno.EOPNOTSUPP, "gmfn_range")
             add_to_physmap_one(call, x.space, x.idx, x.gpfn)

@@ -47,7 +47,7 @@ def handlers(domain):
     def grant_table_op(call: Hypercall) -> int:
         cmd, arg, count = call.args[0], call.args[1], call.args[2] & 0xFFFFFFFF
         gt = domain.gnttab
-        call.note(f"cmd={abi.GNTTABOP(cmd).name if cmd in abi.GNTTABOP._value2member_map_ else cmd} count={count}")
+        call.tracing and call.note(f"cmd={abi.GNTTABOP(cmd).name if cmd in abi.GNTTABOP._value2member_map_ else cmd} count={count}")
         if cmd == abi.GNTTABOP_query_size:
             st = abi.layout(abi.gnttab_query_size, call.abi)
             q = call.mem.read_struct(st, arg)

@@ -24,8 +24,16 @@ SHUTDOWN_EXIT = {
 
 
 def handlers(domain):
-    def wait(cond, deadline_ns: int | None) -> None:
-        """Block until cond() or the deadline (system time) or the VM's end."""
+    def wait(call: Hypercall, cond, deadline_ns: int | None) -> None:
+        """Block until cond() or the deadline (system time) or the VM's end;
+        the vCPU is RUNSTATE_blocked meanwhile (and its runstate area says so)."""
+        domain.set_runstate(call.vcpu_id, abi.RUNSTATE_blocked, call.mem)
+        try:
+            _wait(cond, deadline_ns)
+        finally:
+            domain.set_runstate(call.vcpu_id, abi.RUNSTATE_running, call.mem)
+
+    def _wait(cond, deadline_ns: int | None) -> None:
         with domain.events:
             while domain.running and not cond():
                 if deadline_ns is not None:
@@ -38,14 +46,14 @@ def handlers(domain):
 
     def sched_op(call: Hypercall) -> int:
         cmd, arg = call.args[0], call.args[1]
-        call.note(f"cmd={abi.SCHEDOP(cmd).name if cmd in abi.SCHEDOP._value2member_map_ else cmd}")
+        call.tracing and call.note(f"cmd={abi.SCHEDOP(cmd).name if cmd in abi.SCHEDOP._value2member_map_ else cmd}")
         me = call.vcpu_id
         compat = domain.compat
         if cmd == abi.SCHEDOP_yield:
             return 0
         if cmd == abi.SCHEDOP_block:
             # Xen enables event delivery (upcall_mask = 0) and sleeps until one is pending.
-            wait(lambda: domain.shared.upcall_pending(me, compat), None)
+            wait(call, lambda: domain.shared.upcall_pending(me, compat), None)
             return 0
         if cmd == abi.SCHEDOP_poll:
             st = abi.layout(abi.sched_poll, call.abi)
@@ -56,15 +64,15 @@ def handlers(domain):
             nr = domain.evtchn.nr_ports(compat)
             if any(not 0 <= q < nr for q in ports):
                 raise XenError(abi.XenErrno.EINVAL, "bad port")
-            call.note(f"ports={ports} timeout={p.timeout}")
+            call.tracing and call.note(f"ports={ports} timeout={p.timeout}")
             ready = lambda: domain.evtchn.ports_pending_or_masked(ports, compat)  # noqa: E731
             if ready():
                 return 0
-            wait(ready, p.timeout if p.timeout else None)
+            wait(call, ready, p.timeout if p.timeout else None)
             return 0
         if cmd == abi.SCHEDOP_shutdown:
             reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
-            call.note(f"reason={reason}")
+            call.tracing and call.note(f"reason={reason}")
             if reason in SHUTDOWN_EXIT:
                 code, why = SHUTDOWN_EXIT[reason]
                 if domain.shutdown_code is not None:

@@ -18,7 +18,7 @@ VCPU_SSHOTTMR_future = 1 << 0
 def handlers(domain):
     def vcpu_op(call: Hypercall) -> int:
         cmd, vcpuid, arg = call.args[0], call.args[1] & 0xFFFFFFFF, call.args[2]
-        call.note(f"cmd={abi.VCPUOP(cmd).name if cmd in abi.VCPUOP._value2member_map_ else cmd} vcpu={vcpuid}")
+        call.tracing and call.note(f"cmd={abi.VCPUOP(cmd).name if cmd in abi.VCPUOP._value2member_map_ else cmd} vcpu={vcpuid}")
         allowed = (abi.VCPUOP_register_runstate_memory_area, abi.VCPUOP_get_runstate_info,
                    abi.VCPUOP_set_periodic_timer, abi.VCPUOP_stop_periodic_timer,
                    abi.VCPUOP_set_singleshot_timer, abi.VCPUOP_stop_singleshot_timer,
@@ -42,12 +42,12 @@ def handlers(domain):
             domain.compat = call.compat
             domain.shared.register_vcpu_info(vcpuid, gpa, call.compat)
             domain.publish_time(vcpuid)
-            call.note(f"vcpu_info -> {gpa:#x}")
+            call.tracing and call.note(f"vcpu_info -> {gpa:#x}")
             return 0
         if cmd in (abi.VCPUOP_register_runstate_memory_area, abi.VCPUOP_register_vcpu_time_memory_area):
             struct = (abi.vcpu_register_runstate_memory_area if cmd == abi.VCPUOP_register_runstate_memory_area
                       else abi.vcpu_register_time_memory_area)
-            gva = call.mem.read_struct(abi.layout(struct, call.abi), arg).addr
+            gva = call.mem.read_struct(abi.layout(struct, call.abi), arg).addr.v   # union {h; v}: the address
             if cmd == abi.VCPUOP_register_runstate_memory_area:
                 xv.runstate_gva, xv.runstate_abi = (gva or None), call.abi
                 if gva:
@@ -75,7 +75,7 @@ def handlers(domain):
             raise XenError(abi.XenErrno.EINVAL, "singleshot timers are per calling vCPU")
         if cmd == abi.VCPUOP_set_singleshot_timer:
             t = call.mem.read_struct(abi.layout(abi.vcpu_set_singleshot_timer, call.abi), arg)
-            call.note(f"timeout={t.timeout_abs_ns} flags={t.flags:#x}")
+            call.tracing and call.note(f"timeout={t.timeout_abs_ns} flags={t.flags:#x}")
             if t.flags & VCPU_SSHOTTMR_future and t.timeout_abs_ns < domain.clock.now():
                 raise XenError(abi.XenErrno.ETIME, "in the past")
             domain.timers.set_singleshot(vcpuid, t.timeout_abs_ns)
@@ -87,7 +87,7 @@ def handlers(domain):
         """set_timer_op(timeout): a singleshot timer on the caller; 0 stops it.
         (The 32-bit ABI passes the 64-bit value in two registers, lo then hi.)"""
         timeout = call.args[0] if not call.compat else (call.args[0] | call.args[1] << 32)
-        call.note(f"timeout={timeout}")
+        call.tracing and call.note(f"timeout={timeout}")
         if timeout == 0:
             domain.timers.stop_singleshot(call.vcpu_id)
         else:

@@ -31,16 +31,15 @@ def handlers(domain):
 
     def xen_version(call: Hypercall) -> int:
         cmd, arg = call.args[0], call.args[1]
-        call.note(f"cmd={abi.XENVER(cmd).name if cmd in abi.XENVER._value2member_map_ else cmd}")
+        call.tracing and call.note(f"cmd={abi.XENVER(cmd).name if cmd in abi.XENVER._value2member_map_ else cmd}")
         if cmd == abi.XENVER_version:
             return (major << 16) | minor
         if cmd == abi.XENVER_extraversion:
             call.mem.write(arg, _fixed(EXTRAVERSION, 16))
         elif cmd == abi.XENVER_compile_info:
             st = abi.layout(abi.xen_compile_info, call.abi)
-            call.mem.write_struct(st, arg, dict(compiler=_fixed(b"gcc", 64), compile_by=_fixed(b"vmm", 16),
-                                                compile_domain=_fixed(b"localdomain", 32),
-                                                compile_date=_fixed(b"", 32)))
+            call.mem.write_struct(st, arg, dict(compiler="gcc", compile_by="vmm",
+                                                compile_domain="localdomain", compile_date=""))
         elif cmd == abi.XENVER_capabilities:
             call.mem.write(arg, _fixed(CAPABILITIES, 1024))
         elif cmd == abi.XENVER_changeset:
@@ -57,6 +56,8 @@ def handlers(domain):
             fi.submap = FEATURES if fi.submap_idx == 0 else 0
             call.mem.write_struct(st, arg, fi)
         elif cmd == abi.XENVER_pagesize:
+            if arg != 0:                     # do_xen_version: a non-NULL handle is -EINVAL
+                raise XenError(abi.XenErrno.EINVAL, "pagesize takes no buffer")
             return 4096
         elif cmd == abi.XENVER_guest_handle:
             call.mem.write(arg, domain.handle)

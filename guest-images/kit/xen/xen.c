@@ -619,3 +619,22 @@ uint64_t xen_cmdline_u64(const char *key, uint64_t def)
 	}
 	return def;
 }
+
+/* ---- Test scaffolding --------------------------------------------------------------------- */
+void xen_test_start(const char *name)
+{
+	xen_test_name = name;
+	xen_init();
+	xen_map_shared_info();
+	xen_wait_init();
+}
+
+void xen_use_upcall_vector(void)
+{
+	kit_set_handler(XEN_KIT_UPCALL_VECTOR, xen_upcall_isr_eoi);
+	long rc = xen_set_upcall_vector(xen_vcpu_id(), XEN_KIT_UPCALL_VECTOR);
+	if (rc)
+		kit_fail("%s: HVMOP_set_evtchn_upcall_vector(vcpu %u, %#x) = %ld", xen_test_name,
+			 xen_vcpu_id(), XEN_KIT_UPCALL_VECTOR, rc);
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(2));	/* take Xen's registration upcall, if any */
+}

@@ -1,0 +1,67 @@
+/*
+ * xen_hvm_params: __HYPERVISOR_hvm_op set/get_param, set_evtchn_upcall_vector
+ * argument checks and pagetable_dying (xen/arch/x86/hvm/hvm.c do_hvm_op,
+ * hvm_allow_set_param, hvm_allow_get_param, hvmop_set_evtchn_upcall_vector).
+ * No xenstore and no PV console: their params read as 0 (as QEMU answers).
+ */
+#include "xen.h"
+
+static long param_op(unsigned op, domid_t dom, uint32_t index, uint64_t *value)
+{
+	struct xen_hvm_param p = { .domid = dom, .index = index, .value = value ? *value : 0 };
+	long rc = HYPERVISOR_hvm_op(op, &p);
+	if (value)
+		*value = p.value;
+	return rc;
+}
+
+void kit_main(void)
+{
+	printf("xen_hvm_params: HVMOP_set/get_param, upcall-vector checks, pagetable_dying\n");
+	xen_test_start("xen_hvm_params");
+	uint64_t v;
+
+	static const struct { uint32_t index; const char *name; } zero[] = {
+		{ HVM_PARAM_STORE_PFN, "STORE_PFN" }, { HVM_PARAM_STORE_EVTCHN, "STORE_EVTCHN" },
+		{ HVM_PARAM_CONSOLE_PFN, "CONSOLE_PFN" }, { HVM_PARAM_CONSOLE_EVTCHN, "CONSOLE_EVTCHN" },
+	};
+	for (unsigned i = 0; i < 4; i++) {
+		long rc = xen_hvm_get_param(zero[i].index, &v);
+		if (rc || v)
+			kit_fail("xen_hvm_params: get_param(%s) = %ld value %#lx, want 0 / 0", zero[i].name, rc, v);
+		printf("xen_hvm_params: get_param(%s) = 0, value 0 ok\n", zero[i].name);
+	}
+
+	/* CALLBACK_IRQ round trip (the guest may set it; Xen stores the raw value). */
+	XEN_EXPECT("get_param(CALLBACK_IRQ) initially", xen_hvm_get_param(HVM_PARAM_CALLBACK_IRQ, &v), 0);
+	XEN_EXPECT("CALLBACK_IRQ initial value", v, 0);
+	XEN_EXPECT("set_param(CALLBACK_IRQ, vector 0xf3)",
+		   xen_hvm_set_param(HVM_PARAM_CALLBACK_IRQ, HVM_CALLBACK_VECTOR(0xf3)), 0);
+	XEN_EXPECT("get_param(CALLBACK_IRQ)", xen_hvm_get_param(HVM_PARAM_CALLBACK_IRQ, &v), 0);
+	XEN_CHECK(v == HVM_CALLBACK_VECTOR(0xf3), "CALLBACK_IRQ reads %#lx\n", v);
+	printf("xen_hvm_params: CALLBACK_IRQ reads back %#lx ok\n", v);
+	XEN_EXPECT("set_param(CALLBACK_IRQ, 0) (off)", xen_hvm_set_param(HVM_PARAM_CALLBACK_IRQ, 0), 0);
+	XEN_EXPECT("get_param(CALLBACK_IRQ) after off", xen_hvm_get_param(HVM_PARAM_CALLBACK_IRQ, &v), 0);
+	XEN_EXPECT("CALLBACK_IRQ value after off", v, 0);
+
+	/* Toolstack-only params are read-only for the guest itself. */
+	XEN_EXPECT("set_param(STORE_PFN) by the guest", xen_hvm_set_param(HVM_PARAM_STORE_PFN, 0x1000), -XEN_EPERM);
+	XEN_EXPECT("set_param(CONSOLE_PFN) by the guest", xen_hvm_set_param(HVM_PARAM_CONSOLE_PFN, 0x1000), -XEN_EPERM);
+	v = 0;
+	XEN_EXPECT("get_param(index 1000)", param_op(HVMOP_get_param, DOMID_SELF, 1000, &v), -XEN_EINVAL);
+	XEN_EXPECT("set_param(index 1000)", param_op(HVMOP_set_param, DOMID_SELF, 1000, &v), -XEN_EINVAL);
+	XEN_EXPECT("get_param(domid 0x1234)", param_op(HVMOP_get_param, 0x1234, HVM_PARAM_STORE_PFN, &v), -XEN_ESRCH);
+
+	/* set_evtchn_upcall_vector: vector < 0x10 -> -EINVAL, no such vCPU -> -ENOENT. */
+	XEN_EXPECT("set_evtchn_upcall_vector(vcpu 0, 0x0f)", xen_set_upcall_vector(0, 0x0f), -XEN_EINVAL);
+	XEN_EXPECT("set_evtchn_upcall_vector(vcpu 64, 0xf3)", xen_set_upcall_vector(64, 0xf3), -XEN_ENOENT);
+
+	/* pagetable_dying: Linux's probe; any error disables it (Xen with HAP: -EINVAL, QEMU: -ENOSYS). */
+	struct xen_hvm_pagetable_dying pd = { .domid = DOMID_SELF, .gpa = read_cr3() };
+	long rc = HYPERVISOR_hvm_op(HVMOP_pagetable_dying, &pd);
+	XEN_CHECK(rc == -XEN_ENOSYS || rc == -XEN_EINVAL, "pagetable_dying = %ld\n", rc);
+	printf("xen_hvm_params: pagetable_dying = %ld (%s) ok\n", rc, xen_strerror(rc));
+
+	XEN_EXPECT("hvm_op 99 (unknown)", HYPERVISOR_hvm_op(99, NULL), -XEN_ENOSYS);
+	kit_pass();
+}
