@@ -136,6 +136,25 @@ def test_madt_one_lapic_per_vcpu_and_the_ioapic(cpus, legacy_pic):
     assert MadtLocalApic.sizeof() == 8 and MadtIoApic.sizeof() == 12
 
 
+def test_reset_vector_stub_writes_the_reset_register(tmp_path):
+    """Linux on HW-reduced ACPI without EFI reboots by jumping to F000:FFF0
+    (BOOT_EFI -> BOOT_BIOS): the stub there must do what RESET_REG does."""
+    import subprocess
+    mem = GuestMemory(16 << 20)
+    write_acpi_tables(mem, 1)
+    assert layout.RESET_VECTOR == 0xFFFF0
+    code = mem.read(layout.RESET_VECTOR, 16)
+    stub = tmp_path / "stub.bin"
+    stub.write_bytes(code[:code.index(b"\xeb\xfd") + 2])
+    asm = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i8086", str(stub)],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    insns = [line.split("\t")[-1].split() for line in asm.splitlines() if line.startswith("   ")]
+    assert insns == [["mov", f"${RESET_VALUE:#x},%al"], ["mov", f"${RESET_PORT:#x},%dx"], ["out", "%al,(%dx)"],
+                     ["cli"], ["hlt"], ["jmp", "0x7"]], asm
+    # inside the reserved BIOS area of the e820 map
+    assert any(a <= layout.RESET_VECTOR and layout.RESET_VECTOR + 16 <= a + s and t == 2 for a, s, t in mem.e820())
+
+
 def test_madt_cpu_limit():
     mem = GuestMemory(16 << 20)
     tables(mem, write_acpi_tables(mem, 254))

@@ -165,6 +165,28 @@ class XenDomain:
             where, off = loc, lay.time
         self.clock.publish(vcpu, lambda data: self.shared.write_field(where, off, data), ("vi", vcpu))
 
+    def vcpu_is_up(self, vcpu: int, caller: int) -> bool:
+        """Xen: !_VPF_down.  An HVM AP is down until INIT/SIPI starts it, which
+        happens inside KVM; so ask the vCPU's own thread for its mp_state
+        (a vCPU ioctl from here would wait for its KVM_RUN to end)."""
+        xv = self.vcpus[vcpu]
+        if vcpu == caller or xv.up:
+            xv.up = True
+            return True
+        answer: list[int] = []
+        done = threading.Event()
+
+        def ask(v):
+            answer.append(v.fd.get_mp_state())
+            done.set()
+        self.vm.vcpus[vcpu].request(ask)
+        if not done.wait(1.0):
+            return True          # busy in a hypercall of its own: it is running
+        from kvm_bindings import consts
+        up = answer[0] not in (consts.KVM_MP_STATE_UNINITIALIZED, consts.KVM_MP_STATE_INIT_RECEIVED)
+        xv.up = up
+        return up
+
     # ------------------------------------------------------------ runstate
     def set_runstate(self, vcpu: int, state: int, mem=None) -> None:
         """Account a runstate transition (running <-> blocked around SCHEDOP_block/poll)

@@ -54,7 +54,11 @@ class Upcall:
 
     # ------------------------------------------------------------ configuration
     def set_vector(self, vcpu: int, vector: int) -> None:
+        """HVMOP_set_evtchn_upcall_vector.  Like Xen (hvm_assert_evtchn_irq right
+        after setting it), deliver at once if events are already pending."""
         self.vectors[vcpu] = vector
+        if self.domain.shared.upcall_pending(vcpu, self.domain.compat):
+            self.inject(vcpu)
 
     def set_callback_irq(self, value: int) -> None:
         """HVM_PARAM_CALLBACK_IRQ (params.h: type in bits 63:56)."""
@@ -80,6 +84,10 @@ class Upcall:
         if self.gsi is not None:
             self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert)
             self.maybe_deassert(raise_if_pending=True)
+        elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            for v in range(len(self.vm.vcpus)):
+                if v not in self.vectors and self.domain.shared.upcall_pending(v, self.domain.compat):
+                    self.inject(v)
 
     # ------------------------------------------------------------ delivery
     def inject(self, vcpu: int) -> None:
@@ -116,12 +124,20 @@ class Upcall:
         v.fd.run.request_interrupt_window = 1
 
     def _window_open(self, v) -> None:
+        """KVM_EXIT_IRQ_WINDOW_OPEN.  The global vector is level-like on Xen (and in
+        KVM's own implementation): it is injected at any VM entry with interrupts
+        open while evtchn_upcall_pending is set.  So after an injection we keep
+        asking for windows; the next one, after the handler's iret, injects again
+        if the guest left upcall_pending set, or stops asking."""
         run = v.fd.run
-        if v.id not in self._window_pending:
-            run.request_interrupt_window = 0
-            return
         if not (run.ready_for_interrupt_injection and run.if_flag):
             return                                            # keep asking
+        fresh = v.id in self._window_pending
+        if self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR or v.id in self.vectors or not (
+                fresh or self.domain.shared.upcall_pending(v.id, self.domain.compat)):
+            run.request_interrupt_window = 0
+            self._window_pending.discard(v.id)
+            return
         ev = v.fd.get_vcpu_events()
         if ev.interrupt.injected:
             return
@@ -130,8 +146,9 @@ class Upcall:
         ev.interrupt.soft = 0
         ev.flags = 0
         v.fd.set_vcpu_events(ev)
-        run.request_interrupt_window = 0
         self._window_pending.discard(v.id)
+        if TP_UPCALL.enabled and not fresh:
+            TP_UPCALL.emit(vcpu=v.id, via=f"global vector {self.via_value & 0xFF:#x} (still pending)")
 
     # -- GSI / INTx line following vCPU 0's upcall_pending
     def _set_line(self, level: bool) -> None:

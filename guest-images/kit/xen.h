@@ -731,6 +731,7 @@ long xen_set_singleshot(uint64_t deadline_ns, uint32_t flags);
 #define XEN_KIT_WAKE_VECTOR 0xe0
 void xen_wait_init(void);		/* lapic_enable() + wake handler; per CPU */
 void xen_arm_wake(uint64_t deadline_ns);
+extern volatile uint32_t xen_wake_count;	/* wake-timer interrupts taken */
 #define XEN_WAIT_UNTIL(cond, deadline_ns) ({				\
 	uint64_t __dl = (deadline_ns);					\
 	bool __ok;							\
@@ -803,11 +804,13 @@ static inline uint32_t ioapic_read(unsigned reg)
 	*(volatile uint32_t *)KIT_IOAPIC_BASE = reg;
 	return *(volatile uint32_t *)(KIT_IOAPIC_BASE + 0x10);
 }
-/* Route GSI to VECTOR on DEST_APIC, fixed, active high; LEVEL: level-triggered; MASKED: bit 16. */
-static inline void ioapic_route(unsigned gsi, uint8_t vector, bool level, uint32_t dest_apic, bool masked)
+/* Route GSI to VECTOR on DEST_APIC, fixed, physical; LEVEL: bit 15, ACTIVE_LOW: bit 13, MASKED: bit 16. */
+static inline void ioapic_route(unsigned gsi, uint8_t vector, bool level, bool active_low,
+				uint32_t dest_apic, bool masked)
 {
 	ioapic_write(0x10 + 2 * gsi + 1, dest_apic << 24);
-	ioapic_write(0x10 + 2 * gsi, vector | (level ? 1u << 15 : 0) | (masked ? 1u << 16 : 0));
+	ioapic_write(0x10 + 2 * gsi, vector | (level ? 1u << 15 : 0) | (active_low ? 1u << 13 : 0) |
+		     (masked ? 1u << 16 : 0));
 }
 static inline void pic_mask_all(void) { outb(0x21, 0xff); outb(0xa1, 0xff); }
 static inline uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off)
@@ -832,14 +835,30 @@ void xen_test_start(const char *name);
 #define XEN_KIT_UPCALL_VECTOR 0xf3
 void xen_use_upcall_vector(void);
 
+/*
+ * The GSI / PCI INTx callback checks shared by xen_upcall_gsi and
+ * xen_upcall_intx: HVM_PARAM_CALLBACK_IRQ = CALLBACK, the line is GSI,
+ * routed level-triggered (ACTIVE_LOW as given) to VECTOR on this CPU.
+ * Prints its lines with xen_test_name; fails the test on error.
+ */
+void xen_check_level_callback(unsigned gsi, uint8_t vector, bool active_low, uint64_t callback);
+
 /* ---- Test reporting ------------------------------------------------------------------------------ */
-/* Print "<name>: <msg> ... ok" or fail with "<name>: <msg>: got X want Y". */
+/*
+ * A failed check prints "FAIL: <name>: ..." and exits 1, unless the command
+ * line has "keep_going=1": then it counts the failure and goes on, and
+ * xen_pass() exits 1 at the end if anything failed (to see every deviation
+ * in one run).
+ */
 extern const char *xen_test_name;
+extern int xen_keep_going, xen_failures;
+void xen_check_failed(const char *file, int line, const char *fmt, ...) __printf(3, 4);
+void xen_pass(void) __noreturn;		/* "PASS" + exit 0, or exit 1 after kept-going failures */
 #define XEN_CHECK(cond, ...) do {						\
 	if (!(cond)) {								\
 		printf("%s: ", xen_test_name);					\
 		printf(__VA_ARGS__);						\
-		kit_fail("%s:%d: check failed: %s", __FILE__, __LINE__, #cond);	\
+		xen_check_failed(__FILE__, __LINE__, "check failed: %s", #cond);	\
 	}									\
 } while (0)
 /* Checks RC == WANT and prints one line: "<name>: <what> = <rc> ok". */
@@ -847,9 +866,12 @@ extern const char *xen_test_name;
 	long __rc = (long)(rc_expr);						\
 	long __want = (long)(want);						\
 	if (__rc != __want)							\
-		kit_fail("%s: %s = %ld, want %ld (%s:%d)", xen_test_name, what,	\
-			 __rc, __want, __FILE__, __LINE__);			\
-	printf("%s: %s = %ld ok\n", xen_test_name, what, __rc);			\
+		xen_check_failed(__FILE__, __LINE__, "%s = %ld (%#lx), want %ld",	\
+				 what, __rc, __rc, __want);			\
+	else if (__rc > -1000000 && __rc < 1000000)				\
+		printf("%s: %s = %ld ok\n", xen_test_name, what, __rc);		\
+	else									\
+		printf("%s: %s = %#lx ok\n", xen_test_name, what, __rc);		\
 } while (0)
 const char *xen_strerror(long rc);	/* "-EINVAL" etc., for messages */
 /* "key=<unsigned>" in the kernel command line; DEF if absent. */

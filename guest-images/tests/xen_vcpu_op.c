@@ -113,5 +113,5 @@ void kit_main(void)
 	XEN_EXPECT("vm_assist(disable, runstate_update_flag)",
 		   HYPERVISOR_vm_assist(VMASST_CMD_disable, VMASST_TYPE_runstate_update_flag), 0);
 	(void)now;
-	kit_pass();
+	xen_pass();
 }

@@ -11,7 +11,11 @@ is **hardware-reduced ACPI** (§4.1, FADT flag HW_REDUCED_ACPI): no PM1 event
   ``SLP_TYP << 2 | SLP_EN`` there (Linux: acpica/hwxfsleep.c,
   acpi_hw_extended_sleep);
 * reset: RESET_REG (§4.8.3.6 "Reset Register") in the same device, FADT flag
-  RESET_REG_SUP; OSPM writes RESET_VALUE to it;
+  RESET_REG_SUP; OSPM writes RESET_VALUE to it.  Linux tries it first only
+  with reboot=a: on a HW-reduced platform it otherwise picks EFI reboot
+  (arch/x86/kernel/reboot.c reboot_init, efi_reboot_required), which without
+  EFI falls back to a real-mode jump to the BIOS reset vector F000:FFF0; a
+  10-byte stub there (``reset_vector_stub``) writes RESET_REG as well;
 * CPUs and the I/O APIC: the MADT (§5.2.12), one Processor Local APIC entry
   per vCPU (APIC id = vCPU index), the I/O APIC with id = number of vCPUs at
   0xFEC00000, GSI base 0.  No interrupt source overrides: KVM's in-kernel
@@ -303,6 +307,16 @@ def build_madt(nr_cpus: int, legacy_pic: bool = True) -> bytes:
     return sdt(b"APIC", MADT_REVISION, head + b"".join(entries))
 
 
+def reset_vector_stub() -> bytes:
+    """16-bit code for the reset vector (layout.RESET_VECTOR): what a guest
+    that "jumps to the BIOS" to reboot (Linux's BOOT_BIOS) runs."""
+    return (bytes([0xB0, RESET_VALUE])                          # mov al, RESET_VALUE
+            + bytes([0xBA]) + RESET_PORT.to_bytes(2, "little")   # mov dx, RESET_PORT
+            + bytes([0xEE])                                      # out dx, al
+            + bytes([0xFA, 0xF4])                                # cli; hlt
+            + bytes([0xEB, 0xFD]))                               # jmp back to the hlt
+
+
 def _align(addr: int) -> int:
     return (addr + TABLE_ALIGN - 1) & ~(TABLE_ALIGN - 1)
 
@@ -311,7 +325,8 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
                       legacy_pic: bool = True, base: int = layout.ACPI_TABLES) -> int:
     """Write the RSDP at ``base``, then DSDT, MADT, FADT and XSDT after it (each
     16-byte aligned, each placed before the table that points at it), mark the
-    area as ACPI in the e820 map, and return the RSDP's address.
+    area as ACPI in the e820 map, put the reset-vector stub in place, and
+    return the RSDP's address.
 
     ``serial_ports``: (I/O base, ISA IRQ) of each 16550 to declare in the DSDT;
     ``legacy_pic``: whether the irqchip has the dual 8259 (MADT PCAT_COMPAT)."""
@@ -339,4 +354,5 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
     for addr, data in tables:
         memory.write(addr, data)
     memory.mark_acpi_tables(base, end - base)
+    memory.write(layout.RESET_VECTOR, reset_vector_stub())
     return base

@@ -9,6 +9,7 @@
             (identity map of 0..4 GiB with 2 MiB pages, bzImage entry)
     0x20000 kernel command line (up to CMDLINE_MAX bytes)
     0xE0000 ACPI tables: RSDP, then DSDT, MADT, FADT, XSDT (vmm/boot/acpi.py), up to 0xF0000
+    0xFFFF0 reset vector (F000:FFF0): a stub that writes the ACPI reset register
     0x100000 (1 MiB) kernel image
 
 0x8000 is left free: the kit guests put their AP start-up trampoline there.
@@ -27,4 +28,5 @@ CMDLINE = 0x20000
 CMDLINE_MAX = 0x10000 - 1
 ACPI_TABLES = 0xE0000
 ACPI_TABLES_END = 0xF0000
+RESET_VECTOR = 0xFFFF0
 KERNEL_LOAD = 0x100000

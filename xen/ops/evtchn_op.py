@@ -1,5 +1,4 @@
-"""__HYPERVISOR_event_channel_op (public/event_channel.h; xen/common/event_channel.c),
-and the legacy multiplexed event_channel_op_compat (struct evtchn_op)."""
+"""__HYPERVISOR_event_channel_op (public/event_channel.h; xen/common/event_channel.c)."""
 
 from __future__ import annotations
 
@@ -85,21 +84,5 @@ def handlers(domain):
             call.mem.write_struct(st, arg, a)
         return 0
 
-    def event_channel_op_compat(call: Hypercall) -> int:
-        """Old guests: one pointer to struct evtchn_op {cmd; union u}."""
-        st = abi.layout(abi.evtchn_op, call.abi)
-        arg = call.args[0]
-        cmd = call.mem.read_u32(arg)
-        struct = OPS.get(cmd)
-        if struct is None:
-            raise XenError(abi.XenErrno.ENOSYS, f"EVTCHNOP {cmd}")
-        inner = abi.layout(struct, call.abi)
-        off = abi.offset_of(abi.evtchn_op, "u", call.abi)
-        a = call.mem.read_struct(inner, arg + off)
-        if run(call, cmd, a):
-            call.mem.write_struct(inner, arg + off, a)
-        del st
-        return 0
-
-    return {abi.Hypercall.event_channel_op: event_channel_op,
-            abi.Hypercall.event_channel_op_compat: event_channel_op_compat}
+    # event_channel_op_compat (16) is PV-only: not in the HVM hypercall table, so -ENOSYS.
+    return {abi.Hypercall.event_channel_op: event_channel_op}

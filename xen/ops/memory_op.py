@@ -10,7 +10,7 @@ its own bug, as on Xen where it would fault.
 from __future__ import annotations
 
 from xen import abi
-from xen.guest_access import MAX_COPY
+from xen.guest_access import MAX_COPY, GuestFault
 from xen.hypercall import Hypercall, XenError
 from xen.ops import check_domid
 
@@ -46,18 +46,25 @@ def handlers(domain):
             raise XenError(abi.XenErrno.EINVAL, f"space {space}")
 
     def reservation(call: Hypercall, op: int) -> int:
+        """Returns the number of extents done; every failure is "0 done", never an
+        errno (xen/common/memory.c: copy_from_guest failures, unknown domains and
+        bad handle ranges all `return start_extent`)."""
         st = abi.layout(abi.xen_memory_reservation, call.abi)
-        r = call.mem.read_struct(st, call.args[1])
-        check_domid(domain, r.domid)
-        if r.extent_order > MAX_ORDER:
+        try:
+            r = call.mem.read_struct(st, call.args[1])
+        except GuestFault:
             return 0
-        n = min(r.nr_extents, MAX_COPY // 8)     # a huge count is done in part, as after preemption
+        if r.domid not in (abi.DOMID_SELF, domain.domid) or r.extent_order > MAX_ORDER:
+            return 0
         word = 4 if call.compat else 8
-        if r.extent_start == 0:
-            return 0
+        if r.extent_start == 0 or r.nr_extents * word > MAX_COPY:
+            return 0     # no list, or one no guest can hold: the handle range check fails
         done = 0
-        for i in range(n):
-            gpfn = int.from_bytes(call.mem.read(r.extent_start + i * word, word), "little")
+        for i in range(r.nr_extents):
+            try:
+                gpfn = int.from_bytes(call.mem.read(r.extent_start + i * word, word), "little")
+            except GuestFault:
+                break                             # Xen stops at a bad handle and reports extents done
             pages = range(gpfn, gpfn + (1 << r.extent_order))
             if op == abi.XENMEM_decrease_reservation:
                 if gpfn + (1 << r.extent_order) > max_pfn:
@@ -67,6 +74,9 @@ def handlers(domain):
                 if not all(p in domain.removed_gfns for p in pages):
                     break
                 domain.removed_gfns.difference_update(pages)
+                for p in pages:                   # a repopulated page is a fresh one: zeroed
+                    if mem.check(p << 12, 4096):
+                        mem.fill(p << 12, 4096)
             done += 1
         call.tracing and call.note(f"{done}/{r.nr_extents} extents of order {r.extent_order}")
         return done
@@ -100,7 +110,7 @@ def handlers(domain):
             b = call.mem.read_struct(st, arg)
             check_domid(domain, b.domid)
             if b.space == abi.XENMAPSPACE_gmfn_range:
-                raise XenError(abi.XenErrno.EINVAL, "gmfn_range in a batch")
+                raise XenError(abi.XenErrno.EOPNOTSUPP, "gmfn_range in a batch")   # common/memory.c
             word = 4 if call.compat else 8
             # size is a uint16_t: at most 65535 entries, read in bounded chunks.
             idxs = call.mem.read(b.idxs, b.size * word)

@@ -12,13 +12,17 @@ from vmm.trace import tracepoint
 TP_CONSOLE = tracepoint("xen.console", "vcpu={vcpu} bytes={n}")
 
 CONSOLE_MAX = 16 << 10     # bytes taken from one CONSOLEIO_write (Xen copies in chunks; we cap)
-GNTST_okay = 0
+CONSOLE_LINE_MAX = 200     # a line longer than this is flushed unfinished (Xen's DOMAIN_PBUF_SIZE)
+GNTST_okay = 0                 # public/grant_table.h status codes
 GNTST_general_error = -1
+GNTST_bad_domain = -2
 # Known vm_assist types for HVM (xen/include/asm-x86/config.h HVM_VM_ASSIST_MASK).
 HVM_VM_ASSISTS = 1 << abi.VMASST_TYPE_runstate_update_flag
 
 
 def handlers(domain):
+    pending = bytearray()       # Xen buffers a domU's console output per line (guest_console_write)
+
     def console_io(call: Hypercall) -> int:
         cmd, count, buf = call.args[0], call.args[1] & 0xFFFFFFFF, call.args[2]
         if cmd == abi.CONSOLEIO_write:
@@ -26,11 +30,21 @@ def handlers(domain):
             data = call.mem.read(buf, n)
             if TP_CONSOLE.enabled:
                 TP_CONSOLE.emit(call.vcpu_id, vcpu=call.vcpu_id, n=n)
-            domain.console_out(data)
+            with domain.lock:
+                pending.extend(data)
+                out = []
+                while True:
+                    nl = pending.find(b"\n")
+                    if nl < 0 and len(pending) < CONSOLE_LINE_MAX:
+                        break
+                    end = nl + 1 if nl >= 0 else CONSOLE_LINE_MAX
+                    out.append(b"(d%d) " % domain.domid + bytes(pending[:end]))
+                    del pending[:end]
+            for line in out:
+                domain.console_out(line)
             return 0
-        if cmd == abi.CONSOLEIO_read:
-            return 0                         # nothing to read: no console input for domU
-        raise XenError(abi.XenErrno.ENOSYS, f"CONSOLEIO {cmd}")
+        # xsm_console_io: only writes are open to a domU (as a debug Xen, and QEMU); the rest is XSM_PRIV.
+        raise XenError(abi.XenErrno.EPERM, f"CONSOLEIO {cmd} is dom0's")
 
     def vm_assist(call: Hypercall) -> int:
         cmd, typ = call.args[0], call.args[1]
@@ -48,11 +62,14 @@ def handlers(domain):
         cmd, arg, count = call.args[0], call.args[1], call.args[2] & 0xFFFFFFFF
         gt = domain.gnttab
         call.tracing and call.note(f"cmd={abi.GNTTABOP(cmd).name if cmd in abi.GNTTABOP._value2member_map_ else cmd} count={count}")
+        if cmd in (abi.GNTTABOP_query_size, abi.GNTTABOP_set_version, abi.GNTTABOP_get_version,
+                   abi.GNTTABOP_setup_table) and count != 1:
+            raise XenError(abi.XenErrno.EINVAL, f"count {count}")   # do_grant_table_op: these take one
         if cmd == abi.GNTTABOP_query_size:
             st = abi.layout(abi.gnttab_query_size, call.abi)
             q = call.mem.read_struct(st, arg)
             if q.dom not in (abi.DOMID_SELF, domain.domid):
-                q.status = GNTST_general_error
+                q.status = GNTST_bad_domain
             else:
                 q.nr_frames, q.max_nr_frames, q.status = gt.nr_frames, MAX_FRAMES, GNTST_okay
             call.mem.write_struct(st, arg, q)
@@ -76,11 +93,11 @@ def handlers(domain):
             call.mem.write_struct(st, arg, v)
             return 0
         if cmd == abi.GNTTABOP_setup_table:
-            if count != 1:
-                raise XenError(abi.XenErrno.EINVAL, f"count {count}")
             st = abi.layout(abi.gnttab_setup_table, call.abi)
             s = call.mem.read_struct(st, arg)
-            if s.dom not in (abi.DOMID_SELF, domain.domid) or s.nr_frames > MAX_FRAMES:
+            if s.dom not in (abi.DOMID_SELF, domain.domid):
+                s.status = GNTST_bad_domain
+            elif s.nr_frames > MAX_FRAMES:
                 s.status = GNTST_general_error
             else:
                 with gt.lock:

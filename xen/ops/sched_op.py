@@ -74,14 +74,17 @@ def handlers(domain):
             reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
             call.tracing and call.note(f"reason={reason}")
             if reason in SHUTDOWN_EXIT:
+                # domain_shutdown(): a code set by SCHEDOP_shutdown_code wins over the reason.
+                if domain.shutdown_code is not None and domain.shutdown_code in SHUTDOWN_EXIT:
+                    reason = domain.shutdown_code
                 code, why = SHUTDOWN_EXIT[reason]
-                if domain.shutdown_code is not None:
-                    why += f", shutdown_code {domain.shutdown_code}"
                 domain.vm.request_exit(code, why)
                 return 0
             raise XenError(abi.XenErrno.EOPNOTSUPP, f"shutdown reason {reason}")   # suspend, soft_reset
         if cmd == abi.SCHEDOP_shutdown_code:
-            domain.shutdown_code = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
+            reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
+            if domain.shutdown_code is None:          # the first code set stays
+                domain.shutdown_code = reason
             return 0
         if cmd == abi.SCHEDOP_remote_shutdown:
             r = call.mem.read_struct(abi.layout(abi.sched_remote_shutdown, call.abi), arg)
@@ -89,14 +92,5 @@ def handlers(domain):
             raise XenError(abi.XenErrno.EPERM, "remote_shutdown is privileged")
         raise XenError(abi.XenErrno.ENOSYS, f"SCHEDOP {cmd}")
 
-    def sched_op_compat(call: Hypercall) -> int:
-        """Old ABI: the argument itself is the value (e.g. the shutdown reason)."""
-        cmd, val = call.args[0], call.args[1]
-        if cmd == abi.SCHEDOP_yield:
-            return 0
-        if cmd == abi.SCHEDOP_shutdown and val in SHUTDOWN_EXIT:
-            domain.vm.request_exit(*SHUTDOWN_EXIT[val])
-            return 0
-        raise XenError(abi.XenErrno.ENOSYS, f"SCHEDOP {cmd} (compat)")
-
-    return {abi.Hypercall.sched_op: sched_op, abi.Hypercall.sched_op_compat: sched_op_compat}
+    # sched_op_compat (6) is PV-only: not in the HVM hypercall table, so -ENOSYS.
+    return {abi.Hypercall.sched_op: sched_op}

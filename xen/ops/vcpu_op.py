@@ -22,13 +22,22 @@ def handlers(domain):
         allowed = (abi.VCPUOP_register_runstate_memory_area, abi.VCPUOP_get_runstate_info,
                    abi.VCPUOP_set_periodic_timer, abi.VCPUOP_stop_periodic_timer,
                    abi.VCPUOP_set_singleshot_timer, abi.VCPUOP_stop_singleshot_timer,
-                   abi.VCPUOP_register_vcpu_info, abi.VCPUOP_register_vcpu_time_memory_area)
+                   abi.VCPUOP_register_vcpu_info, abi.VCPUOP_register_vcpu_time_memory_area,
+                   abi.VCPUOP_is_up, abi.VCPUOP_up)
         if cmd not in allowed:
             raise XenError(abi.XenErrno.ENOSYS, f"VCPUOP {cmd} (not for HVM)")
         if not 0 <= vcpuid < len(domain.vcpus):
             raise XenError(abi.XenErrno.ENOENT, f"vcpu {vcpuid}")
         xv = domain.vcpus[vcpuid]
         me = call.vcpu_id
+
+        if cmd == abi.VCPUOP_is_up:
+            return int(domain.vcpu_is_up(vcpuid, me))
+        if cmd == abi.VCPUOP_up:
+            # HVM vCPUs are started by INIT-SIPI; an already running one is a no-op.
+            if domain.vcpu_is_up(vcpuid, me):
+                return 0
+            raise XenError(abi.XenErrno.EINVAL, "start HVM vCPUs with INIT/SIPI")
 
         if cmd == abi.VCPUOP_register_vcpu_info:
             st = abi.layout(abi.vcpu_register_vcpu_info, call.abi)

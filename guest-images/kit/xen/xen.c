@@ -15,6 +15,7 @@ static struct vcpu_info *volatile vcpu_info_of[KIT_MAX_CPUS];
 static volatile uint32_t vcpu_id_of[KIT_MAX_CPUS];
 static volatile uint8_t vcpu_id_known[KIT_MAX_CPUS];
 const char *xen_test_name = "xen";
+int xen_keep_going, xen_failures;
 
 static struct {
 	xen_evtchn_cb_t cb;
@@ -52,6 +53,7 @@ void xen_init(void)
 {
 	uint32_t base = xen_detect();
 
+	xen_keep_going = xen_cmdline_u64("keep_going", 0) != 0;
 	if (!base)
 		kit_fail("xen: no \"XenVMMXenVMM\" CPUID signature in 0x40000000..0x4000ff00");
 	xen_info.base = base;
@@ -403,9 +405,12 @@ long xen_set_singleshot(uint64_t deadline_ns, uint32_t flags)
 	return HYPERVISOR_vcpu_op(VCPUOP_set_singleshot_timer, xen_vcpu_id(), &t);
 }
 
+volatile uint32_t xen_wake_count;
+
 static void wake_isr(struct kit_frame *f)
 {
 	(void)f;
+	xen_wake_count++;
 	lapic_eoi();
 }
 
@@ -621,6 +626,29 @@ uint64_t xen_cmdline_u64(const char *key, uint64_t def)
 }
 
 /* ---- Test scaffolding --------------------------------------------------------------------- */
+void xen_check_failed(const char *file, int line, const char *fmt, ...)
+{
+	char msg[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	printf("FAIL: %s: %s (%s:%d)\n", xen_test_name, msg, file, line);
+	if (!xen_keep_going)
+		kit_exit(1);
+	xen_failures++;
+}
+
+void xen_pass(void)
+{
+	if (xen_failures) {
+		printf("%s: %d check(s) failed\n", xen_test_name, xen_failures);
+		kit_exit(1);
+	}
+	kit_pass();
+}
+
 void xen_test_start(const char *name)
 {
 	xen_test_name = name;

@@ -1,0 +1,110 @@
+/*
+ * xen_timer: VIRQ_TIMER from the singleshot timer (VCPUOP_set/stop_singleshot
+ * and set_timer_op, which share one timer) and the periodic timer
+ * (VCPUOP_set/stop_periodic_timer), with accuracy measured on the pvclock:
+ * an event never arrives before its deadline and at most slack_ms (default
+ * 50, cmdline "slack_ms=N") after it.
+ * Xen: xen/common/domain.c do_vcpu_op (period >= 1 ms, singleshot only on
+ * the calling vCPU), xen/common/sched/core.c do_set_timer_op (0 = stop),
+ * vcpu_periodic_timer_work / vcpu_singleshot_timer_fn -> send_timer_event.
+ */
+#include "xen.h"
+
+static uint64_t slack;
+static evtchn_port_t tp;
+
+/* N: the VIRQ_TIMER count taken before the timer was armed. */
+static void expect_fire(const char *what, uint64_t deadline, uint32_t n)
+{
+	if (!XEN_WAIT_UNTIL(xen_evtchn_count[tp] > n, deadline + XEN_MS(1000)))
+		kit_fail("xen_timer: %s: no VIRQ_TIMER within 1 s of the deadline", what);
+	uint64_t at = xen_evtchn_last_ns[tp];
+	if (at < deadline || at > deadline + slack)
+		kit_fail("xen_timer: %s: fired %+ld us from the deadline (allowed 0..%lu us)", what,
+			 (long)(at - deadline) / 1000, slack / 1000);
+	printf("xen_timer: %s: fired %ld us after the deadline ok\n", what, (long)(at - deadline) / 1000);
+}
+
+static void expect_quiet(const char *what, uint64_t until, uint32_t n)
+{
+	XEN_WAIT_UNTIL(xen_evtchn_count[tp] != n, until);
+	if (xen_evtchn_count[tp] != n)
+		kit_fail("xen_timer: %s: VIRQ_TIMER fired", what);
+	printf("xen_timer: %s: no event ok\n", what);
+}
+
+void kit_main(void)
+{
+	printf("xen_timer: singleshot, set_timer_op, periodic; accuracy on the pvclock\n");
+	xen_test_start("xen_timer");
+	xen_use_upcall_vector();
+	slack = XEN_MS(xen_cmdline_u64("slack_ms", 50));
+
+	XEN_EXPECT("bind_virq(TIMER, 0)", xen_evtchn_bind_virq(VIRQ_TIMER, 0, &tp), 0);
+	XEN_EXPECT("stop_periodic_timer(0)", HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, NULL), 0);
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(30));		/* nothing periodic left over */
+
+	uint32_t n = xen_evtchn_count[tp];
+	uint64_t dl = xen_now() + XEN_MS(20);
+	XEN_EXPECT("set_singleshot_timer(+20 ms)", xen_set_singleshot(dl, 0), 0);
+	expect_fire("singleshot +20 ms", dl, n);
+	n = xen_evtchn_count[tp];
+	dl = xen_now() + XEN_MS(5);
+	XEN_EXPECT("set_singleshot_timer(+5 ms)", xen_set_singleshot(dl, 0), 0);
+	expect_fire("singleshot +5 ms", dl, n);
+	n = xen_evtchn_count[tp];
+	dl = xen_now() - XEN_MS(1);
+	XEN_EXPECT("set_singleshot_timer(1 ms ago)", xen_set_singleshot(dl, 0), 0);
+	expect_fire("singleshot in the past", dl, n);
+
+	/* One timer: re-arming replaces the earlier deadline. */
+	n = xen_evtchn_count[tp];
+	uint64_t t = xen_now();
+	XEN_EXPECT("set_singleshot_timer(+40 ms)", xen_set_singleshot(t + XEN_MS(40), 0), 0);
+	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(t + XEN_MS(10), 0), 0);
+	expect_fire("re-armed singleshot +10 ms", t + XEN_MS(10), n);
+	expect_quiet("the replaced +40 ms deadline", t + XEN_MS(70), n + 1);
+
+	n = xen_evtchn_count[tp];
+	XEN_EXPECT("set_singleshot_timer(+20 ms)", xen_set_singleshot(xen_now() + XEN_MS(20), 0), 0);
+	XEN_EXPECT("stop_singleshot_timer(0)", HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL), 0);
+	expect_quiet("stopped singleshot", xen_now() + XEN_MS(50), n);
+
+	/* set_timer_op: the same timer, absolute ns; 0 stops it. */
+	n = xen_evtchn_count[tp];
+	dl = xen_now() + XEN_MS(15);
+	XEN_EXPECT("set_timer_op(+15 ms)", HYPERVISOR_set_timer_op(dl), 0);
+	expect_fire("set_timer_op +15 ms", dl, n);
+	n = xen_evtchn_count[tp];
+	XEN_EXPECT("set_timer_op(+15 ms)", HYPERVISOR_set_timer_op(xen_now() + XEN_MS(15)), 0);
+	XEN_EXPECT("set_timer_op(0) (stop)", HYPERVISOR_set_timer_op(0), 0);
+	expect_quiet("set_timer_op(0)", xen_now() + XEN_MS(45), n);
+	n = xen_evtchn_count[tp];
+	XEN_EXPECT("set_timer_op(+15 ms)", HYPERVISOR_set_timer_op(xen_now() + XEN_MS(15)), 0);
+	XEN_EXPECT("stop_singleshot_timer (stops set_timer_op's timer)",
+		   HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL), 0);
+	expect_quiet("set_timer_op timer stopped via VCPUOP", xen_now() + XEN_MS(45), n);
+
+	/* Periodic: 10 ms ticks, each no earlier than k * period. */
+	struct vcpu_set_periodic_timer per = { .period_ns = XEN_MS(10) };
+	uint32_t n0 = xen_evtchn_count[tp];
+	t = xen_now();
+	XEN_EXPECT("set_periodic_timer(10 ms)", HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &per), 0);
+	XEN_WAIT_UNTIL(false, t + XEN_MS(55));
+	XEN_EXPECT("stop_periodic_timer(0)", HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, NULL), 0);
+	uint32_t ticks = xen_evtchn_count[tp] - n0;
+	XEN_CHECK(ticks >= 3 && ticks <= 6, "%u ticks in 55 ms at 10 ms\n", ticks);
+	XEN_CHECK(xen_evtchn_last_ns[tp] + XEN_MS(1) >= t + XEN_MS(10) * (ticks - 1),
+		  "last of %u ticks at %lu us, too early\n", ticks, (xen_evtchn_last_ns[tp] - t) / 1000);
+	printf("xen_timer: periodic 10 ms: %u ticks in 55 ms ok\n", ticks);
+	expect_quiet("stopped periodic timer", xen_now() + XEN_MS(35), xen_evtchn_count[tp]);
+	per.period_ns = 500000;
+	XEN_EXPECT("set_periodic_timer(500 us)", HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &per),
+		   -XEN_EINVAL);
+
+	/* Singleshot timers belong to the calling vCPU. */
+	struct vcpu_set_singleshot_timer ss = { .timeout_abs_ns = xen_now() + XEN_MS(10) };
+	XEN_EXPECT("set_singleshot_timer(vcpu 1) with one vCPU",
+		   HYPERVISOR_vcpu_op(VCPUOP_set_singleshot_timer, 1, &ss), -XEN_ENOENT);
+	xen_pass();
+}
