@@ -18,22 +18,12 @@ from __future__ import annotations
 
 from vmm.memory import GuestMemory, GuestMemoryError
 
-PAGE_SIZE = 4096
+from vmm.x86 import (CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, PAGE_SIZE, PTE_P, PTE_PS,
+                     PTE_RW, PTE_US)
+from vmm.x86 import PTE_ADDR_MASK_64 as ADDR_MASK_64
+
 PAGE_MASK = ~(PAGE_SIZE - 1)
 MAX_COPY = 1 << 20            # no hypercall argument we accept is larger
-
-PTE_P = 1 << 0
-PTE_RW = 1 << 1
-PTE_US = 1 << 2
-PTE_PS = 1 << 7
-ADDR_MASK_64 = 0x000F_FFFF_FFFF_F000
-
-CR0_PG = 1 << 31
-CR0_WP = 1 << 16
-CR4_PSE = 1 << 4
-CR4_PAE = 1 << 5
-CR4_LA57 = 1 << 12
-EFER_LMA = 1 << 10
 
 
 class GuestFault(Exception):

@@ -9,13 +9,15 @@
  *    it, status() reports vcpu 1; IPI ports cannot move (-EINVAL);
  *  - a per-vCPU VIRQ_TIMER on each vCPU, armed by that vCPU;
  *  - SCHEDOP_poll on vCPU 0 is woken by the AP's send (evtchn_check_pollers);
- *  - VCPUOP_set_singleshot_timer for another vCPU -> -EINVAL.
+ *  - VCPUOP_set_singleshot_timer for another vCPU -> -EINVAL;
+ *  - VCPUOP_down(1) stops the AP (is_up 0), VCPUOP_up(1) resumes it.
  */
 #include "xen.h"
 
 #define AP_APIC 1
 static volatile int ap_state;		/* 1 ready, 2 got ipi, 3 got moved port, 4 timer ok */
 static volatile int ap_go_poll, ap_error;
+static volatile uint32_t ap_ticks;
 static volatile evtchn_port_t port_bsp, port_ap, port_moved, ap_timer_port;
 static volatile uint32_t moved_base;
 static volatile uint32_t ap_vcpu;
@@ -62,8 +64,10 @@ static void ap_main(void)
 		ap_fail(8);
 	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(10));
 	xen_evtchn_send(port_bsp);
-	for (;;)
-		XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(1000));
+	for (;;) {			/* a heartbeat for the VCPUOP_down/up check */
+		XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(1));
+		ap_ticks++;
+	}
 }
 
 static void wait_ap(int state, const char *what)
@@ -142,6 +146,18 @@ void kit_main(void)
 	uint32_t n = xen_evtchn_count[pb];
 	XEN_EXPECT("unmask(ipi)", xen_evtchn_unmask(pb), 0);
 	XEN_CHECK(XEN_WAIT_UNTIL(xen_evtchn_count[pb] > n, xen_now() + XEN_MS(500)), "unmask did not deliver\n");
+
+	/* VCPUOP_down stops the AP (is_up 0, no progress); VCPUOP_up resumes it (do_vcpu_op). */
+	XEN_EXPECT("down(1)", HYPERVISOR_vcpu_op(VCPUOP_down, 1, NULL), 0);
+	XEN_EXPECT("is_up(1) after down", HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL), 0);
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(5));
+	uint32_t ticks = ap_ticks;
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(30));
+	XEN_CHECK(ap_ticks == ticks, "the AP ran %u heartbeats while down\n", ap_ticks - ticks);
+	XEN_EXPECT("up(1)", HYPERVISOR_vcpu_op(VCPUOP_up, 1, NULL), 0);
+	XEN_EXPECT("is_up(1) after up", HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL), 1);
+	XEN_CHECK(XEN_WAIT_UNTIL(ap_ticks > ticks, xen_now() + XEN_MS(1000)), "the AP did not resume\n");
+	printf("xen_ipi_smp: VCPUOP_down held the AP, VCPUOP_up resumed it ok\n");
 	XEN_CHECK(!ap_error, "AP error %d\n", ap_error);
 	xen_pass();
 }

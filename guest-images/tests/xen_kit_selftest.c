@@ -1,7 +1,7 @@
 /*
  * xen_kit_selftest: the Xen library's non-Xen machinery, on any VMM (no
  * --xen needed): CPL 3 calls through the hypercall-style trampoline and back
- * via `syscall`, a ring-3 fault taken on the TSS RSP0 stack, IOPL 3 port I/O
+ * through a #UD, a ring-3 fault taken on the TSS RSP0 stack, IOPL 3 port I/O
  * from ring 3, 32-bit compatibility-mode calls with the Xen 32-bit register
  * ABI, and 4 KiB mappings whose virtual pages are not physically contiguous.
  */

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from kvm_bindings import VcpuFd
 from vmm.boot import layout
-
-CR0_PE = 1 << 0
-CR0_ET = 1 << 4
-CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
-EFER_LME = 1 << 8
-EFER_LMA = 1 << 10
+from vmm.x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME
 
 
 def _segment(seg, selector: int, type_: int, long_mode: bool = False) -> None:
