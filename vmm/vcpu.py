@@ -113,12 +113,21 @@ class Vcpu:
     def stop(self) -> None:
         self._stop = True
         self.kick()
+        with self._resume:            # a parked vCPU must see the stop too
+            self._resume.notify_all()
 
-    def pause(self, timeout: float = 5.0) -> bool:
-        """Stop running guest code; returns once the vCPU is parked."""
+    def pause(self, timeout: float | None = 5.0) -> bool:
+        """Stop running guest code; returns once the vCPU is parked (timeout None:
+        don't wait — it parks before its next KVM_RUN, e.g. when it asked for it itself)."""
         self._pause_requested = True
         self.kick()
+        if timeout is None:
+            return False
         return self._paused.wait(timeout)
+
+    @property
+    def paused(self) -> bool:
+        return self._pause_requested
 
     def resume(self) -> None:
         with self._resume:

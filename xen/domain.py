@@ -170,6 +170,8 @@ class XenDomain:
         happens inside KVM; so ask the vCPU's own thread for its mp_state
         (a vCPU ioctl from here would wait for its KVM_RUN to end)."""
         xv = self.vcpus[vcpu]
+        if self.vm.vcpus[vcpu].paused:
+            return False                 # VCPUOP_down
         if vcpu == caller or xv.up:
             xv.up = True
             return True
@@ -186,6 +188,21 @@ class XenDomain:
         up = answer[0] not in (consts.KVM_MP_STATE_UNINITIALIZED, consts.KVM_MP_STATE_INIT_RECEIVED)
         xv.up = up
         return up
+
+    def vcpu_down(self, vcpu: int) -> None:
+        """VCPUOP_down: park the vCPU (asynchronously: it may be the caller)."""
+        v = self.vm.vcpus[vcpu]
+        self.set_runstate(vcpu, abi.RUNSTATE_offline)
+        v.pause(timeout=None)
+
+    def vcpu_up(self, vcpu: int) -> bool:
+        """VCPUOP_up: resume a vCPU taken down; False if it wasn't down."""
+        v = self.vm.vcpus[vcpu]
+        if not v.paused:
+            return False
+        v.resume()
+        self.set_runstate(vcpu, abi.RUNSTATE_running)
+        return True
 
     # ------------------------------------------------------------ runstate
     def set_runstate(self, vcpu: int, state: int, mem=None) -> None:

@@ -57,18 +57,25 @@ void kit_main(void)
 	XEN_EXPECT("set_singleshot_timer(1 ms ago)", xen_set_singleshot(dl, 0), 0);
 	expect_fire("singleshot in the past", dl, n);
 
-	/* One timer: re-arming replaces the earlier deadline. */
+	/* One timer: re-arming replaces the earlier deadline.  Back-to-back calls, printed
+	 * afterwards, so a slow console cannot let the first deadline pass in between. */
+	long r1, r2;
 	n = xen_evtchn_count[tp];
 	uint64_t t = xen_now();
-	XEN_EXPECT("set_singleshot_timer(+40 ms)", xen_set_singleshot(t + XEN_MS(40), 0), 0);
-	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(t + XEN_MS(10), 0), 0);
+	r1 = xen_set_singleshot(t + XEN_MS(100), 0);
+	r2 = xen_set_singleshot(t + XEN_MS(10), 0);
+	XEN_EXPECT("set_singleshot_timer(+100 ms)", r1, 0);
+	XEN_EXPECT("set_singleshot_timer(+10 ms)", r2, 0);
 	expect_fire("re-armed singleshot +10 ms", t + XEN_MS(10), n);
-	expect_quiet("the replaced +40 ms deadline", t + XEN_MS(70), n + 1);
+	expect_quiet("the replaced +100 ms deadline", t + XEN_MS(140), n + 1);
 
 	n = xen_evtchn_count[tp];
-	XEN_EXPECT("set_singleshot_timer(+20 ms)", xen_set_singleshot(xen_now() + XEN_MS(20), 0), 0);
-	XEN_EXPECT("stop_singleshot_timer(0)", HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL), 0);
-	expect_quiet("stopped singleshot", xen_now() + XEN_MS(50), n);
+	t = xen_now();
+	r1 = xen_set_singleshot(t + XEN_MS(100), 0);
+	r2 = HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL);
+	XEN_EXPECT("set_singleshot_timer(+100 ms)", r1, 0);
+	XEN_EXPECT("stop_singleshot_timer(0)", r2, 0);
+	expect_quiet("stopped singleshot", t + XEN_MS(140), n);
 
 	/* set_timer_op: the same timer, absolute ns; 0 stops it. */
 	n = xen_evtchn_count[tp];
@@ -76,14 +83,19 @@ void kit_main(void)
 	XEN_EXPECT("set_timer_op(+15 ms)", HYPERVISOR_set_timer_op(dl), 0);
 	expect_fire("set_timer_op +15 ms", dl, n);
 	n = xen_evtchn_count[tp];
-	XEN_EXPECT("set_timer_op(+15 ms)", HYPERVISOR_set_timer_op(xen_now() + XEN_MS(15)), 0);
-	XEN_EXPECT("set_timer_op(0) (stop)", HYPERVISOR_set_timer_op(0), 0);
-	expect_quiet("set_timer_op(0)", xen_now() + XEN_MS(45), n);
+	t = xen_now();
+	r1 = HYPERVISOR_set_timer_op(t + XEN_MS(100));
+	r2 = HYPERVISOR_set_timer_op(0);
+	XEN_EXPECT("set_timer_op(+100 ms)", r1, 0);
+	XEN_EXPECT("set_timer_op(0) (stop)", r2, 0);
+	expect_quiet("set_timer_op(0)", t + XEN_MS(140), n);
 	n = xen_evtchn_count[tp];
-	XEN_EXPECT("set_timer_op(+15 ms)", HYPERVISOR_set_timer_op(xen_now() + XEN_MS(15)), 0);
-	XEN_EXPECT("stop_singleshot_timer (stops set_timer_op's timer)",
-		   HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL), 0);
-	expect_quiet("set_timer_op timer stopped via VCPUOP", xen_now() + XEN_MS(45), n);
+	t = xen_now();
+	r1 = HYPERVISOR_set_timer_op(t + XEN_MS(100));
+	r2 = HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL);
+	XEN_EXPECT("set_timer_op(+100 ms)", r1, 0);
+	XEN_EXPECT("stop_singleshot_timer (stops set_timer_op's timer)", r2, 0);
+	expect_quiet("set_timer_op timer stopped via VCPUOP", t + XEN_MS(140), n);
 
 	/* Periodic: 10 ms ticks, each no earlier than k * period. */
 	struct vcpu_set_periodic_timer per = { .period_ns = XEN_MS(10) };

@@ -23,7 +23,7 @@ def handlers(domain):
                    abi.VCPUOP_set_periodic_timer, abi.VCPUOP_stop_periodic_timer,
                    abi.VCPUOP_set_singleshot_timer, abi.VCPUOP_stop_singleshot_timer,
                    abi.VCPUOP_register_vcpu_info, abi.VCPUOP_register_vcpu_time_memory_area,
-                   abi.VCPUOP_is_up, abi.VCPUOP_up)
+                   abi.VCPUOP_is_up, abi.VCPUOP_up, abi.VCPUOP_down)
         if cmd not in allowed:
             raise XenError(abi.XenErrno.ENOSYS, f"VCPUOP {cmd} (not for HVM)")
         if not 0 <= vcpuid < len(domain.vcpus):
@@ -34,10 +34,16 @@ def handlers(domain):
         if cmd == abi.VCPUOP_is_up:
             return int(domain.vcpu_is_up(vcpuid, me))
         if cmd == abi.VCPUOP_up:
-            # HVM vCPUs are started by INIT-SIPI; an already running one is a no-op.
+            # do_vcpu_op: clear _VPF_down and wake it.  A vCPU never started by INIT/SIPI
+            # stays for INIT/SIPI to start (HVM), as an up on it has nothing to resume.
+            if domain.vcpu_up(vcpuid):
+                return 0
             if domain.vcpu_is_up(vcpuid, me):
                 return 0
             raise XenError(abi.XenErrno.EINVAL, "start HVM vCPUs with INIT/SIPI")
+        if cmd == abi.VCPUOP_down:
+            domain.vcpu_down(vcpuid)          # vcpu_sleep_nosync: it stops before its next entry
+            return 0
 
         if cmd == abi.VCPUOP_register_vcpu_info:
             st = abi.layout(abi.vcpu_register_vcpu_info, call.abi)
