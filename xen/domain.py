@@ -24,6 +24,8 @@ from xen.gnttab import GrantTable
 from xen.guest_access import GuestFault
 from xen.hypercall import XenError
 from xen.hypercall import HypercallTable
+from xen.kvm_accel import KvmXenAccel
+from xen.kvm_accel import available as accel_available
 from xen.shared_info import SharedInfo
 from xen.time import Timers, XenTime
 from xen.transport import KernelTransport, PortTransport, choose_transport
@@ -52,6 +54,7 @@ class XenVcpu:
     rs_state: int = 0
     rs_entry: int = 0
     rs_time: list = field(default_factory=lambda: [0, 0, 0, 0])
+    runstate_kvm: bool = False        # KVM maintains the runstate (kernel transport)
 
 
 class XenDomain:
@@ -85,7 +88,12 @@ class XenDomain:
         register_all(self)
 
         kind = choose_transport(vm.kvm, config.hypercalls)
+        # KVM's own Xen support, where the host has it (xen/kvm_accel.py)
+        self.accel = KvmXenAccel(self, accel_available(vm.kvm)) if kind == "kernel" else None
+        self.accel_full = bool(self.accel and self.accel.full)
         self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
+        if self.accel:
+            self.accel.start()
         from vmm.cpuid import configure_cpuid
         for v in vm.vcpus:
             configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz))
@@ -123,10 +131,20 @@ class XenDomain:
         raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq} is not mapped")
 
     def shared_info_mapped(self, gpa: int) -> None:
-        """The guest placed shared_info: publish time into it."""
+        """The guest placed shared_info: publish time into it, tell KVM."""
         self.write_wallclock()
         for v in self.vcpus:
             self.publish_time(v.id)
+        if self.accel_full:
+            from xen.shared_info import LAYOUT
+            size = LAYOUT[self.compat].vcpu_info_size
+            defaults = {v.id: gpa + v.id * size for v in self.vcpus
+                        if v.id < abi.XEN_LEGACY_MAX_VCPUS and v.id not in self.shared.vcpu_info_gpa}
+            self.accel.shared_info(gpa, self.compat, defaults)
+
+    def vcpu_info_moved(self, vcpu: int, gpa: int) -> None:
+        if self.accel_full:
+            self.accel.vcpu_info(vcpu, gpa)
 
     def intx_gsi(self, value: int) -> int | None:
         """HVM_PARAM_CALLBACK_IRQ type PCI_INTX -> the GSI of that device's pin."""
@@ -209,6 +227,9 @@ class XenDomain:
         """Account a runstate transition (running <-> blocked around SCHEDOP_block/poll)
         and refresh the vCPU's registered runstate area, as Xen does at a context switch."""
         xv = self.vcpus[vcpu]
+        if xv.runstate_kvm:                       # KVM keeps this vCPU's runstate
+            self.accel.runstate_current(vcpu, state)
+            return
         now = self.clock.now()
         xv.rs_time[xv.rs_state] += now - xv.rs_entry
         xv.rs_state, xv.rs_entry = state, now
@@ -219,6 +240,11 @@ class XenDomain:
                 pass          # the guest unmapped its area: Xen skips the update too
 
     def runstate(self, vcpu: int) -> dict:
+        if self.vcpus[vcpu].runstate_kvm:
+            return self.accel.runstate_data(vcpu)
+        return self._runstate(vcpu)
+
+    def _runstate(self, vcpu: int) -> dict:
         """vcpu_runstate_info with the current state's time accounted up to now.
         (Time a vCPU spends in HLT inside KVM counts as running: we can't see it.)"""
         xv = self.vcpus[vcpu]

@@ -233,7 +233,16 @@ class EventChannels:
     # ------------------------------------------------------------ delivery
     def _set_pending(self, port: int) -> None:
         ch = self.ports[port]
-        result = self.domain.shared.set_pending(port, ch.vcpu, self.domain.compat)
+        d = self.domain
+        if d.accel_full and d.shared.gpa is not None:
+            # KVM sets the bits and raises the upcall, and wakes a vCPU polling in the kernel.
+            result = d.accel.send(port, ch.vcpu)
+            if result == "kvm":
+                d.upcall.after_kvm_delivery(ch.vcpu)
+            else:
+                result = d.shared.set_pending(port, ch.vcpu, d.compat) + f" ({result})"
+        else:
+            result = d.shared.set_pending(port, ch.vcpu, d.compat)
         if TP_SET_PENDING.enabled:
             TP_SET_PENDING.emit(port=port, vcpu=ch.vcpu, result=result)
         # Wake SCHEDOP_block/poll sleepers, masked ports included (Xen's evtchn_check_pollers).

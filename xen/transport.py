@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kvm_bindings import consts, ffi
+from kvm_bindings import consts
 from vmm.trace import tracepoint
 from vmm.vcpu import current_vcpu
 from xen.hypercall import Hypercall
@@ -123,20 +123,13 @@ class KernelTransport:
     def __init__(self, domain: "XenDomain"):
         self.domain = domain
         vm = domain.vm
-        vm.fd.xen_hvm_config(consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, HYPERCALL_MSR)
-        self._long_mode: int | None = None
+        flags = consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL
+        if domain.accel_full:
+            flags |= consts.KVM_XEN_HVM_CONFIG_EVTCHN_SEND     # KVM then answers SCHEDOP_poll itself
+        vm.fd.xen_hvm_config(flags, HYPERCALL_MSR)
         for v in vm.vcpus:
             v.exit_handlers[consts.KVM_EXIT_XEN] = self._exit
             v.fd.run.kvm_valid_regs = consts.KVM_SYNC_X86_REGS | consts.KVM_SYNC_X86_SREGS
-
-    def set_long_mode(self, long_mode: bool) -> None:
-        if self._long_mode == int(long_mode):
-            return
-        attr = ffi.new("struct kvm_xen_hvm_attr *")
-        attr.type = consts.KVM_XEN_ATTR_TYPE_LONG_MODE
-        attr.u.long_mode = int(long_mode)
-        self.domain.vm.fd.xen_hvm_set_attr(attr)
-        self._long_mode = int(long_mode)
 
     def _exit(self, vcpu) -> None:
         x = vcpu.fd.xen
@@ -145,7 +138,7 @@ class KernelTransport:
             return
         h = x.u.hcall
         abi = "64" if h.longmode else "32"
-        self.set_long_mode(bool(h.longmode))
+        self.domain.accel.set_long_mode(bool(h.longmode))
         mask = (1 << 64) - 1 if h.longmode else MASK32
         args = tuple(h.params[i] & mask for i in range(6))
         call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl, self.domain.vm.memory, vcpu.fd.sync_sregs)

@@ -57,6 +57,8 @@ class Upcall:
         """HVMOP_set_evtchn_upcall_vector.  Like Xen (hvm_assert_evtchn_irq right
         after setting it), deliver at once if events are already pending."""
         self.vectors[vcpu] = vector
+        if self.domain.accel_full:
+            self.domain.accel.upcall_vector(vcpu, vector)
         if self.domain.shared.upcall_pending(vcpu, self.domain.compat):
             self.inject(vcpu)
 
@@ -81,6 +83,8 @@ class Upcall:
             detail = "unsupported type"
         if TP_CALLBACK.enabled:
             TP_CALLBACK.emit(type=via_type, value=value, detail=detail)
+        if self.domain.accel_full:        # KVM injects the global vector itself, at VM entry
+            self.domain.accel.global_vector(value & 0xFF if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR else 0)
         if self.gsi is not None:
             self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert)
             self.maybe_deassert(raise_if_pending=True)
@@ -99,7 +103,10 @@ class Upcall:
             self.vm.irqchip.send_msi(MSI_ADDR | apic_id << 12, vector)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             via = f"global vector {self.via_value & 0xFF:#x}"
-            self._request_window(vcpu)
+            if self.domain.accel_full:
+                self.vm.vcpus[vcpu].request(lambda v: None)   # KVM checks upcall_pending at entry
+            else:
+                self._request_window(vcpu)
         elif self.gsi is not None and vcpu == 0:
             via = f"gsi {self.gsi}"
             self._set_line(True)
@@ -107,6 +114,12 @@ class Upcall:
             via = "none"
         if TP_UPCALL.enabled:
             TP_UPCALL.emit(vcpu=vcpu, via=via)
+
+    def after_kvm_delivery(self, vcpu: int) -> None:
+        """KVM delivered an event: it raised any vector upcall itself, but a GSI/INTx
+        callback line is ours to drive."""
+        if self.gsi is not None and vcpu == 0 and self.domain.shared.upcall_pending(0, self.domain.compat):
+            self._set_line(True)
 
     # -- global vector: wait for an interrupt window, then inject like ExtINT
     def _request_window(self, vcpu: int) -> None:

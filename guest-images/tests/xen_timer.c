@@ -104,8 +104,10 @@ void kit_main(void)
 	XEN_EXPECT("set_periodic_timer(10 ms)", HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &per), 0);
 	XEN_WAIT_UNTIL(false, t + XEN_MS(55));
 	XEN_EXPECT("stop_periodic_timer(0)", HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, NULL), 0);
+	/* The timer ran until the stop took effect: a slow VMM (nested, emulated) stretches that. */
+	uint64_t ran = xen_now() - t;
 	uint32_t ticks = xen_evtchn_count[tp] - n0;
-	XEN_CHECK(ticks >= 3 && ticks <= 6, "%u ticks in 55 ms at 10 ms\n", ticks);
+	XEN_CHECK(ticks >= 3 && ticks <= ran / XEN_MS(10) + 1, "%u ticks in %lu us at 10 ms\n", ticks, ran / 1000);
 	XEN_CHECK(xen_evtchn_last_ns[tp] + XEN_MS(1) >= t + XEN_MS(10) * (ticks - 1),
 		  "last of %u ticks at %lu us, too early\n", ticks, (xen_evtchn_last_ns[tp] - t) / 1000);
 	printf("xen_timer: periodic 10 ms: %u ticks in 55 ms ok\n", ticks);

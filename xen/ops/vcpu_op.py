@@ -56,6 +56,7 @@ def handlers(domain):
                 raise XenError(abi.XenErrno.EINVAL, "vcpu_info already registered")
             domain.compat = call.compat
             domain.shared.register_vcpu_info(vcpuid, gpa, call.compat)
+            domain.vcpu_info_moved(vcpuid, gpa)
             domain.publish_time(vcpuid)
             call.tracing and call.note(f"vcpu_info -> {gpa:#x}")
             return 0
@@ -65,7 +66,15 @@ def handlers(domain):
             gva = call.mem.read_struct(abi.layout(struct, call.abi), arg).addr.v   # union {h; v}: the address
             if cmd == abi.VCPUOP_register_runstate_memory_area:
                 xv.runstate_gva, xv.runstate_abi = (gva or None), call.abi
-                if gva:
+                xv.runstate_kvm = False
+                if gva and domain.accel_full and vcpuid == me:
+                    # KVM takes a guest-physical address; Xen keeps the virtual one.  Only
+                    # while it fits in one page (KVM 6.1 maps one page).
+                    size = abi.layout(abi.vcpu_runstate_info, call.abi).sizeof()
+                    gpa = call.mem.translate(gva, write=True)
+                    if (gva & 0xFFF) + size <= 4096:
+                        xv.runstate_kvm = domain.accel.runstate_area(vcpuid, gpa)
+                if gva and not xv.runstate_kvm:
                     domain.write_runstate(vcpuid, call.mem)
             else:
                 xv.time_area_gva = gva or None

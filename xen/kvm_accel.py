@@ -1,0 +1,144 @@
+"""KVM's in-kernel Xen support, used where the host offers it (kernel transport).
+
+With ``KVM_XEN_HVM_CONFIG_EVTCHN_SEND`` KVM answers SCHEDOP_poll (and
+EVTCHNOP_send for ports registered with it) inside the kernel, so it must know
+where shared_info and every vcpu_info live and which upcall vectors to inject;
+event deliveries then go through ``KVM_XEN_HVM_EVTCHN_SEND`` so KVM can wake a
+vCPU polling in the kernel.  The VMM still owns the port table, the hypercalls
+that exit, the timers and the GSI/INTx callback line (KVM doesn't drive it).
+
+uAPI: include/uapi/linux/kvm.h (KVM_XEN_ATTR_TYPE_*, KVM_XEN_VCPU_ATTR_TYPE_*),
+Documentation/virt/kvm/api.rst.  vCPU attributes must be set on the vCPU's own
+thread or while it is not in KVM_RUN: ``Vcpu.request`` takes care of that.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from kvm_bindings import KvmError, consts, ffi
+from vmm.trace import tracepoint
+
+if TYPE_CHECKING:
+    from xen.domain import XenDomain
+
+TP_ACCEL = tracepoint("xen.kvm", "{what}")
+
+NEEDED = (consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL | consts.KVM_XEN_HVM_CONFIG_SHARED_INFO
+          | consts.KVM_XEN_HVM_CONFIG_EVTCHN_2LEVEL | consts.KVM_XEN_HVM_CONFIG_EVTCHN_SEND
+          | consts.KVM_XEN_HVM_CONFIG_RUNSTATE)
+
+
+def available(kvm) -> bool:
+    return kvm.check_extension(consts.KVM_CAP_XEN_HVM) & NEEDED == NEEDED
+
+
+class KvmXenAccel:
+    def __init__(self, domain: "XenDomain", full: bool):
+        """full: the host has everything in NEEDED; else only the long-mode flag is ours to set."""
+        self.domain = domain
+        self.vm = domain.vm
+        self.full = full
+        self._lock = threading.Lock()
+        self.long_mode: int | None = None
+
+    def start(self) -> None:
+        """Once the config (EVTCHN_SEND) is in place and before the vCPUs run."""
+        if self.full:
+            for v in self.vm.vcpus:
+                self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_ID, vcpu_id=v.id)
+
+    # ------------------------------------------------------------ plumbing
+    def _trace(self, what: str) -> None:
+        if TP_ACCEL.enabled:
+            TP_ACCEL.emit(what=what)
+
+    def _vm_attr(self, type_: int, **u) -> None:
+        attr = ffi.new("struct kvm_xen_hvm_attr *")
+        attr.type = type_
+        for k, val in u.items():
+            if k == "gfn":
+                attr.u.shared_info.gfn = val
+            else:
+                setattr(attr.u, k, val)
+        self.vm.fd.xen_hvm_set_attr(attr)
+
+    @staticmethod
+    def _vcpu_attr(v, type_: int, **u) -> None:
+        attr = ffi.new("struct kvm_xen_vcpu_attr *")
+        attr.type = type_
+        for k, val in u.items():
+            setattr(attr.u, k, val)
+        v.fd.xen_vcpu_set_attr(attr)
+
+    def _on_vcpu(self, vcpu: int, fn) -> None:
+        """Run fn(v) on vCPU ``vcpu``'s thread: now if we are on it, else before its next entry."""
+        v = self.vm.vcpus[vcpu]
+        if v.thread is None or v.thread is threading.current_thread():
+            fn(v)
+        else:
+            v.request(fn)
+
+    # ------------------------------------------------------------ placement
+    def set_long_mode(self, long_mode: bool) -> None:
+        with self._lock:
+            if self.long_mode != int(long_mode):
+                self._vm_attr(consts.KVM_XEN_ATTR_TYPE_LONG_MODE, long_mode=int(long_mode))
+                self.long_mode = int(long_mode)
+
+    def shared_info(self, gpa: int, compat: bool, default_vcpu_info: dict[int, int]) -> None:
+        self.set_long_mode(not compat)
+        self._vm_attr(consts.KVM_XEN_ATTR_TYPE_SHARED_INFO, gfn=gpa >> 12)
+        self._trace(f"shared_info gfn {gpa >> 12:#x}")
+        for vcpu, vi in default_vcpu_info.items():
+            self.vcpu_info(vcpu, vi)
+
+    def vcpu_info(self, vcpu: int, gpa: int) -> None:
+        self._on_vcpu(vcpu, lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO, gpa=gpa))
+        self._trace(f"vcpu{vcpu} vcpu_info {gpa:#x}")
+
+    def runstate_area(self, vcpu: int, gpa: int) -> bool:
+        """KVM keeps the runstate area up to date (blocked time in its own poll included)."""
+        try:
+            self._vcpu_attr(self.vm.vcpus[vcpu], consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADDR, gpa=gpa)
+        except KvmError as e:
+            self._trace(f"vcpu{vcpu} runstate area {gpa:#x} refused: {e}")
+            return False
+        self._trace(f"vcpu{vcpu} runstate area {gpa:#x}")
+        return True
+
+    def runstate_current(self, vcpu: int, state: int) -> None:
+        """Tell KVM about a state it can't see (our SCHEDOP_block); caller's own thread."""
+        attr = ffi.new("struct kvm_xen_vcpu_attr *")
+        attr.type = consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_CURRENT
+        attr.u.runstate.state = state
+        try:
+            self.vm.vcpus[vcpu].fd.xen_vcpu_set_attr(attr)
+        except KvmError:
+            pass
+
+    def runstate_data(self, vcpu: int):
+        attr = ffi.new("struct kvm_xen_vcpu_attr *")
+        attr.type = consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_DATA
+        self.vm.vcpus[vcpu].fd.xen_vcpu_get_attr(attr)
+        r = attr.u.runstate
+        return dict(state=r.state, state_entry_time=r.state_entry_time,
+                    time=[r.time_running, r.time_runnable, r.time_blocked, r.time_offline])
+
+    # ------------------------------------------------------------ upcalls and events
+    def upcall_vector(self, vcpu: int, vector: int) -> None:
+        self._on_vcpu(vcpu, lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,
+                                                      vector=vector))
+
+    def global_vector(self, vector: int) -> None:
+        self._vm_attr(consts.KVM_XEN_ATTR_TYPE_UPCALL_VECTOR, vector=vector)
+        self._trace(f"global callback vector {vector:#x}")
+
+    def send(self, port: int, vcpu: int) -> str:
+        """Deliver through KVM: pending/mask/selector bits, upcall, and pollers."""
+        try:
+            self.vm.fd.xen_evtchn_send(port, vcpu)
+        except KvmError as e:
+            return f"kvm: {e}"
+        return "kvm"
