@@ -14,11 +14,15 @@ from vmm.boot.acpi import (ACPI_PM_BASE, ACPI_PM_SIZE, FADT_HW_REDUCED_ACPI, FAD
                            LAPIC_ENABLED, MADT_PCAT_COMPAT, MADT_TYPE_IO_APIC, MADT_TYPE_LOCAL_APIC,
                            RESET_PORT, RESET_VALUE, S5_SLP_TYP, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, SLP_EN,
                            TABLE_ALIGN, WAK_STS, Fadt, MadtEntryHeader, MadtFields, MadtIoApic, MadtLocalApic,
-                           Rsdp, RsdpV1, SdtHeader, build_dsdt, write_acpi_tables)
+                           PCI_IO_WINDOWS, PCI_MMIO_WINDOW, Rsdp, RsdpV1, SdtHeader, build_dsdt,
+                           write_acpi_tables)
 from vmm.errors import UserError
-from vmm.memory import E820_ACPI, IOAPIC_BASE, LAPIC_BASE, GuestMemory
+from vmm.memory import E820_ACPI, IOAPIC_BASE, LAPIC_BASE, PCI_MMIO_BASE, GuestMemory
 
 COM1 = [(0x3F8, 4)]
+# What PciBus.routing_table() returns (devices/pci.py; checked against it below):
+# (slot, pin 1..4 = INTA..INTD, GSI 16 + (slot + pin - 1) % 4) for all 32 slots.
+PCI_ROUTING = [(s, p, 16 + (s + p - 1) % 4) for s in range(32) for p in (1, 2, 3, 4)]
 
 
 # ---------------------------------------------------------------- reading tables back
@@ -62,6 +66,162 @@ def madt_entries(raw: bytes) -> list:
         entries.append(sub.parse(raw[off:off + e.length]))
         off += e.length
     return entries
+
+
+class AmlReader:
+    """Decodes the AML subset our DSDT uses (ACPI §20.2) into {absolute path: value}:
+    Scope, Device (recorded as "Device"), Name with integer / string / Buffer (bytes) /
+    Package (list) values.  Anything else is an error: the encoder must not emit it."""
+
+    def __init__(self, aml: bytes):
+        self.aml, self.pos = aml, 0
+        self.names: dict[str, object] = {}
+
+    def byte(self) -> int:
+        b = self.aml[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        raw = self.aml[self.pos:self.pos + n]
+        assert len(raw) == n, "AML truncated"
+        self.pos += n
+        return raw
+
+    def pkg_end(self) -> int:
+        """PkgLength (§20.2.4) -> the offset where the package ends."""
+        start, lead = self.pos, self.byte()
+        n = lead >> 6
+        length = lead & 0x3F if n == 0 else (lead & 0xF) | int.from_bytes(self.take(n), "little") << 4
+        assert n == 0 or not lead & 0x30, "PkgLength: bits 5:4 of a multi-byte lead must be 0"
+        end = start + length
+        assert end <= len(self.aml), "package runs past the end"
+        return end
+
+    def name_string(self) -> str:
+        prefix = ""
+        while self.aml[self.pos] in b"\\^":
+            prefix += chr(self.byte())
+        lead = self.byte()
+        if lead == 0x00:
+            count = 0
+        elif lead == 0x2E:
+            count = 2
+        elif lead == 0x2F:
+            count = self.byte()
+        else:
+            self.pos -= 1
+            count = 1
+        segs = [self.take(4).decode() for _ in range(count)]
+        assert all(len(seg) == 4 and seg[0] in "ABCDEFGHIJKLMNOPQRSTUVWXYZ_" for seg in segs), segs
+        return prefix + ".".join(segs)
+
+    @staticmethod
+    def resolve(scope: str, path: str) -> str:
+        if path.startswith("\\"):
+            return path
+        while path.startswith("^"):
+            scope, path = scope.rsplit(".", 1)[0] if "." in scope else "\\", path[1:]
+        return scope + path if scope == "\\" else f"{scope}.{path}"
+
+    def data(self):
+        op = self.byte()
+        if op in (0x00, 0x01):
+            return op
+        if op == 0xFF:
+            return (1 << 64) - 1                       # OnesOp
+        sizes = {0x0A: 1, 0x0B: 2, 0x0C: 4, 0x0E: 8}
+        if op in sizes:
+            return int.from_bytes(self.take(sizes[op]), "little")
+        if op == 0x0D:
+            end = self.aml.index(b"\0", self.pos)
+            text = self.aml[self.pos:end].decode("ascii")
+            self.pos = end + 1
+            return text
+        if op == 0x11:                                 # Buffer
+            end = self.pkg_end()
+            size = self.data()
+            raw = self.take(end - self.pos)
+            assert len(raw) == size, "buffer size disagrees with its PkgLength"
+            return raw
+        if op == 0x12:                                 # Package
+            end = self.pkg_end()
+            count = self.byte()
+            items = []
+            while self.pos < end:
+                items.append(self.data())
+            assert self.pos == end and len(items) == count, "package element count disagrees"
+            return items
+        raise AssertionError(f"unexpected AML data opcode {op:#04x} at {self.pos - 1}")
+
+    def terms(self, end: int, scope: str) -> None:
+        while self.pos < end:
+            op = self.byte()
+            if op == 0x08:                               # Name
+                path = self.resolve(scope, self.name_string())
+                assert path not in self.names, f"{path} defined twice"
+                self.names[path] = self.data()
+            elif op == 0x10:                             # Scope
+                body_end = self.pkg_end()
+                self.terms(body_end, self.resolve(scope, self.name_string()))
+            elif op == 0x5B and self.aml[self.pos] == 0x82:   # Device
+                self.pos += 1
+                body_end = self.pkg_end()
+                path = self.resolve(scope, self.name_string())
+                assert path not in self.names, f"{path} defined twice"
+                self.names[path] = "Device"
+                self.terms(body_end, path)
+            else:
+                raise AssertionError(f"unexpected AML opcode {op:#04x} at {self.pos - 1}")
+        assert self.pos == end, "term list runs past its package"
+
+
+def decode_aml(table: bytes) -> dict[str, object]:
+    """{absolute path: value} of a DSDT (header included)."""
+    r = AmlReader(table[SdtHeader.sizeof():])
+    r.terms(len(r.aml), "\\")
+    return r.names
+
+
+def decode_resources(buf: bytes) -> list[tuple]:
+    """A ResourceTemplate buffer (§6.4) -> one tuple per descriptor, End Tag checked and dropped.
+    ("IO", decode16, min, max, align, len), ("IRQ", [irqs]),
+    (<"WordBusNumber"|"WordIO"|"WordMemory"|"DWord..">, general flags, type flags, granularity, min, max,
+    translation, length)."""
+    out, i = [], 0
+    while True:
+        assert i < len(buf), "no End Tag"
+        tag = buf[i]
+        if tag & 0x80:                                  # large item: 16-bit length
+            n = int.from_bytes(buf[i + 1:i + 3], "little")
+            body, i = buf[i + 3:i + 3 + n], i + 3 + n
+            width = {0x88: 2, 0x87: 4}[tag]
+            assert len(body) == 3 + 5 * width, f"{tag:#x}: {len(body)} bytes"
+            rtype, gflags, tflags = body[:3]
+            fields = [int.from_bytes(body[3 + k * width:3 + (k + 1) * width], "little") for k in range(5)]
+            kind = ("Word" if width == 2 else "DWord") + {0: "Memory", 1: "IO", 2: "BusNumber"}[rtype]
+            out.append((kind, gflags, tflags, *fields))
+            continue
+        item, n = tag >> 3, tag & 7
+        body, i = buf[i + 1:i + 1 + n], i + 1 + n
+        if item == 0x0F:                                # End Tag
+            assert n == 1 and i == len(buf), "End Tag not last"
+            return out
+        if item == 0x08:                                # I/O port
+            assert n == 7
+            out.append(("IO", body[0] & 1, int.from_bytes(body[1:3], "little"), int.from_bytes(body[3:5], "little"),
+                        body[5], body[6]))
+        elif item == 0x04:                              # IRQ (2- or 3-byte form)
+            mask = int.from_bytes(body[:2], "little")
+            out.append(("IRQ", [b for b in range(16) if mask >> b & 1]))
+        else:
+            raise AssertionError(f"unexpected small resource item {item:#x}")
+
+
+def eisa_id_text(value: int) -> str:
+    """The inverse of ASL EISAID(): the DWord as AML stores it -> "PNP0A03"."""
+    v = int.from_bytes(value.to_bytes(4, "little"), "big")
+    return "".join(chr(0x40 + (v >> shift & 0x1F)) for shift in (26, 21, 16)) + f"{v & 0xFFFF:04X}"
 
 
 # ---------------------------------------------------------------- (a) the tables
@@ -180,6 +340,126 @@ def test_dsdt_aml():
     assert bytes.fromhex("12 07 04 0a05") in dsdt and S5_SLP_TYP == 5
 
 
+def test_aml_reader_decodes_the_plain_dsdt():
+    """The decoder agrees with the byte-for-byte test above."""
+    names = decode_aml(build_dsdt(COM1))
+    assert names == {"\\_SB_.COM1": "Device", "\\_SB_.COM1._HID": 0x0105D041, "\\_SB_.COM1._UID": 1,
+                     "\\_SB_.COM1._CRS": bytes.fromhex("4701f803f803000822100079 00"),
+                     "\\_S5_": [5, 0, 0, 0]}
+    assert eisa_id_text(names["\\_SB_.COM1._HID"]) == "PNP0501"
+    assert decode_resources(names["\\_SB_.COM1._CRS"]) == [("IO", 1, 0x3F8, 0x3F8, 0, 8), ("IRQ", [4])]
+    assert not any("PCI0" in path for path in decode_aml(build_dsdt(COM1, None)))
+
+
+# General flags 0x0C: ResourceProducer (bit 0 clear: Linux makes only producers bridge windows),
+# PosDecode, MinFixed, MaxFixed.  Type flags: I/O 0x03 EntireRange; memory 0x01 ReadWrite, NonCacheable.
+PCI0_CRS = [
+    ("WordBusNumber", 0x0C, 0x00, 0, 0x00, 0x00, 0, 1),
+    ("IO", 1, 0x0CF8, 0x0CF8, 1, 8),                      # config mechanism #1, consumed
+    ("WordIO", 0x0C, 0x03, 0, 0x0000, 0x0CF7, 0, 0x0CF8),
+    ("WordIO", 0x0C, 0x03, 0, 0x0D00, 0xFFFF, 0, 0xF300),
+    ("DWordMemory", 0x0C, 0x01, 0, 0xC0000000, 0xFEBFFFFF, 0, 0x3EC00000),
+]
+
+
+def test_dsdt_pci_host_bridge():
+    """\\_SB_.PCI0 decoded back: identification, _CRS (checked against `iasl -d` when
+    written: WordBusNumber, IO, 2x WordIO, DWordMemory as in pci_host_bridge's ASL) and _PRT."""
+    dsdt = build_dsdt(COM1, PCI_ROUTING)
+    assert SdtHeader.parse(dsdt).length == len(dsdt) and sum(dsdt) % 256 == 0
+    names = decode_aml(dsdt)
+    pci0 = {path[len("\\_SB_.PCI0."):]: v for path, v in names.items() if path.startswith("\\_SB_.PCI0.")}
+    assert names["\\_SB_.PCI0"] == "Device"
+    assert sorted(pci0) == ["_BBN", "_CRS", "_HID", "_PRT", "_SEG", "_UID"]     # no _ADR next to the _HID
+    assert eisa_id_text(pci0["_HID"]) == "PNP0A03"
+    assert (pci0["_UID"], pci0["_SEG"], pci0["_BBN"]) == (0, 0, 0)
+    # the rest of the DSDT is still there
+    assert names["\\_SB_.COM1"] == "Device" and names["\\_S5_"] == [S5_SLP_TYP, 0, 0, 0]
+
+    crs = decode_resources(pci0["_CRS"])
+    assert crs == PCI0_CRS
+    # the windows are the machine's: the hole from vmm/memory.py, I/O all but the config ports
+    assert (crs[4][4], crs[4][5]) == PCI_MMIO_WINDOW == (PCI_MMIO_BASE, IOAPIC_BASE - 1)
+    assert [(r[4], r[5]) for r in crs[2:4]] == list(PCI_IO_WINDOWS)
+    for desc in crs:
+        if desc[0] != "IO":                              # fixed min and max: length = max - min + 1
+            _, _, _, _, lo, hi, _, length = desc
+            assert length == hi - lo + 1
+    # devices/pci.py puts BARs inside the windows
+    from devices.pci import PCI_IO_BASE, PCI_IO_END, PCI_MMIO_END
+    assert 0x0D00 <= PCI_IO_BASE and PCI_IO_END - 1 <= 0xFFFF and PCI_MMIO_END - 1 == PCI_MMIO_WINDOW[1]
+
+    # _PRT: Package of {Address, Pin, Source, SourceIndex} (§6.2.13), hardwired GSIs
+    prt = pci0["_PRT"]
+    assert len(prt) == 32 * 4 and all(len(e) == 4 for e in prt)
+    assert all(source == 0 for _, _, source, _ in prt)
+    assert all(addr & 0xFFFF == 0xFFFF for addr, *_ in prt)        # any function
+    routes = {(addr >> 16, pin): gsi for addr, pin, _, gsi in prt}
+    assert len(routes) == len(prt)
+    assert routes == {(slot, pin - 1): gsi for slot, pin, gsi in PCI_ROUTING}
+    assert routes[(0, 0)] == 16 and routes[(1, 0)] == 17 and routes[(2, 0)] == 18 and routes[(31, 3)] == 18
+    assert set(routes.values()) == {16, 17, 18, 19}
+
+
+def test_pci_routing_is_the_bus_routing_table():
+    """What cmd_run passes (PciBus.routing_table) is the table the tests above use."""
+    from devices.pci import PciBus
+    assert PciBus.routing_table(PciBus) == PCI_ROUTING     # it only uses the static intx_gsi
+
+
+def test_dsdt_pci_bad_routing():
+    for bad in ([(32, 1, 16)], [(0, 0, 16)], [(0, 5, 16)]):
+        with pytest.raises(ValueError):
+            build_dsdt(COM1, bad)
+
+
+def test_tables_with_pci_fit_and_keep_their_checksums():
+    mem = GuestMemory(16 << 20)
+    found = tables(mem, write_acpi_tables(mem, 2, serial_ports=COM1, pci_routing=PCI_ROUTING))
+    assert sorted(found) == [b"APIC", b"DSDT", b"FACP", b"XSDT"]      # no MCFG: no ECAM, conf1 only
+    names = decode_aml(found[b"DSDT"][1])
+    assert decode_resources(names["\\_SB_.PCI0._CRS"]) == PCI0_CRS
+    assert len(found[b"DSDT"][1]) < 4096
+
+
+_CAPTURE = """
+import sys
+import vmm.boot.acpi as acpi
+real = acpi.write_acpi_tables
+def spy(memory, *args, **kwargs):
+    rsdp = real(memory, *args, **kwargs)
+    open(sys.argv[1], "wb").write(memory.read(acpi.layout.ACPI_TABLES,
+                                              acpi.layout.ACPI_TABLES_END - acpi.layout.ACPI_TABLES))
+    return rsdp
+acpi.write_acpi_tables = spy
+from vmm.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("extra, has_pci", [((), True), (("--pci-testdev", "--xen-platform-device"), True),
+                                            (("--no-pci",), False)])
+def test_vmm_run_declares_the_pci_bus(tmp_path, guest, extra, has_pci):
+    """`vmm run` (cmd_run) hands the bus's routing table to the DSDT, and nothing with --no-pci."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    dump = tmp_path / "acpi.bin"
+    p = subprocess.run([sys.executable, "-c", _CAPTURE, str(dump), "run", "--kernel", guest("acpi_poweroff"),
+                        "--cmdline", "cpus=1", "--serial", "none", "--timeout", "60", *extra],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p
+    mem = GuestMemory(16 << 20)
+    mem.write(layout.ACPI_TABLES, dump.read_bytes())
+    names = decode_aml(tables(mem, layout.ACPI_TABLES)[b"DSDT"][1])
+    if not has_pci:
+        assert not any("PCI0" in path for path in names)
+        return
+    assert decode_resources(names["\\_SB_.PCI0._CRS"]) == PCI0_CRS
+    routes = {(addr >> 16, pin): gsi for addr, pin, _, gsi in names["\\_SB_.PCI0._PRT"]}
+    assert routes == {(slot, pin - 1): gsi for slot, pin, gsi in PCI_ROUTING}
+
+
 # ---------------------------------------------------------------- the AML encoder
 @pytest.mark.parametrize("payload, encoded", [
     (0, "01"), (62, "3f"),                    # one byte: the count includes itself, up to 63
@@ -213,6 +493,23 @@ def test_aml_names_integers_eisaid():
     assert aml.package() == b"\x12\x02\x00"
     big = aml.buffer(bytes(100))                      # PkgLength needs two bytes
     assert big[:5] == bytes.fromhex("11 4806 0a64") and len(big) == 1 + 2 + 2 + 100
+
+
+def test_aml_address_space_descriptors():
+    """Bytes as iasl compiles WordBusNumber / WordIO / DWordMemory (ResourceProducer, MinFixed,
+    MaxFixed, PosDecode; EntireRange; NonCacheable, ReadWrite)."""
+    assert aml.word_bus_number(0, 0) == bytes.fromhex("88 0d00 02 0c 00 0000 0000 0000 0000 0100")
+    assert aml.word_io(0xD00, 0xFFFF) == bytes.fromhex("88 0d00 01 0c 03 0000 000d ffff 0000 00f3")
+    assert aml.dword_memory(0xC0000000, 0xFEBFFFFF) == bytes.fromhex(
+        "87 1700 00 0c 01 00000000 000000c0 ffffbffe 00000000 0000c03e")
+    assert aml.dword_memory(0x1000, 0x1FFF, cacheable=True)[5] == 0x03
+    for bad in ((2, 1), (0, 0x10000)):
+        with pytest.raises(ValueError):
+            aml.word_io(*bad)
+    with pytest.raises(ValueError):
+        aml.dword_memory(0, 1 << 32)
+    nested = aml.package(aml.package(0xFFFF, 0, 0, 16))
+    assert nested == bytes.fromhex("12 0c 01" "12 09 04 0bffff 00 00 0a10")
 
 
 # ---------------------------------------------------------------- the PM device

@@ -14,6 +14,7 @@ costs one dict lookup; the MMIO bus bisects a sorted list of ranges.
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,45 +41,50 @@ class Mapping:
 
 
 class _Bus:
+    """Ranges kept as one immutable (starts, maps) pair: writers (under ``_lock``)
+    build a new pair and swap it in with one assignment, so a vCPU looking an
+    address up concurrently (no lock) sees either the old table or the new one,
+    never a half-updated mix."""
     kind = "bus"
     limit = 1 << 64
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._maps: list[Mapping] = []
+        self._table: tuple[tuple[int, ...], tuple[Mapping, ...]] = ((), ())
+        self._lock = threading.Lock()
 
     def register(self, base: int, length: int, device: Device, name: str) -> Mapping:
         if length <= 0 or base < 0 or base + length > self.limit:
             raise BusError(f"{self.kind}: bad range {base:#x}+{length:#x} for {name}")
-        i = bisect.bisect_right(self._starts, base)
-        if i > 0 and self._maps[i - 1].end > base:
-            other = self._maps[i - 1]
-            raise BusError(f"{self.kind}: {name} at {base:#x}+{length:#x} overlaps {other.name} at {other.base:#x}+{other.length:#x}")
-        if i < len(self._maps) and self._maps[i].base < base + length:
-            other = self._maps[i]
-            raise BusError(f"{self.kind}: {name} at {base:#x}+{length:#x} overlaps {other.name} at {other.base:#x}+{other.length:#x}")
-        m = Mapping(base, length, device, name)
-        self._starts.insert(i, base)
-        self._maps.insert(i, m)
-        return m
+        with self._lock:
+            starts, maps = self._table
+            i = bisect.bisect_right(starts, base)
+            for other in (maps[i - 1] if i > 0 else None, maps[i] if i < len(maps) else None):
+                if other is not None and other.base < base + length and base < other.end:
+                    raise BusError(f"{self.kind}: {name} at {base:#x}+{length:#x} overlaps "
+                                   f"{other.name} at {other.base:#x}+{other.length:#x}")
+            m = Mapping(base, length, device, name)
+            self._table = (starts[:i] + (base,) + starts[i:], maps[:i] + (m,) + maps[i:])
+            return m
 
     def unregister(self, base: int) -> None:
-        i = bisect.bisect_left(self._starts, base)
-        if i == len(self._starts) or self._starts[i] != base:
-            raise BusError(f"{self.kind}: nothing registered at {base:#x}")
-        del self._starts[i]
-        del self._maps[i]
+        with self._lock:
+            starts, maps = self._table
+            i = bisect.bisect_left(starts, base)
+            if i == len(starts) or starts[i] != base:
+                raise BusError(f"{self.kind}: nothing registered at {base:#x}")
+            self._table = (starts[:i] + starts[i + 1:], maps[:i] + maps[i + 1:])
 
     def find(self, addr: int) -> Mapping | None:
-        i = bisect.bisect_right(self._starts, addr) - 1
+        starts, maps = self._table
+        i = bisect.bisect_right(starts, addr) - 1
         if i >= 0:
-            m = self._maps[i]
+            m = maps[i]
             if addr < m.end:
                 return m
         return None
 
     def mappings(self) -> list[Mapping]:
-        return list(self._maps)
+        return list(self._table[1])
 
 
 class PioBus(_Bus):

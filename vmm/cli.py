@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Xen version the guest sees (default 4.17)")
     r.add_argument("--xen-hypercalls", choices=("auto", "kernel", "port"), default="auto",
                    help="hypercall transport: KVM's Xen support, or port I/O stubs (default auto)")
+    r.add_argument("--xen-kvm-accel", action="store_true",
+                   help="with the kernel transport, let KVM deliver events and answer SCHEDOP_poll "
+                        "(experimental: see docs in xen/kvm_accel.py for the known gaps)")
     r.add_argument("--trace", action="append", default=[], metavar="GLOB",
                    help="enable trace points matching GLOB (repeatable), e.g. 'vcpu.exit.*'; "
                         "'list' prints the names")
@@ -168,7 +171,9 @@ def cmd_run(args) -> int:
             for name in sorted(trace.points()):
                 print(name, file=sys.stderr)
         rsdp = 0 if args.no_acpi else write_acpi_tables(
-            vm.memory, args.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)], legacy_pic=args.irqchip == "kernel")
+            vm.memory, args.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
+            pci_routing=pc.pci.routing_table() if pc.pci is not None else None,
+            legacy_pic=args.irqchip == "kernel")
         load_kernel(vm.memory, vm.boot_vcpu, args.kernel, args.cmdline, args.initrd, rsdp_addr=rsdp)
 
         def stop(signum=None, frame=None):
@@ -214,7 +219,8 @@ def _attach_xen(vm, args, version, console_out, pc, platform):
         # HVM_PARAM_CALLBACK_IRQ type PCI_INTX: bits 15:8 devfn, 1:0 pin (INTA = 0)
         devfn, pin = (value >> 8) & 0xFF, value & 3
         return pc.pci.intx_gsi(devfn >> 3, pin + 1)
-    xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls), console_out, intx_gsi)
+    xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel),
+                    console_out, intx_gsi)
     vm.xen = xen
     return xen
 

@@ -40,6 +40,7 @@ DOMID = 1          # our guest's domain id (dom0 would be the VMM's own backends
 class XenConfig:
     version: tuple[int, int] = (4, 17)
     hypercalls: str = "auto"            # auto | kernel | port
+    kvm_accel: bool = False             # kernel transport: let KVM handle poll/event delivery (xen/kvm_accel.py)
 
 
 @dataclass
@@ -89,7 +90,8 @@ class XenDomain:
 
         kind = choose_transport(vm.kvm, config.hypercalls)
         # KVM's own Xen support, where the host has it (xen/kvm_accel.py)
-        self.accel = KvmXenAccel(self, accel_available(vm.kvm)) if kind == "kernel" else None
+        self.accel = (KvmXenAccel(self, config.kvm_accel and accel_available(vm.kvm))
+                      if kind == "kernel" else None)
         self.accel_full = bool(self.accel and self.accel.full)
         self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
         if self.accel:

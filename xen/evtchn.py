@@ -236,9 +236,15 @@ class EventChannels:
         d = self.domain
         if d.accel_full and d.shared.gpa is not None:
             # KVM sets the bits and raises the upcall, and wakes a vCPU polling in the kernel.
-            result = d.accel.send(port, ch.vcpu)
-            if result == "kvm":
+            before = ""
+            if TP_SET_PENDING.enabled:
+                before = f"before: upcall_pending={int(d.shared.upcall_pending(ch.vcpu, d.compat))} "
+            result = before + d.accel.send(port, ch.vcpu)
+            if result.endswith("kvm"):
                 d.upcall.after_kvm_delivery(ch.vcpu)
+                if TP_SET_PENDING.enabled:
+                    result += (f" (pending={int(d.shared.is_pending(port, d.compat))}"
+                               f" upcall_pending={int(d.shared.upcall_pending(ch.vcpu, d.compat))})")
             else:
                 result = d.shared.set_pending(port, ch.vcpu, d.compat) + f" ({result})"
         else:

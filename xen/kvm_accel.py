@@ -7,6 +7,14 @@ event deliveries then go through ``KVM_XEN_HVM_EVTCHN_SEND`` so KVM can wake a
 vCPU polling in the kernel.  The VMM still owns the port table, the hypercalls
 that exit, the timers and the GSI/INTx callback line (KVM doesn't drive it).
 
+Opt-in (``vmm run --xen-kvm-accel``) while these gaps, seen with Debian's
+6.1 KVM in the nested test host, are open: KVM's SCHEDOP_poll takes its
+timeout as relative nanoseconds (Xen: absolute system time) and reads the
+64-bit sched_poll layout for 32-bit callers; blocked time in KVM's poll is
+missing from the runstate we report; a VIRQ_TIMER raised from our timer
+thread through KVM_XEN_HVM_EVTCHN_SEND was not seen by the xen_evtchn_ops
+guest.  Without it, KVM degrades SCHEDOP_poll to a yield (see tests/test_xen_guests.py).
+
 uAPI: include/uapi/linux/kvm.h (KVM_XEN_ATTR_TYPE_*, KVM_XEN_VCPU_ATTR_TYPE_*),
 Documentation/virt/kvm/api.rst.  vCPU attributes must be set on the vCPU's own
 thread or while it is not in KVM_RUN: ``Vcpu.request`` takes care of that.
@@ -130,6 +138,7 @@ class KvmXenAccel:
     def upcall_vector(self, vcpu: int, vector: int) -> None:
         self._on_vcpu(vcpu, lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,
                                                       vector=vector))
+        self._trace(f"vcpu{vcpu} upcall vector {vector:#x}")
 
     def global_vector(self, vector: int) -> None:
         self._vm_attr(consts.KVM_XEN_ATTR_TYPE_UPCALL_VECTOR, vector=vector)

@@ -118,7 +118,9 @@ class Upcall:
     def after_kvm_delivery(self, vcpu: int) -> None:
         """KVM delivered an event: it raised any vector upcall itself, but a GSI/INTx
         callback line is ours to drive."""
-        if self.gsi is not None and vcpu == 0 and self.domain.shared.upcall_pending(0, self.domain.compat):
+        if (self.gsi is not None and vcpu == 0 and 0 not in self.vectors      # the vector takes precedence
+                and self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR
+                and self.domain.shared.upcall_pending(0, self.domain.compat)):
             self._set_line(True)
 
     # -- global vector: wait for an interrupt window, then inject like ExtINT

@@ -55,3 +55,69 @@ def test_plain_linux_boot_runs_a_command(linux_guest):
     assert "linuxguest: end reboot" in out
     # ... and the VMM's view of how it ended: reboot -f with reboot=k is an i8042 reset
     assert p.returncode == GUEST_RESET, p.stderr
+
+
+# The guest side of test_linux_finds_the_pci_devices_through_acpi (no double quotes: the
+# kernel command line groups words with them).  Lists the PCI functions with their IRQ,
+# turns on pci_irq.c's debug messages, enables every function through sysfs -- which makes
+# Linux route its INTx through ACPI (pci_enable_device -> acpi_pci_irq_enable -> _PRT) --
+# shows the Linux IRQ each got with its chip, hardware IRQ (the I/O APIC pin: the GSI, GSI
+# base 0) and trigger, and what the kernel logged about PCI and ACPI.
+PCI_SCRIPT = ("cd /sys/bus/pci/devices; "
+              "for d in *; do echo PCIDEV $d $(cat $d/vendor) $(cat $d/device) $(cat $d/irq); done; "
+              "echo file drivers/acpi/pci_irq.c +p > /proc/dynamic_debug/control; "
+              "for d in *; do echo 1 > $d/enable; i=$(cat $d/irq); "
+              "echo PCIIRQ $d $i $(cd /sys/kernel/irq/$i 2>/dev/null && cat chip_name hwirq type); done; "
+              "echo ROOT=$(readlink /sys/devices/pci0000:00/firmware_node); "
+              "dmesg | grep -iE 'pci|acpi|gsi'")
+
+
+def test_linux_finds_the_pci_devices_through_acpi(linux_guest):
+    """With the DSDT's \\_SB_.PCI0 (vmm/boot/acpi.py) Linux enumerates bus 0 through
+    configuration mechanism #1 (no MCFG) and routes INTx by the _PRT's hardwired GSIs."""
+    info = packages.kernel_info()
+    cmdline = (f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable reboot=k panic=-1 "
+               f'linuxguest.end=reboot -- sh -c "{PCI_SCRIPT}"')
+    cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(info.bzimage), "--initrd", str(linux_guest),
+           "--memory", "512M", "--cpus", "1", "--serial", "stdio", "--timeout", "600",
+           "--xen-platform-device", "--pci-testdev", "--cmdline", cmdline]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       errors="replace", timeout=700)
+    out = p.stdout.replace("\r\n", "\n")
+    print(out)
+    print(p.stderr, file=sys.stderr)
+    assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
+
+    # the root bridge came from the DSDT, with our _CRS; config space through 0xCF8
+    assert "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])" in out
+    assert re.search(r"^ROOT=.*/PNP0A03:00$", out, re.M), "pci0000:00 has no ACPI companion"
+    assert "PCI: Using configuration type 1 for base access" in out
+    assert "MMCONFIG for domain" not in out            # no MCFG: no ECAM
+    for window in ("io  0x0000-0x0cf7 window", "io  0x0d00-0xffff window",
+                   "mem 0xc0000000-0xfebfffff window", "bus 00"):
+        assert re.search(rf"pci_bus 0000:00: root bus resource \[{re.escape(window)}", out), window
+
+    devices = {m[0]: (int(m[1], 16), int(m[2], 16), int(m[3]))
+               for m in re.findall(r"^PCIDEV (\S+) (0x[0-9a-f]+) (0x[0-9a-f]+) (\d+)$", out, re.M)}
+    assert devices.get("0000:00:00.0", (0, 0, 0))[:2] == (0x8086, 0x1237), devices
+    xen = [bdf for bdf, (vendor, _, _) in devices.items() if vendor == 0x5853]
+    testdev = [bdf for bdf, (vendor, device, _) in devices.items() if (vendor, device) == (0x1B36, 0x0005)]
+    assert len(xen) == 1 and len(testdev) == 1, devices
+    # Before pci_enable_device the irq file holds the interrupt-line register (which
+    # devices/pci.py fills with the GSI); after it, the Linux IRQ ACPI mapped the _PRT's GSI
+    # to.  A HW-reduced platform has no legacy PIC, so Linux numbers I/O APIC IRQs
+    # dynamically (IOAPIC_DOMAIN_DYNAMIC): the IRQ is not the GSI, its hwirq is.
+    # "PCIIRQ <bdf> <irq> [<chip_name> <hwirq> <type>]"
+    irqs = {f[1]: f[2:] for f in (line.split() for line in out.splitlines()) if f[:1] == ["PCIIRQ"]}
+    assert irqs["0000:00:00.0"][0] == "0"                 # the host bridge has no INTx pin
+    for bdf in xen + testdev:
+        slot = int(bdf.split(":")[2].split(".")[0], 16)
+        gsi = 16 + slot % 4                                # INTA: what the _PRT says
+        assert devices[bdf][2] == gsi                      # interrupt line, before enabling
+        # acpi_pci_irq_enable found the device in the _PRT: a hardwired GSI, no link device
+        assert f"pci {bdf}: Found [A] _PRT entry" in out
+        m = re.search(rf"pci {re.escape(bdf)}: PCI INT A -> GSI (\d+) \(level, low\) -> IRQ (\d+)$", out, re.M)
+        assert m and int(m[1]) == gsi, (bdf, m and m[0])
+        irq, chip, hwirq, trigger = irqs[bdf]
+        assert irq == m[2] and (chip, int(hwirq), trigger) == ("IO-APIC", gsi, "level"), (bdf, irqs[bdf])
+    assert "no GSI" not in out

@@ -23,6 +23,19 @@ is **hardware-reduced ACPI** (§4.1, FADT flag HW_REDUCED_ACPI): no PM1 event
   the absence of an override means (§5.2.12.5);
 * ISA devices in the DSDT (§5.2.11.1) under ``\\_SB_``: the serial ports as
   PNP0501 with their I/O range and IRQ (vmm/boot/aml.py encodes the AML).
+* the PCI host bridge in the DSDT, when the machine has a PCI bus:
+  ``\\_SB_.PCI0`` (PNP0A03, conventional PCI, segment 0, bus 0).  Linux finds
+  no PCI bus on an ACPI machine without one: with ACPI IRQ routing it skips
+  its legacy bus-0 scan (arch/x86/pci/legacy.c pci_subsys_init) and takes the
+  root buses from PNP0A03/PNP0A08 devices (drivers/acpi/pci_root.c).  Its
+  ``_CRS`` (§6.4.3.5) gives bus 0-0, consumes the config
+  mechanism #1 ports 0xCF8-0xCFF and forwards the I/O windows 0x0000-0xCF7 and
+  0xD00-0xFFFF and the 32-bit PCI hole (``PCI_MMIO_BASE`` up to the I/O APIC)
+  where devices/pci.py places the BARs.  No MCFG and no ``_CBA``: there is no
+  ECAM, so Linux uses configuration mechanism #1 (its type-1 probe of 0xCF8).
+  ``_PRT`` (§6.2.13) lists every slot's INTA-INTD in the "hardwired GSI" form
+  (Source 0, SourceIndex = the GSI) from ``PciBus.routing_table()``:
+  16 + (slot + pin - 1) % 4, level-triggered active-low by definition.
 
 Placement: the RSDP at vmm/boot/layout.py ACPI_TABLES (0xE0000, in the BIOS
 area Linux also scans for it), then DSDT, MADT, FADT, XSDT, each 16-byte
@@ -40,7 +53,7 @@ from construct import Bytes, Const, Default, Int8ul, Int16ul, Int32ul, Int64ul, 
 
 from vmm.boot import aml, layout
 from vmm.errors import UserError
-from vmm.memory import IOAPIC_BASE, LAPIC_BASE, GuestMemory
+from vmm.memory import IOAPIC_BASE, LAPIC_BASE, PCI_MMIO_BASE, GuestMemory
 
 # ---------------------------------------------------------------- the PM device
 # Port block of devices/acpi_pm.py, one byte register each (the FADT's GAS
@@ -59,6 +72,15 @@ SLP_EN = 1 << 5
 WAK_STS = 1 << 7
 # The SLP_TYP value our \_S5_ package announces (ours to choose; the device checks it).
 S5_SLP_TYP = 5
+
+# ---------------------------------------------------------------- the PCI host bridge (\_SB_.PCI0)
+# What the root bridge decodes (devices/pci.py, vmm/memory.py): bus 0 only, the
+# config mechanism #1 ports, all other I/O ports, the 32-bit MMIO hole.
+PCI_CONFIG_PORTS = (0xCF8, 8)                       # consumed by the bridge itself
+PCI_IO_WINDOWS = ((0x0000, 0x0CF7), (0x0D00, 0xFFFF))
+PCI_MMIO_WINDOW = (PCI_MMIO_BASE, IOAPIC_BASE - 1)  # 0xC0000000-0xFEBFFFFF
+PCI_SLOTS = 32
+PCI_PINS = 4                                        # _PRT Pin: 0 = INTA .. 3 = INTD
 
 # ---------------------------------------------------------------- identification
 OEM_ID = b"PYVMM "               # 6 bytes
@@ -271,8 +293,65 @@ def build_fadt(dsdt_addr: int) -> bytes:
     return Fadt.build(fields)
 
 
-def build_dsdt(serial_ports: Sequence[tuple[int, int]] = ()) -> bytes:
-    """The DSDT: ``\\_SB_.COMn`` for each (port, irq) serial port, and ``\\_S5_``.
+def pci_host_bridge(routing: Sequence[tuple[int, int, int]]) -> bytes:
+    """``Device (PCI0)``: the root bridge of PCI segment 0, bus 0, with the
+    INTx routing ``routing`` = (slot, pin 1..4 = INTA..INTD, GSI) triples
+    (``PciBus.routing_table()``).
+
+    ASL equivalent::
+
+        Device (PCI0) {
+            Name (_HID, EisaId ("PNP0A03"))     // PCI (not PCIe: no ECAM)
+            Name (_UID, 0)
+            Name (_SEG, 0)
+            Name (_BBN, 0)
+            Name (_CRS, ResourceTemplate () {
+                WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0, 0, 1)
+                IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08)
+                WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+                        0, 0x0000, 0x0CF7, 0, 0x0CF8)
+                WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+                        0, 0x0D00, 0xFFFF, 0, 0xF300)
+                DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,
+                             0, 0xC0000000, 0xFEBFFFFF, 0, 0x3EC00000)
+            })
+            Name (_PRT, Package () {
+                Package () { 0x0000FFFF, 0, Zero, 16 },   // slot 0 INTA -> GSI 16
+                ...
+                Package () { 0x001FFFFF, 3, Zero, 18 },   // slot 31 INTD -> GSI 18
+            })
+        }
+
+    No ``_ADR``: a device object has a _HID or an _ADR, "but should not
+    contain both" (§6.1), and for a root bridge the _HID is what OSPM matches.
+    """
+    entries = []
+    for slot, pin, gsi in routing:
+        if not 0 <= slot < PCI_SLOTS or not 1 <= pin <= PCI_PINS:
+            raise ValueError(f"PCI routing entry slot {slot} pin {pin} out of range")
+        # §6.2.13 Table "Mapping Fields": Address (device in the high word, 0xFFFF: any
+        # function), Pin, Source (0: hardwired, no link device), Source Index (the GSI).
+        entries.append(aml.package((slot << 16) | 0xFFFF, pin - 1, 0, gsi))
+    config_port, config_len = PCI_CONFIG_PORTS
+    crs = aml.resource_template(
+        aml.word_bus_number(0, 0),
+        aml.io_port(config_port, config_port, 1, config_len),
+        *(aml.word_io(lo, hi) for lo, hi in PCI_IO_WINDOWS),
+        aml.dword_memory(*PCI_MMIO_WINDOW))
+    return aml.device("PCI0",
+                      aml.name("_HID", aml.eisa_id("PNP0A03")),
+                      aml.name("_UID", 0),
+                      aml.name("_SEG", 0),
+                      aml.name("_BBN", 0),
+                      aml.name("_CRS", crs),
+                      aml.name("_PRT", aml.package(*entries)))
+
+
+def build_dsdt(serial_ports: Sequence[tuple[int, int]] = (),
+               pci_routing: Sequence[tuple[int, int, int]] | None = None) -> bytes:
+    """The DSDT: ``\\_SB_.COMn`` for each (port, irq) serial port, the PCI host
+    bridge ``\\_SB_.PCI0`` unless ``pci_routing`` is None (see
+    ``pci_host_bridge``), and ``\\_S5_``.
 
     ASL equivalent (one port)::
 
@@ -293,6 +372,8 @@ def build_dsdt(serial_ports: Sequence[tuple[int, int]] = ()) -> bytes:
                           aml.name("_UID", i + 1),
                           aml.name("_CRS", aml.resource_template(aml.io_port(port, port, 0, 8), aml.irq(irq))))
                for i, (port, irq) in enumerate(serial_ports)]
+    if pci_routing is not None:
+        devices.append(pci_host_bridge(pci_routing))
     body = aml.scope("\\_SB_", *devices) + aml.name("\\_S5_", aml.package(S5_SLP_TYP, 0, 0, 0))
     return sdt(b"DSDT", DSDT_REVISION, body)
 
@@ -322,6 +403,7 @@ def _align(addr: int) -> int:
 
 
 def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequence[tuple[int, int]] = (),
+                      pci_routing: Sequence[tuple[int, int, int]] | None = None,
                       legacy_pic: bool = True, base: int = layout.ACPI_TABLES) -> int:
     """Write the RSDP at ``base``, then DSDT, MADT, FADT and XSDT after it (each
     16-byte aligned, each placed before the table that points at it), mark the
@@ -329,6 +411,9 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
     return the RSDP's address.
 
     ``serial_ports``: (I/O base, ISA IRQ) of each 16550 to declare in the DSDT;
+    ``pci_routing``: the PCI bus's (slot, pin, GSI) INTx routing
+    (``PciBus.routing_table()``) to declare the host bridge with, None for a
+    machine without PCI;
     ``legacy_pic``: whether the irqchip has the dual 8259 (MADT PCAT_COMPAT)."""
     if base % TABLE_ALIGN:
         raise ValueError(f"ACPI tables base {base:#x} is not {TABLE_ALIGN}-byte aligned")
@@ -342,7 +427,7 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
         cursor = _align(addr + len(data))
         return addr
 
-    dsdt_addr = place(build_dsdt(serial_ports))
+    dsdt_addr = place(build_dsdt(serial_ports, pci_routing))
     madt_addr = place(build_madt(nr_cpus, legacy_pic))
     fadt_addr = place(build_fadt(dsdt_addr))
     xsdt_addr = place(build_xsdt([fadt_addr, madt_addr]))

@@ -10,6 +10,9 @@ block reads like the ASL it stands for::
                  name("_HID", eisa_id("PNP0501")),
                  name("_CRS", resource_template(io_port(0x3F8, 0x3F8, 0, 8), irq(4)))))
 
+Packages nest: an element given as bytes is an already-encoded term, so
+``package(package(0xFFFF, 0, 0, 16), ...)`` is a Package of Packages.
+
 Integers are encoded in the smallest form (§20.2.3), strings as StringPrefix
 ... NUL.  Nothing here evaluates AML: it is write-only.
 """
@@ -41,6 +44,24 @@ IRQ_TAG = 0x22              # §6.4.2.1 IRQ Descriptor, 2 bytes follow (IRQNoFla
 IO_TAG = 0x47               # §6.4.2.5 I/O Port Descriptor, 7 bytes follow
 END_TAG = 0x79              # §6.4.2.9 End Tag, 1 byte (checksum) follows
 IO_DECODE16 = 0x01          # I/O descriptor information bit 0: 16-bit address decode
+# §6.4.3 Large Resource Data Type: tag byte = 0x80 | item name, then a 16-bit length
+DWORD_ADDRESS_TAG = 0x87    # §6.4.3.5.2 DWord Address Space Descriptor, 23 bytes follow
+WORD_ADDRESS_TAG = 0x88     # §6.4.3.5.3 Word Address Space Descriptor, 13 bytes follow
+# Address space descriptors: Resource Type (byte 3)
+ADDRESS_MEMORY = 0
+ADDRESS_IO = 1
+ADDRESS_BUS_NUMBER = 2
+# ... General Flags (byte 4).  Bit 0 clear: ResourceProducer (a bridge window;
+# Linux turns only producer ranges into IORESOURCE_WINDOWs), PosDecode (bit 1 clear).
+ADDRESS_CONSUMER = 1 << 0
+ADDRESS_SUB_DECODE = 1 << 1
+ADDRESS_MIN_FIXED = 1 << 2  # _MIF
+ADDRESS_MAX_FIXED = 1 << 3  # _MAF
+# ... Type Specific Flags (byte 5), §6.4.3.5.5 "Resource Type Specific Flags"
+IO_RANGE_ENTIRE = 0x3       # I/O _RNG: ISA and non-ISA ranges (ASL EntireRange)
+MEM_READ_WRITE = 1 << 0     # memory _RW
+MEM_NON_CACHEABLE = 0 << 1  # memory _MEM (bits 2:1): NonCacheable, Cacheable (1), WriteCombining (2),
+MEM_CACHEABLE = 1 << 1      #   Prefetchable (3); _MTP (bits 4:3) 0 = AddressRangeMemory
 
 _LEAD_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _NAME_CHARS = _LEAD_CHARS | set("0123456789")
@@ -181,6 +202,39 @@ def irq(*irqs: int) -> bytes:
             raise ValueError(f"ISA IRQ {n} out of range")
         mask |= 1 << n
     return bytes([IRQ_TAG]) + mask.to_bytes(2, "little")
+
+
+def _address_space(tag: int, width: int, resource_type: int, type_flags: int, minimum: int, maximum: int,
+                   granularity: int, translation: int) -> bytes:
+    """An Address Space Descriptor (§6.4.3.5) without a resource source: a
+    ResourceProducer (a window the device forwards), MinFixed, MaxFixed,
+    PosDecode; _LEN = max - min + 1 (what fixed min and max require)."""
+    if not 0 <= minimum <= maximum < 1 << (8 * width):
+        raise ValueError(f"bad address range {minimum:#x}-{maximum:#x} for a {8 * width}-bit descriptor")
+    fields = (granularity, minimum, maximum, translation, maximum - minimum + 1)
+    body = bytes([resource_type, ADDRESS_MIN_FIXED | ADDRESS_MAX_FIXED, type_flags]) \
+        + b"".join(v.to_bytes(width, "little") for v in fields)
+    return bytes([tag]) + len(body).to_bytes(2, "little") + body
+
+
+def word_bus_number(minimum: int, maximum: int) -> bytes:
+    """WordBusNumber(ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, min, max, 0, len)
+    — Word Address Space Descriptor (§6.4.3.5.3), bus number range."""
+    return _address_space(WORD_ADDRESS_TAG, 2, ADDRESS_BUS_NUMBER, 0, minimum, maximum, 0, 0)
+
+
+def word_io(minimum: int, maximum: int) -> bytes:
+    """WordIO(ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, min, max, 0, len)
+    — Word Address Space Descriptor (§6.4.3.5.3), I/O window."""
+    return _address_space(WORD_ADDRESS_TAG, 2, ADDRESS_IO, IO_RANGE_ENTIRE, minimum, maximum, 0, 0)
+
+
+def dword_memory(minimum: int, maximum: int, cacheable: bool = False) -> bytes:
+    """DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable|Cacheable,
+    ReadWrite, 0, min, max, 0, len) — DWord Address Space Descriptor (§6.4.3.5.2),
+    memory window."""
+    flags = MEM_READ_WRITE | (MEM_CACHEABLE if cacheable else MEM_NON_CACHEABLE)
+    return _address_space(DWORD_ADDRESS_TAG, 4, ADDRESS_MEMORY, flags, minimum, maximum, 0, 0)
 
 
 def resource_template(*descriptors: bytes) -> bytes:
