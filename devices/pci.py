@@ -606,7 +606,11 @@ class PciBus:
     def _decode(self) -> tuple[PciDevice | None, int, str]:
         a = self.config_address
         bus, devfn, reg = (a >> 16) & 0xFF, (a >> 8) & 0xFF, a & 0xFC
-        dev = self.devices.get(devfn) if a & CONFIG_ENABLE and bus == 0 else None
+        # AMD's extended form puts register bits 11:8 in address bits 27:24 (what Linux's
+        # "type 1 for extended access" uses on AMD CPUs).  We have no extended config
+        # space: such accesses must not alias onto 0x00-0xff, so they find no device.
+        ext = (a >> 24) & 0xF
+        dev = self.devices.get(devfn) if a & CONFIG_ENABLE and bus == 0 and not ext else None
         return dev, reg, bdf_str(bus, devfn)
 
     def config_read(self, offset: int, size: int) -> int:

@@ -100,6 +100,10 @@ def test_config_address_and_empty_slots(vm, pci):
     assert cfg_read(vm, 0, 0) == 0x1237_8086
     assert cfg_read(vm, 0, 0x08) >> 8 == 0x060000
     assert cfg_read(vm, 0, 0x0E, 1) == 0
+    # AMD extended config access (register bits 11:8 in address bits 27:24): no extended
+    # space here, so offset 0x100 must not alias onto the header at 0x00
+    pio_write(vm, CF8, 4, addr(0, 0) | 1 << 24)
+    assert pio_read(vm, CFC, 4) == 0xFFFF_FFFF
 
 
 def test_sub_dword_accesses(vm, pci):
