@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from pathlib import Path
 
@@ -53,3 +54,20 @@ def file_key(path: Path) -> list:
     """A cheap identity of a file's content for cache stamps: size and mtime."""
     st = path.stat()
     return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def write_if_changed(out: Path, key: dict, build) -> Path:
+    """Rebuild ``out`` with ``build()`` unless its JSON stamp says ``key`` already made it."""
+    stamp = out.with_suffix(".json")
+    with locked(out.with_suffix(".lock")):
+        try:
+            if out.exists() and json.loads(stamp.read_text()) == key:
+                return out
+        except (OSError, ValueError):
+            pass
+        data = build()
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+        stamp.write_text(json.dumps(key))
+    return out

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from vmm.testhost.config import TesthostError, file_key, guest_images_dir, locked
+from vmm.testhost.config import TesthostError, file_key, guest_images_dir, locked, write_if_changed
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -117,22 +117,6 @@ def module_order(modules_dir: Path, names) -> list[str]:
     return order
 
 
-def _write_if_changed(out: Path, key: dict, build) -> Path:
-    stamp = out.with_suffix(".json")
-    with locked(out.with_suffix(".lock")):
-        try:
-            if out.exists() and json.loads(stamp.read_text()) == key:
-                return out
-        except (OSError, ValueError):
-            pass
-        data = build()
-        tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(out)
-        stamp.write_text(json.dumps(key))
-    return out
-
-
 def _require_busybox() -> None:
     if not BUSYBOX.exists():
         raise TesthostError(f"{BUSYBOX} is missing: install busybox-static (vmm testhost prepare)")
@@ -164,7 +148,7 @@ def build_outer(modules_dir: Path, kvm_modules: list[Path], out: Path) -> Path:
             c.dir(d)
         return c.bytes()
 
-    return _write_if_changed(out, key, build)
+    return write_if_changed(out, key, build)
 
 
 def build_linux_guest(modules_dir: Path, out: Path, modules=()) -> Path:
@@ -189,4 +173,4 @@ def build_linux_guest(modules_dir: Path, out: Path, modules=()) -> Path:
             c.dir(d)
         return c.bytes()
 
-    return _write_if_changed(out, key, build)
+    return write_if_changed(out, key, build)

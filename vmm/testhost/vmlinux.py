@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import lzma
 import shutil
 import struct
 import subprocess
 from pathlib import Path
 
-from vmm.testhost.config import TesthostError, file_key, locked
+from vmm.testhost.config import TesthostError, file_key, write_if_changed
 
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 
@@ -80,20 +79,10 @@ def has_pvh_note(elf: bytes) -> bool:
 
 def ensure_vmlinux(bzimage: Path, out: Path) -> Path:
     """``out`` holds the vmlinux of ``bzimage``; re-extracted when the bzImage changes."""
-    stamp = out.with_suffix(".json")
-    key = file_key(bzimage)
-    with locked(out.with_suffix(".lock")):
-        try:
-            if out.exists() and json.loads(stamp.read_text()) == key:
-                return out
-        except (OSError, ValueError):
-            pass
+    def build() -> bytes:
         elf = extract_vmlinux_bytes(bzimage.read_bytes())
         if not has_pvh_note(elf):
             raise TesthostError(f"the vmlinux in {bzimage} has no PVH entry note "
                                 "(XEN_ELFNOTE_PHYS32_ENTRY): QEMU cannot boot it directly")
-        tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(elf)
-        tmp.replace(out)
-        stamp.write_text(json.dumps(key))
-    return out
+        return elf
+    return write_if_changed(out, file_key(bzimage), build)
