@@ -241,6 +241,12 @@ class VmFd:
         e = ffi.new("struct kvm_irq_routing_xen_evtchn *", {"port": port, "vcpu": vcpu, "priority": priority})
         _check("KVM_XEN_HVM_EVTCHN_SEND", _ioctl(self.fd, lib.KVM_XEN_HVM_EVTCHN_SEND, e), f"port {port}")
 
+    def get_clock(self) -> int:
+        """KVM_GET_CLOCK: the VM's kvmclock in ns (what KVM writes into pvclock structures)."""
+        data = ffi.new("struct kvm_clock_data *")
+        _check("KVM_GET_CLOCK", _ioctl(self.fd, lib.KVM_GET_CLOCK, data))
+        return data.clock
+
     def create_vcpu(self, vcpu_id: int) -> "VcpuFd":
         fd = _check("KVM_CREATE_VCPU", _ioctl_int(self.fd, lib.KVM_CREATE_VCPU, vcpu_id), f"id {vcpu_id}")
         return VcpuFd(self, fd, vcpu_id)

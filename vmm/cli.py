@@ -80,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Xen version the guest sees (default 4.17)")
     r.add_argument("--xen-hypercalls", choices=("auto", "kernel", "port"), default="auto",
                    help="hypercall transport: KVM's Xen support, or port I/O stubs (default auto)")
-    r.add_argument("--xen-kvm-accel", action="store_true",
-                   help="with the kernel transport, let KVM deliver events and answer SCHEDOP_poll "
-                        "(experimental: see docs in xen/kvm_accel.py for the known gaps)")
+    r.add_argument("--xen-no-kvm-accel", dest="xen_kvm_accel", action="store_false",
+                   help="with the kernel transport, don't hand event delivery and SCHEDOP_poll to KVM "
+                        "(KVM then treats poll as a yield)")
     r.add_argument("--trace", action="append", default=[], metavar="GLOB",
                    help="enable trace points matching GLOB (repeatable), e.g. 'vcpu.exit.*'; "
                         "'list' prints the names")

@@ -40,7 +40,7 @@ DOMID = 1          # our guest's domain id (dom0 would be the VMM's own backends
 class XenConfig:
     version: tuple[int, int] = (4, 17)
     hypercalls: str = "auto"            # auto | kernel | port
-    kvm_accel: bool = False             # kernel transport: let KVM handle poll/event delivery (xen/kvm_accel.py)
+    kvm_accel: bool = True              # kernel transport: let KVM deliver events and answer poll (xen/kvm_accel.py)
 
 
 @dataclass
@@ -96,6 +96,8 @@ class XenDomain:
         self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
         if self.accel:
             self.accel.start()
+        if self.accel_full:
+            self.clock.follow_kvm_clock(vm.fd)
         from vmm.cpuid import configure_cpuid
         for v in vm.vcpus:
             configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz))
@@ -174,6 +176,8 @@ class XenDomain:
 
     def publish_time(self, vcpu: int) -> None:
         """Refresh vcpu_info.time (and the registered secondary time area)."""
+        if self.accel_full:
+            return          # KVM keeps the pvclock of the vcpu_info it knows about
         from xen.shared_info import LAYOUT
         lay = LAYOUT[self.compat]
         loc = self.shared._vcpu_info_gpa(vcpu, self.compat)

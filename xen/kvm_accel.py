@@ -7,13 +7,14 @@ event deliveries then go through ``KVM_XEN_HVM_EVTCHN_SEND`` so KVM can wake a
 vCPU polling in the kernel.  The VMM still owns the port table, the hypercalls
 that exit, the timers and the GSI/INTx callback line (KVM doesn't drive it).
 
-Opt-in (``vmm run --xen-kvm-accel``) while these gaps, seen with Debian's
-6.1 KVM in the nested test host, are open: KVM's SCHEDOP_poll takes its
-timeout as relative nanoseconds (Xen: absolute system time) and reads the
-64-bit sched_poll layout for 32-bit callers; blocked time in KVM's poll is
-missing from the runstate we report; a VIRQ_TIMER raised from our timer
-thread through KVM_XEN_HVM_EVTCHN_SEND was not seen by the xen_evtchn_ops
-guest.  Without it, KVM degrades SCHEDOP_poll to a yield (see tests/test_xen_guests.py).
+On by default with the kernel transport (``vmm run --xen-no-kvm-accel`` turns
+it off; KVM then degrades SCHEDOP_poll to a yield).  KVM writes the pvclock
+itself, from its kvmclock: our system time follows that clock (XenTime.follow_kvm_clock).
+Deviations of KVM's own SCHEDOP_poll from Xen, seen with Debian's 6.1 KVM in
+the nested test host (tests/test_xen_guests.py keeps them as strict xfails):
+the timeout is taken as relative nanoseconds (Xen: absolute system time), the
+64-bit sched_poll layout is read for 32-bit callers, and the time a vCPU
+blocks in it is missing from the runstate we report.
 
 uAPI: include/uapi/linux/kvm.h (KVM_XEN_ATTR_TYPE_*, KVM_XEN_VCPU_ATTR_TYPE_*),
 Documentation/virt/kvm/api.rst.  vCPU attributes must be set on the vCPU's own

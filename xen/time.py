@@ -67,10 +67,17 @@ class XenTime:
         self.wall0 = time.time_ns()
         self.mul, self.shift = time_scale(self.tsc_khz * 1000)
         self._versions: dict[tuple, int] = {}
+        self.offset = 0
+
+    def follow_kvm_clock(self, vm_fd) -> None:
+        """With KVM's Xen acceleration KVM writes the pvclock (from its kvmclock, which
+        starts at VM creation): our system time must be the same clock."""
+        mono = time.monotonic_ns()
+        self.offset = vm_fd.get_clock() - (mono - self.mono0)
 
     def now(self) -> int:
         """System time in ns."""
-        return time.monotonic_ns() - self.mono0
+        return time.monotonic_ns() - self.mono0 + self.offset
 
     def guest_tsc(self, ns: int) -> int:
         return self.tsc0 + ns * self.tsc_khz // 1_000_000
