@@ -116,3 +116,12 @@ def test_caps(vmm):
     keys = dict(line.split(None, 1) for line in r.out.splitlines())
     assert keys["api_version"] == "12"
     assert "xen_hvm" in keys and "split_irqchip" in keys and "emulated" in keys
+
+
+@pytest.mark.parametrize("version", ["4", "4.x", "1.0", "4.999"])
+def test_bad_xen_version(vmm, guest, version):
+    assert_user_error(vmm("run", "--kernel", guest("hello"), "--xen", "--xen-version", version), "--xen-version")
+
+
+def test_xen_needs_pci(vmm, guest):
+    assert_user_error(vmm("run", "--kernel", guest("hello"), "--xen", "--no-pci"), "PCI")

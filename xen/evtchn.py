@@ -236,17 +236,14 @@ class EventChannels:
         d = self.domain
         if d.accel_full and d.shared.gpa is not None:
             # KVM sets the bits and raises the upcall, and wakes a vCPU polling in the kernel.
-            before = ""
-            if TP_SET_PENDING.enabled:
-                before = f"before: upcall_pending={int(d.shared.upcall_pending(ch.vcpu, d.compat))} "
-            result = before + d.accel.send(port, ch.vcpu)
-            if result.endswith("kvm"):
+            error = d.accel.send(port, ch.vcpu)
+            if error is None:
                 d.upcall.after_kvm_delivery(ch.vcpu)
+                result = "via KVM"
                 if TP_SET_PENDING.enabled:
-                    result += (f" (pending={int(d.shared.is_pending(port, d.compat))}"
-                               f" upcall_pending={int(d.shared.upcall_pending(ch.vcpu, d.compat))})")
-            else:
-                result = d.shared.set_pending(port, ch.vcpu, d.compat) + f" ({result})"
+                    result += f" (upcall_pending={int(d.shared.upcall_pending(ch.vcpu, d.compat))})"
+            else:   # e.g. KVM doesn't know this vCPU's vcpu_info: do it ourselves
+                result = d.shared.set_pending(port, ch.vcpu, d.compat) + f" (KVM: {error})"
         else:
             result = d.shared.set_pending(port, ch.vcpu, d.compat)
         if TP_SET_PENDING.enabled:

@@ -145,10 +145,11 @@ class KvmXenAccel:
         self._vm_attr(consts.KVM_XEN_ATTR_TYPE_UPCALL_VECTOR, vector=vector)
         self._trace(f"global callback vector {vector:#x}")
 
-    def send(self, port: int, vcpu: int) -> str:
-        """Deliver through KVM: pending/mask/selector bits, upcall, and pollers."""
+    def send(self, port: int, vcpu: int) -> str | None:
+        """Deliver through KVM: pending/mask/selector bits, upcall, and pollers.
+        Returns None, or why KVM refused."""
         try:
             self.vm.fd.xen_evtchn_send(port, vcpu)
         except KvmError as e:
-            return f"kvm: {e}"
-        return "kvm"
+            return str(e)
+        return None
