@@ -179,14 +179,11 @@ class XenDomain:
         if self.accel_full:
             return          # KVM keeps the pvclock of the vcpu_info it knows about
         from xen.shared_info import LAYOUT
-        lay = LAYOUT[self.compat]
-        loc = self.shared._vcpu_info_gpa(vcpu, self.compat)
-        if loc is None:
+        vi = self.shared._vi(vcpu, self.compat)
+        if vi is None:
             return
-        if isinstance(loc, tuple):
-            where, off = "si", loc[1] + lay.time
-        else:
-            where, off = loc, lay.time
+        where, base = vi
+        off = base + LAYOUT[self.compat].time
         self.clock.publish(vcpu, lambda data: self.shared.write_field(where, off, data), ("vi", vcpu))
 
     def vcpu_is_up(self, vcpu: int, caller: int) -> bool:

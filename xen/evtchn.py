@@ -267,6 +267,6 @@ class EventChannels:
             if 0 < port < self.max_ports and self.ports[port].state not in (ECS_FREE, ECS_RESERVED):
                 self._set_pending(port)
 
-    def ports_pending_or_masked(self, ports: list[int], compat: bool) -> bool:
-        """SCHEDOP_poll: is any of ``ports`` pending?"""
+    def any_pending(self, ports: list[int], compat: bool) -> bool:
+        """SCHEDOP_poll: is any of ``ports`` pending (masked or not, as Xen's do_poll)?"""
         return any(self.domain.shared.is_pending(p, compat) for p in ports)

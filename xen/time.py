@@ -91,9 +91,9 @@ class XenTime:
     def publish(self, vcpu: int, writer: Callable[[bytes], None], key) -> None:
         """Write a vcpu_time_info with the odd/even version protocol."""
         struct = abi.layout(abi.vcpu_time_info, "64")   # identical in both ABIs
-        v = (self._versions.get(key, 0) | 1) + 0
+        v = self._versions.get(key, 0) + 1          # odd: update in progress
         info = self.time_info(v)
-        writer(struct.build(info))                       # odd: update in progress
+        writer(struct.build(info))
         info["version"] = v + 1
         writer(struct.build(info))                       # even: consistent
         self._versions[key] = v + 1
@@ -102,8 +102,8 @@ class XenTime:
                             mul=self.mul, shift=self.shift)
 
     def wallclock(self) -> tuple[int, int]:
-        """(sec, nsec) of UTC at system time 0."""
-        return divmod(self.wall0 - 0, NSEC)
+        """(sec, nsec) of UTC at system time 0 (``offset`` moves system time 0 to KVM's)."""
+        return divmod(self.wall0 - self.offset, NSEC)
 
 
 class Timers:

@@ -101,7 +101,8 @@ class PortTransport:
         vcpu = current_vcpu()
         fd = vcpu.fd
         regs = fd.sync_regs
-        cs = fd.sync_sregs.cs
+        sregs = fd.sync_sregs
+        cs = sregs.cs
         if cs.l:
             args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
             abi = "64"
@@ -109,8 +110,7 @@ class PortTransport:
             args = (regs.rbx & MASK32, regs.rcx & MASK32, regs.rdx & MASK32,
                     regs.rsi & MASK32, regs.rdi & MASK32, regs.rbp & MASK32)
             abi = "32"
-        regs.rax = self._dispatch(Hypercall(vcpu, value & MASK32, args, abi, cs.dpl, self._memory,
-                                            fd.sync_sregs))
+        regs.rax = self._dispatch(Hypercall(vcpu, value & MASK32, args, abi, cs.dpl, self._memory, sregs))
         fd.run.kvm_dirty_regs |= SYNC_REGS
 
     def read(self, offset: int, size: int) -> int:

@@ -65,7 +65,7 @@ def handlers(domain):
             if any(not 0 <= q < nr for q in ports):
                 raise XenError(abi.XenErrno.EINVAL, "bad port")
             call.tracing and call.note(f"ports={ports} timeout={p.timeout}")
-            ready = lambda: domain.evtchn.ports_pending_or_masked(ports, compat)  # noqa: E731
+            ready = lambda: domain.evtchn.any_pending(ports, compat)  # noqa: E731
             if ready():
                 return 0
             wait(call, ready, p.timeout if p.timeout else None)
