@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno as _errno
 import mmap
 import os
+import struct as _struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -252,6 +253,23 @@ class VmFd:
         return VcpuFd(self, fd, vcpu_id)
 
 
+# ---------------------------------------------------------------- register snapshots
+# struct kvm_regs (uapi asm/kvm.h) is eighteen __u64 in this order; checked
+# against the compiled layout so a reordering can't go unnoticed.  The port
+# transport reads all of them with one unpack instead of one cffi attribute
+# access per register (bench/hypercall.py).
+REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
+             "r12", "r13", "r14", "r15", "rip", "rflags")
+if ([ffi.offsetof("struct kvm_regs", n) for n in REG_NAMES] != list(range(0, 8 * len(REG_NAMES), 8))
+        or ffi.sizeof("struct kvm_regs") != 8 * len(REG_NAMES)):
+    raise ImportError("struct kvm_regs layout is not eighteen consecutive __u64")
+REG = {n: i for i, n in enumerate(REG_NAMES)}
+REGS_STRUCT = _struct.Struct(f"<{len(REG_NAMES)}Q")
+_SYNC_REGS_OFF = lib.KVM_RUN_OFF_SYNC_REGS + ffi.offsetof("struct kvm_sync_regs", "regs")
+_SYNC_CS_OFF = (lib.KVM_RUN_OFF_SYNC_REGS + ffi.offsetof("struct kvm_sync_regs", "sregs")
+                + ffi.offsetof("struct kvm_sregs", "cs"))
+
+
 # ---------------------------------------------------------------- vCPU
 class VcpuFd:
     """A vCPU fd and its mmapped ``struct kvm_run``.
@@ -283,11 +301,19 @@ class VcpuFd:
         self.sync_sregs = ffi.addressof(self.sync, "sregs")
         # The raw mapping as a memoryview, for PIO data (at io.data_offset).
         self.run_view = memoryview(self._map)
+        # Offsets into run_view for hot paths that read synced state as plain
+        # bytes (REGS_STRUCT.unpack_from(run_view, sync_regs_offset)); and the
+        # synced GPRs as uint64s (index with REG) for writing one back.
+        self.sync_regs_offset = _SYNC_REGS_OFF
+        self.sync_cs_l_offset = _SYNC_CS_OFF + ffi.offsetof("struct kvm_segment", "l")
+        self.sync_cs_dpl_offset = _SYNC_CS_OFF + ffi.offsetof("struct kvm_segment", "dpl")
+        self.sync_gprs = ffi.cast("uint64_t *", base + _SYNC_REGS_OFF)
+        self.dirty_regs = ffi.cast("uint64_t *", ffi.addressof(self.run, "kvm_dirty_regs"))
 
     def close(self) -> None:
         if self.fd >= 0:
             self.run = self.io = self.mmio = None
-            self.sync = self.sync_regs = self.sync_sregs = None
+            self.sync = self.sync_regs = self.sync_sregs = self.sync_gprs = self.dirty_regs = None
             self.run_view.release()
             self.run_buffer = None
             try:

@@ -51,7 +51,7 @@ class Hypercall:
         self._memory = memory
         self._sregs = sregs              # the caller's sregs at the exit (for page walks)
         self._mem: GuestAccess | None = None
-        self.detail: list[str] = []
+        self.detail: list[str] | None = None    # made by note(), only when tracing
         self.tracing = TP_HCALL.enabled  # guard expensive decoding: `call.tracing and call.note(...)`
 
     @property
@@ -70,6 +70,8 @@ class Hypercall:
 
     def note(self, text: str) -> None:
         """Add a decoded detail to this call's trace line."""
+        if self.detail is None:
+            self.detail = []
         self.detail.append(text)
 
 
@@ -102,10 +104,8 @@ class HypercallTable:
             with self._lock:
                 self.counts[HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")] += 1
         handler = self.handlers.get(call.nr)
-        if call.cpl != 0:
-            result = -XenErrno.EPERM
-        elif handler is None:
-            result = -XenErrno.ENOSYS
+        if handler is None or call.cpl:
+            result = -XenErrno.EPERM if call.cpl else -XenErrno.ENOSYS
         else:
             try:
                 result = handler(call)
