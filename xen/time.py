@@ -79,12 +79,12 @@ class XenTime:
         """System time in ns."""
         return time.monotonic_ns() - self.mono0 + self.offset
 
-    def guest_tsc(self, ns: int) -> int:
-        return self.tsc0 + ns * self.tsc_khz // 1_000_000
-
     def time_info(self, version: int) -> dict:
-        ns = self.now()
-        return dict(version=version, pad0=0, tsc_timestamp=self.guest_tsc(ns), system_time=ns,
+        # The TSC advanced from tsc0 for the time since its sample; system time
+        # is that plus ``offset`` (non-zero when following KVM's clock).
+        elapsed = time.monotonic_ns() - self.mono0
+        tsc = self.tsc0 + elapsed * self.tsc_khz // 1_000_000
+        return dict(version=version, pad0=0, tsc_timestamp=tsc, system_time=elapsed + self.offset,
                     tsc_to_system_mul=self.mul, tsc_shift=self.shift,
                     flags=abi.XEN_PVCLOCK_TSC_STABLE_BIT, pad1=b"\0\0")
 

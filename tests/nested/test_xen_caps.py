@@ -46,3 +46,14 @@ def test_vmm_caps_shows_xen_flags():
     if os.environ.get("VMM_TESTHOST"):
         assert rows["backend"].startswith("kvm_amd")   # real SVM (nested), not emulation
         assert rows["emulated"] == "no"
+
+
+def test_nested_host_reports_the_kvm_fixes_it_carries():
+    """The job environment names the fixes in vmm/testhost/kvm_fixes for this kernel
+    series; tests/test_xen_guests.py keys its expectations on it."""
+    if not os.environ.get("VMM_TESTHOST"):
+        pytest.skip("only inside the nested test host")
+    from vmm.testhost import modules, packages
+    expected = modules.fix_names(packages.kernel_info())
+    assert expected, "no KVM fixes for this kernel series"
+    assert os.environ.get("VMM_TESTHOST_KVM_FIXES", "").split(",") == expected

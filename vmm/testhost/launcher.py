@@ -47,6 +47,7 @@ _ENV_DROP = {"_", "SHLVL", "PWD", "OLDPWD", "PYTEST_CURRENT_TEST"}
 class Artifacts:
     vmlinux: Path
     initramfs: Path
+    kvm_fixes: tuple[str, ...] = ()     # vmm/testhost/kvm_fixes applied to the host's KVM
 
 
 @dataclass
@@ -207,7 +208,9 @@ def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: floa
     memory = parse_memory(memory)
     workdir = Path(tempfile.mkdtemp(prefix="vmm-testhost-"))
     job = workdir / "job.sh"
-    job.write_text(job_script(cmd, cwd, dict(os.environ if env is None else env)))
+    job_env = dict(os.environ if env is None else env)
+    job_env["VMM_TESTHOST_KVM_FIXES"] = ",".join(art.kvm_fixes)
+    job.write_text(job_script(cmd, cwd, job_env))
     console_log = workdir / "console.log"
     token = secrets.token_hex(16)
 

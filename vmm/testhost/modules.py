@@ -12,7 +12,11 @@ only KVM from ``linux-source-X.Y`` against ``linux-headers-<abi>``:
   kvm_onhyperv.o and svm/svm_onhyperv.o because CONFIG_HYPERV=m), plus
   xen.o, and keeps the kvm-asm-offsets rule.  kvm-intel is not built.
 * trace.h's ``TRACE_INCLUDE_PATH`` (``../../arch/x86/kvm``, relative to the
-  kernel tree) is pointed at the build folder.
+  kernel tree) is pointed at the build folder;
+* the fixes in ``kvm_fixes/<series>/*.patch`` are applied (``patch -p1`` on
+  the source tree).  They correct KVM's Xen emulation where it deviates from
+  Xen (each file says what and why); their names reach the nested host's
+  jobs as ``VMM_TESTHOST_KVM_FIXES``, so tests know which behaviour to expect.
 
 The result goes to ``<cache>/testhost/<abi>/modules/`` with a stamp naming the
 package versions; it is rebuilt only when they change.
@@ -20,6 +24,7 @@ package versions; it is rebuilt only when they change.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,8 +37,18 @@ from vmm.testhost.config import TesthostError, locked, testhost_dir
 from vmm.testhost.packages import KernelInfo
 
 # Bump when the recipe below changes, to force a rebuild of cached modules.
-RECIPE = 1
+RECIPE = 2
 MODULES = ("kvm.ko", "kvm-amd.ko")
+FIXES_DIR = Path(__file__).resolve().parent / "kvm_fixes"
+
+
+def kvm_fixes(info: KernelInfo) -> list[Path]:
+    """The patches applied to this kernel series' KVM, in order."""
+    return sorted((FIXES_DIR / info.series).glob("*.patch"))
+
+
+def fix_names(info: KernelInfo) -> list[str]:
+    return [p.stem for p in kvm_fixes(info)]
 
 
 def modules_dir(info: KernelInfo) -> Path:
@@ -45,7 +60,8 @@ def module_paths(info: KernelInfo) -> list[Path]:
 
 
 def _stamp_wanted(info: KernelInfo) -> dict:
-    return {"recipe": RECIPE, "abi": info.abi, "version": info.version}
+    fixes = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in kvm_fixes(info)}
+    return {"recipe": RECIPE, "abi": info.abi, "version": info.version, "fixes": fixes}
 
 
 def modules_ready(info: KernelInfo) -> bool:
@@ -72,6 +88,12 @@ def _extract_kvm_sources(info: KernelInfo, dest: Path) -> None:
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise TesthostError(f"extracting KVM sources from {tarball} failed:\n{r.stdout[-2000:]}")
+    for fix in kvm_fixes(info):
+        r = subprocess.run(["patch", "-p1", "--batch", "--forward", "-d", str(scratch / top), "-i", str(fix)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise TesthostError(f"KVM fix {fix} does not apply to {info.source_pkg} {info.version}; "
+                                f"update it:\n{r.stdout[-2000:]}")
     shutil.copytree(scratch / top / "arch/x86/kvm", dest)
     (dest / "virt").mkdir()
     shutil.copytree(scratch / top / "virt/kvm", dest / "virt/kvm")

@@ -27,6 +27,7 @@ BASE_PACKAGES = (
     "xz-utils",             # linux-source-*.tar.xz
     "make",
     "binutils",             # strip
+    "patch",                # vmm/testhost/kvm_fixes
 )
 
 META_IMAGE = "linux-image-amd64"

@@ -24,7 +24,7 @@ def prepare(log=_quiet, jobs: int | None = None, force_modules: bool = False) ->
     top = testhost_dir(info.abi)
     vml = vmlinux.ensure_vmlinux(info.bzimage, top / "vmlinux")
     initrd = initramfs.build_outer(info.modules_dir, kvm, top / "initramfs.cpio")
-    return launcher.Artifacts(vmlinux=vml, initramfs=initrd)
+    return launcher.Artifacts(vmlinux=vml, initramfs=initrd, kvm_fixes=tuple(modules.fix_names(info)))
 
 
 def artifacts_if_ready() -> launcher.Artifacts:
@@ -67,7 +67,8 @@ def check() -> Status:
         return Status(None, None, missing, present)
     present.append(f"kernel: {info.image_pkg} {info.version} ({info.bzimage})")
     if modules.modules_ready(info):
-        present.append(f"Xen-enabled kvm modules: {modules.modules_dir(info)}")
+        fixes = ", ".join(modules.fix_names(info)) or "none"
+        present.append(f"Xen-enabled kvm modules: {modules.modules_dir(info)} (fixes: {fixes})")
     else:
         missing.append(f"Xen-enabled kvm modules for {info.abi} (not built yet)")
     top = testhost_dir(info.abi)
