@@ -436,7 +436,7 @@ class PciBus:
             if TP_INTX.enabled and was != asserted:
                 TP_INTX.emit(bdf=dev.bdf, pin=PIN_NAMES[pin], gsi=gsi, level=int(asserted), line=int(after))
             if before != after:
-                self.vm.irqchip.set_gsi(gsi, after)
+                self.vm.irqchip.set_gsi(gsi, after, "pci-intx")
 
     def gsi_level(self, gsi: int) -> bool:
         with self._intx_lock:

@@ -96,3 +96,20 @@ def test_logical_destination_and_delivery_mode(split):
     program(ioapic, 5, 0x70 | (1 << 11) | (1 << 8), dest=0x3)   # logical, lowest priority
     vm.irqchip.set_gsi(5, True)
     assert sent == [(0xFEE03004, 0x170)]
+
+
+def test_shared_line_follows_the_or_of_its_sources(split):
+    """A PCI INTx line and the Xen callback line on one GSI: lowering one source
+    must not drop the pin while the other still asserts (Xen counts asserters
+    per GSI: gsi_assert_count in hvm_set_callback_irq_level)."""
+    vm, ioapic, sent = split
+    program(ioapic, 17, 0x66 | (1 << 15))
+    vm.irqchip.set_gsi(17, True, "pci-intx")
+    vm.irqchip.set_gsi(17, True, "xen-callback")
+    assert sent == [(0xFEE00000, 0xC066)]
+    vm.irqchip.set_gsi(17, False, "pci-intx")        # the callback still asserts
+    vm.irqchip.ioapic_eoi(0x66)                       # level still high: delivered again
+    assert len(sent) == 2
+    vm.irqchip.set_gsi(17, False, "xen-callback")    # now nobody does
+    vm.irqchip.ioapic_eoi(0x66)
+    assert len(sent) == 2 and not ioapic.rte[17] & RTE_REMOTE_IRR

@@ -276,9 +276,9 @@ def test_intx_swizzle_sharing_and_disable(irqchip, traced):
         calls = []
         real = vm.irqchip.set_gsi
 
-        def recording_set_gsi(gsi, level):
+        def recording_set_gsi(gsi, level, source="line"):
             calls.append((gsi, bool(level)))
-            real(gsi, level)
+            real(gsi, level, source)
         vm.irqchip.set_gsi = recording_set_gsi
 
         assert [pci.intx_gsi(s, 1) for s in range(6)] == [16, 17, 18, 19, 16, 17]

@@ -2,10 +2,13 @@
 
 Devices raise interrupts only through an :class:`IrqChip`:
 
-* ``set_gsi(gsi, level)``  — drive a GSI line (ISA IRQs 0-15 and I/OAPIC pins);
+* ``set_gsi(gsi, level, source)`` — drive a GSI line (ISA IRQs 0-15 and I/OAPIC
+  pins).  A line may have several sources (the PCI bus's INTx, the Xen callback
+  line): the pin sees their OR, as Xen counts asserters per GSI;
 * ``send_msi(address, data)`` — deliver one MSI message;
-* ``add_eoi_listener(gsi, fn)`` — be told when the guest EOIs a level-triggered
-  interrupt on ``gsi`` (devices re-assert a still-pending level there).
+* ``add_eoi_listener(gsi, fn)`` / ``remove_eoi_listener`` — be told when the
+  guest EOIs a level-triggered interrupt on ``gsi`` (devices re-assert a
+  still-pending level there).
 
 Two implementations sit behind it:
 
@@ -64,11 +67,29 @@ class IrqChip:
         self.vm = vm
         self._eoi_listeners: dict[int, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
+        # Held while a line's OR is decided *and* driven (so two sources' changes reach the
+        # pin in the order they were decided); above the I/OAPIC's lock, below device locks.
+        self._line_lock = threading.Lock()
+        self._line_sources: dict[int, set[str]] = {}
         self._routes: dict[int, list[Route]] = {}
         self._next_gsi = self.first_free_gsi
 
     # -- interrupts
-    def set_gsi(self, gsi: int, level: bool) -> None:
+    def set_gsi(self, gsi: int, level: bool, source: str = "line") -> None:
+        """Drive ``source``'s level on ``gsi``; the pin follows the OR of all sources.
+        A raise always reaches the pin (single-source devices keep their old
+        behaviour); a lower only when no other source still asserts."""
+        with self._line_lock:
+            sources = self._line_sources.setdefault(gsi, set())
+            if level:
+                sources.add(source)
+            else:
+                sources.discard(source)
+                if sources:
+                    return
+            self._drive(gsi, level)
+
+    def _drive(self, gsi: int, level: bool) -> None:
         raise NotImplementedError
 
     def send_msi(self, address: int, data: int) -> bool:
@@ -82,6 +103,12 @@ class IrqChip:
     def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
         with self._lock:
             self._eoi_listeners.setdefault(gsi, []).append(fn)
+
+    def remove_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
+        with self._lock:
+            listeners = self._eoi_listeners.get(gsi, [])
+            if fn in listeners:
+                listeners.remove(fn)
 
     def _notify_eoi(self, gsis: list[int]) -> None:
         for gsi in gsis:
@@ -138,7 +165,7 @@ class KernelIrqChip(IrqChip):
                 rs.append(IrqchipRoute(gsi, consts.KVM_IRQCHIP_PIC_SLAVE, gsi - 8))
             self._routes[gsi] = rs
 
-    def set_gsi(self, gsi: int, level: bool) -> None:
+    def _drive(self, gsi: int, level: bool) -> None:
         if not 0 <= gsi < NR_IOAPIC_PINS:
             raise IrqChipError(f"GSI {gsi} out of range")
         if TP_SET_GSI.enabled:
@@ -163,7 +190,7 @@ class SplitIrqChip(IrqChip):
     def attach_gsi_sink(self, sink: GsiSink) -> None:
         self.sink = sink
 
-    def set_gsi(self, gsi: int, level: bool) -> None:
+    def _drive(self, gsi: int, level: bool) -> None:
         if not 0 <= gsi < self.nr_pins:
             raise IrqChipError(f"GSI {gsi} out of range")
         if TP_SET_GSI.enabled:

@@ -154,9 +154,12 @@ class XenDomain:
         """HVM_PARAM_CALLBACK_IRQ type PCI_INTX -> the GSI of that device's pin."""
         return self._intx_gsi(value) if self._intx_gsi else None
 
-    def irqchip_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
+    def irqchip_eoi_listener(self, gsi: int, fn: Callable[[], None], add: bool = True) -> None:
         try:
-            self.vm.irqchip.add_eoi_listener(gsi, fn)
+            if add:
+                self.vm.irqchip.add_eoi_listener(gsi, fn)
+            else:
+                self.vm.irqchip.remove_eoi_listener(gsi, fn)
         except IrqChipError:
             pass   # kernel irqchip: the poll in Upcall does the deassert
 

@@ -79,7 +79,12 @@ class EventChannels:
         return abi.EVTCHN_2L_NR_CHANNELS_32 if compat else abi.EVTCHN_2L_NR_CHANNELS_64
 
     def _valid(self, port: int, compat: bool) -> bool:
+        """In range and not the reserved port 0 (what Xen's ops that need a bound port check)."""
         return 0 < port < self.nr_ports(compat)
+
+    def _in_range(self, port: int, compat: bool) -> bool:
+        """Xen's port_is_valid(): port 0 exists (reserved), so status/unmask accept it."""
+        return 0 <= port < self.nr_ports(compat)
 
     def _get(self, port: int, compat: bool) -> Channel:
         if not self._valid(port, compat) or self.ports[port].state in (ECS_FREE, ECS_RESERVED):
@@ -165,7 +170,9 @@ class EventChannels:
         ch = self._get(port, compat)
         kind = STATE_NAMES[ch.state]
         if ch.state == ECS_VIRQ:
-            self.virq_ports.pop((ch.vcpu, ch.virq), None)
+            # A global VIRQ stays keyed on vCPU 0 after bind_vcpu moved its port
+            # (evtchn_close: v = d->vcpu[virq_is_global(virq) ? 0 : chn->notify_vcpu_id]).
+            self.virq_ports.pop((ch.vcpu if ch.virq in PER_VCPU_VIRQS else 0, ch.virq), None)
         elif ch.state == ECS_INTERDOMAIN and ch.remote_dom == self.domain.domid:
             peer = self.ports[ch.remote_port]
             if peer.state == ECS_INTERDOMAIN and peer.remote_port == port:
@@ -197,7 +204,7 @@ class EventChannels:
     def status(self, dom: int, port: int, compat: bool) -> Channel:
         self._check_dom(dom)
         with self.lock:
-            if not self._valid(port, compat):
+            if not self._in_range(port, compat):
                 raise XenError(abi.XenErrno.EINVAL, f"port {port}")
             ch = self.ports[port]
             return Channel(ch.state if ch.state != ECS_RESERVED else ECS_FREE, ch.vcpu, ch.remote_dom,
@@ -215,7 +222,7 @@ class EventChannels:
             self._trace_bind(port, ch, "moved")
 
     def unmask(self, port: int, compat: bool) -> None:
-        if not self._valid(port, compat):
+        if not self._in_range(port, compat):
             raise XenError(abi.XenErrno.EINVAL, f"port {port}")
         with self.lock:
             ch = self.ports[port]

@@ -10,11 +10,12 @@ that exit, the timers and the GSI/INTx callback line (KVM doesn't drive it).
 On by default with the kernel transport (``vmm run --xen-no-kvm-accel`` turns
 it off; KVM then degrades SCHEDOP_poll to a yield).  KVM writes the pvclock
 itself, from its kvmclock: our system time follows that clock (XenTime.follow_kvm_clock).
-Deviations of KVM's own SCHEDOP_poll from Xen, seen with Debian's 6.1 KVM in
-the nested test host (tests/test_xen_guests.py keeps them as strict xfails):
-the timeout is taken as relative nanoseconds (Xen: absolute system time), the
-64-bit sched_poll layout is read for 32-bit callers, and the time a vCPU
-blocks in it is missing from the runstate we report.
+Deviations of stock KVM's own SCHEDOP_poll from Xen (6.1, and upstream as of
+2025): the timeout is taken as relative nanoseconds (Xen: absolute system
+time), a 32-bit caller's poll is a yield (6.1), and the time a vCPU blocks in
+it counts as running in its runstate.  We can't intercept it; the nested test
+host's KVM carries a fix (vmm/testhost/kvm_fixes/), and on a KVM without it
+tests/test_xen_guests.py keeps the affected guests as strict xfails.
 
 uAPI: include/uapi/linux/kvm.h (KVM_XEN_ATTR_TYPE_*, KVM_XEN_VCPU_ATTR_TYPE_*),
 Documentation/virt/kvm/api.rst.  vCPU attributes must be set on the vCPU's own

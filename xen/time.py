@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import threading
 import time
+import traceback
 from typing import TYPE_CHECKING, Callable
 
 from vmm.trace import tracepoint
@@ -36,6 +38,8 @@ TP_PVCLOCK = tracepoint("xen.pvclock", "vcpu={vcpu} system_time={system_time} ts
 IA32_TSC = 0x10
 NSEC = 1_000_000_000
 MIN_PERIOD_NS = 1_000_000          # xen/common/domain.c: periods under 1 ms are -EINVAL
+MAX_WAIT_S = 3600.0                # the timer thread wakes at least this often (Condition.wait
+                                   # raises OverflowError past threading.TIMEOUT_MAX)
 
 
 def time_scale(tsc_hz: int) -> tuple[int, int]:
@@ -118,6 +122,7 @@ class Timers:
         self.singleshot: dict[int, int] = {}    # vcpu -> deadline (ns); the entry is live if it matches
         self.periodic: dict[int, tuple[int, int]] = {}   # vcpu -> (period, next)
         self._stop = False
+        self._warned = False
         self._thread = threading.Thread(target=self._run, name="xen-timers", daemon=True)
 
     def start(self) -> None:
@@ -129,10 +134,10 @@ class Timers:
             self._cv.notify()
 
     def set_singleshot(self, vcpu: int, deadline: int) -> None:
+        """``deadline`` is Xen's s_time_t: a negative one is in the past and fires at once."""
         with self._cv:
             self.singleshot[vcpu] = deadline
-            heapq.heappush(self._heap, (deadline, next(self._seq), vcpu, "singleshot"))
-            self._cv.notify()
+            self._push(deadline, vcpu, "singleshot")
         if TP_TIMER_SET.enabled:
             TP_TIMER_SET.emit(vcpu=vcpu, kind="singleshot", deadline=deadline, delta=deadline - self.clock.now())
 
@@ -146,8 +151,7 @@ class Timers:
         first = self.clock.now() + period
         with self._cv:
             self.periodic[vcpu] = (period, first)
-            heapq.heappush(self._heap, (first, next(self._seq), vcpu, "periodic"))
-            self._cv.notify()
+            self._push(first, vcpu, "periodic")
         if TP_TIMER_SET.enabled:
             TP_TIMER_SET.emit(vcpu=vcpu, kind="periodic", deadline=first, delta=period)
 
@@ -156,6 +160,18 @@ class Timers:
             self.periodic.pop(vcpu, None)
         if TP_TIMER_STOP.enabled:
             TP_TIMER_STOP.emit(vcpu=vcpu, kind="periodic")
+
+    def _push(self, deadline: int, vcpu: int, kind: str) -> None:
+        """Under ``_cv``.  Stopped and re-armed timers leave stale heap entries behind
+        (skipped when they come due); a guest re-arming far-future timers would grow
+        the heap without bound, so it is rebuilt from the live timers when mostly stale."""
+        heapq.heappush(self._heap, (deadline, next(self._seq), vcpu, kind))
+        live = len(self.singleshot) + len(self.periodic)
+        if len(self._heap) > 4 * live + 64:
+            self._heap = ([(d, next(self._seq), v, "singleshot") for v, d in self.singleshot.items()]
+                          + [(nxt, next(self._seq), v, "periodic") for v, (_, nxt) in self.periodic.items()])
+            heapq.heapify(self._heap)
+        self._cv.notify()
 
     def _run(self) -> None:
         while True:
@@ -178,14 +194,19 @@ class Timers:
                             if nxt <= now:                    # fell behind: skip missed ticks
                                 nxt = now + period
                             self.periodic[vcpu] = (period, nxt)
-                            heapq.heappush(self._heap, (nxt, next(self._seq), vcpu, "periodic"))
+                            self._push(nxt, vcpu, "periodic")
                         fire.append((vcpu, kind, now - deadline))
                         break
-                    timeout = (self._heap[0][0] - now) / NSEC if self._heap else None
+                    timeout = min((self._heap[0][0] - now) / NSEC, MAX_WAIT_S) if self._heap else None
                     self._cv.wait(timeout)
                 if self._stop:
                     return
             for vcpu, kind, late in fire:   # outside our lock: delivery takes the port lock
                 if TP_TIMER_FIRE.enabled:
                     TP_TIMER_FIRE.emit(vcpu=vcpu, kind=kind, late=late)
-                self.domain.timer_fired(vcpu)
+                try:
+                    self.domain.timer_fired(vcpu)
+                except Exception:  # noqa: BLE001 - a VMM bug must not stop every vCPU's timers
+                    if not self._warned:
+                        self._warned = True
+                        sys.stderr.write(f"vmm: internal error delivering a Xen timer:\n{traceback.format_exc()}")

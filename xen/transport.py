@@ -95,9 +95,13 @@ class PortTransport:
 
     def _rdmsr(self, vcpu) -> None:
         m = vcpu.fd.msr
-        m.error = 1                     # the hypercall MSR is write-only
+        if m.index == HYPERCALL_MSR:
+            m.data, m.error = 0, 0      # xen/arch/x86/msr.c guest_rdmsr_xen: "Read as zero"
+            result = "0"
+        else:
+            m.error, result = 1, "#GP (not ours)"
         if TP_MSR.enabled:
-            TP_MSR.emit(vcpu.id, dir="rdmsr", index=m.index, value=0, result="#GP")
+            TP_MSR.emit(vcpu.id, dir="rdmsr", index=m.index, value=0, result=result)
 
     # -- the port: a bus device (offset, size, value) called on the vCPU's thread
     def write(self, offset: int, size: int, value: int) -> None:

@@ -49,6 +49,7 @@ class Upcall:
         self._lock = threading.Lock()         # the callback line only
         self._window_pending: set[int] = set()
         self._poll: threading.Timer | None = None
+        self._kvm_global_vector = False       # KVM injects the global vector (acceleration)
         for v in self.vm.vcpus:
             v.exit_handlers[consts.KVM_EXIT_IRQ_WINDOW_OPEN] = self._window_open
 
@@ -65,7 +66,9 @@ class Upcall:
     def set_callback_irq(self, value: int) -> None:
         """HVM_PARAM_CALLBACK_IRQ (params.h: type in bits 63:56)."""
         via_type = (value >> 56) & 0xFF
-        self._set_line(False)
+        self._set_line(False, force=True)                  # the old line, whatever is pending
+        if self.gsi is not None:                           # one EOI listener, on the current line
+            self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert, add=False)
         self.via_type, self.via_value, self.gsi = via_type, value, None
         detail = ""
         if value == 0:
@@ -84,7 +87,14 @@ class Upcall:
         if TP_CALLBACK.enabled:
             TP_CALLBACK.emit(type=via_type, value=value, detail=detail)
         if self.domain.accel_full:        # KVM injects the global vector itself, at VM entry
-            self.domain.accel.global_vector(value & 0xFF if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR else 0)
+            vector = value & 0xFF if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR else 0
+            try:
+                self.domain.accel.global_vector(vector)
+                self._kvm_global_vector = bool(vector)
+            except KvmError:
+                # KVM refuses vectors 1..15 (Xen takes any): we inject that one ourselves.
+                self.domain.accel.global_vector(0)
+                self._kvm_global_vector = False
         if self.gsi is not None:
             self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert)
             self.maybe_deassert(raise_if_pending=True)
@@ -103,7 +113,7 @@ class Upcall:
             self.vm.irqchip.send_msi(MSI_ADDR | apic_id << 12, vector)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             via = f"global vector {self.via_value & 0xFF:#x}"
-            if self.domain.accel_full:
+            if self._kvm_global_vector:
                 self.vm.vcpus[vcpu].request(lambda v: None)   # KVM checks upcall_pending at entry
             else:
                 self._request_window(vcpu)
@@ -122,6 +132,9 @@ class Upcall:
                 and self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR
                 and self.domain.shared.upcall_pending(0, self.domain.compat)):
             self._set_line(True)
+        elif (self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR and not self._kvm_global_vector
+              and vcpu not in self.vectors and self.domain.shared.upcall_pending(vcpu, self.domain.compat)):
+            self._request_window(vcpu)          # a global vector KVM refused (< 0x10)
 
     # -- global vector: wait for an interrupt window, then inject like ExtINT
     def _request_window(self, vcpu: int) -> None:
@@ -166,13 +179,18 @@ class Upcall:
             TP_UPCALL.emit(vcpu=v.id, via=f"global vector {self.via_value & 0xFF:#x} (still pending)")
 
     # -- GSI / INTx line following vCPU 0's upcall_pending
-    def _set_line(self, level: bool) -> None:
+    def _set_line(self, level: bool, force: bool = False) -> None:
+        """Raise or lower the callback line.  Delivery (raising) and the poll/EOI
+        (lowering) run on different threads: a lower re-reads upcall_pending and
+        the line is driven under the lock, so a lower decided before an event
+        arrived can't land after that event's raise."""
         with self._lock:
             if self.gsi is None or level == self._line:
                 return
+            if not level and not force and self.domain.shared.upcall_pending(0, self.domain.compat):
+                return
             self._line = level
-            gsi = self.gsi
-        self.vm.irqchip.set_gsi(gsi, level)
+            self.vm.irqchip.set_gsi(self.gsi, level, "xen-callback")   # lock order: Upcall._lock > irqchip
         if level:
             self._start_poll()
 

@@ -104,6 +104,9 @@ void kit_main(void)
 	XEN_EXPECT("close(a) again", xen_evtchn_close(a), -XEN_EINVAL);
 	XEN_EXPECT("send(a) closed", xen_evtchn_send(a), -XEN_EINVAL);
 	XEN_EXPECT("close(0) reserved", xen_evtchn_close(0), -XEN_EINVAL);
+	/* Port 0 exists (port_is_valid) but is never bound: status says closed, unmask is allowed. */
+	XEN_EXPECT("status(0) reserved", xen_evtchn_status(0, &st) ?: st.status, EVTCHNSTAT_closed);
+	XEN_EXPECT("unmask(0) reserved", xen_evtchn_unmask(0), 0);
 	/* b is unbound and accepts us again */
 	evtchn_port_t c;
 	cli();

@@ -120,6 +120,15 @@ void kit_main(void)
 		  xen_evtchn_count[b] - nb);
 	printf("xen_ipi_smp: bind_vcpu(b, 1): the event arrived on vCPU 1 ok\n");
 
+	/* A global VIRQ moved to vCPU 1 and closed can be bound again (evtchn_close finds it on
+	 * vCPU 0, where global VIRQs live). */
+	evtchn_port_t c;
+	XEN_EXPECT("bind_virq(CONSOLE, 0)", xen_evtchn_bind_virq(VIRQ_CONSOLE, 0, &c), 0);
+	XEN_EXPECT("bind_vcpu(console virq port, 1)", xen_evtchn_bind_vcpu(c, 1), 0);
+	XEN_EXPECT("close(console virq port)", xen_evtchn_close(c), 0);
+	XEN_EXPECT("bind_virq(CONSOLE, 0) again", xen_evtchn_bind_virq(VIRQ_CONSOLE, 0, &c), 0);
+	XEN_EXPECT("close(console virq port) again", xen_evtchn_close(c), 0);
+
 	/* Per-vCPU VIRQ_TIMER */
 	wait_ap(4, "VIRQ_TIMER on vCPU 1");
 	XEN_EXPECT("status(AP's timer port).vcpu", xen_evtchn_status(ap_timer_port, &st) ?: st.vcpu, 1);

@@ -116,6 +116,28 @@ void kit_main(void)
 	XEN_EXPECT("set_periodic_timer(500 us)", HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &per),
 		   -XEN_EINVAL);
 
+	/* Hostile deadlines (xen/common/sched/core.c do_set_timer_op): wrapped negative, or more
+	 * than 2^50 ns (~13 days) ahead, fire in 100 ms; a singleshot deadline is an s_time_t,
+	 * so one from 2^63 on is in the past and fires at once.  The timers keep working. */
+	n = xen_evtchn_count[tp];
+	t = xen_now();
+	XEN_EXPECT("set_timer_op(2^63 + 5) (wrapped)", HYPERVISOR_set_timer_op((1ULL << 63) + 5), 0);
+	expect_fire("wrapped set_timer_op -> +100 ms", t + XEN_MS(100), n);
+	n = xen_evtchn_count[tp];
+	t = xen_now();
+	XEN_EXPECT("set_timer_op(now + 2^51 ns)", HYPERVISOR_set_timer_op(t + (1ULL << 51)), 0);
+	expect_fire("far set_timer_op -> +100 ms", t + XEN_MS(100), n);
+	n = xen_evtchn_count[tp];
+	t = xen_now();
+	XEN_EXPECT("set_singleshot_timer(2^64 - 1)", xen_set_singleshot(~0ULL, 0), 0);
+	expect_fire("singleshot at 2^64 - 1 (a past s_time_t)", t, n);
+	for (int i = 0; i < 300; i++)		/* far deadlines, each replaced: no build-up */
+		HYPERVISOR_set_timer_op(xen_now() + XEN_MS(100000 + i));
+	n = xen_evtchn_count[tp];
+	dl = xen_now() + XEN_MS(10);
+	XEN_EXPECT("set_singleshot_timer(+10 ms) after 300 re-arms", xen_set_singleshot(dl, 0), 0);
+	expect_fire("singleshot +10 ms after hostile deadlines", dl, n);
+
 	/* Singleshot timers belong to the calling vCPU. */
 	struct vcpu_set_singleshot_timer ss = { .timeout_abs_ns = xen_now() + XEN_MS(10) };
 	XEN_EXPECT("set_singleshot_timer(vcpu 1) with one vCPU",

@@ -81,6 +81,8 @@ void kit_main(void)
 	uint8_t *page = xen_scratch_page(0);
 	struct vcpu_register_vcpu_info vi = { .mfn = (uintptr_t)page >> 12, .offset = 4096 - 32 };
 	XEN_EXPECT("register_vcpu_info(offset 4064)", HYPERVISOR_vcpu_op(VCPUOP_register_vcpu_info, 0, &vi), -XEN_EINVAL);
+	vi.offset = 132;		/* not 8-aligned: the event bits would be split atomics */
+	XEN_EXPECT("register_vcpu_info(offset 132)", HYPERVISOR_vcpu_op(VCPUOP_register_vcpu_info, 0, &vi), -XEN_EINVAL);
 	vi.offset = 128;
 	XEN_EXPECT("register_vcpu_info(vcpu 1)", HYPERVISOR_vcpu_op(VCPUOP_register_vcpu_info, 1, &vi), -XEN_ENOENT);
 	vi.mfn = xen_unbacked_paddr() >> 12;

@@ -70,7 +70,7 @@ def handlers(domain):
         return True
 
     def event_channel_op(call: Hypercall) -> int:
-        cmd, arg = call.args[0], call.args[1]
+        cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_event_channel_op(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.EVTCHNOP(cmd).name if cmd in abi.EVTCHNOP._value2member_map_ else cmd}")
         if cmd in NO_FIFO:
             raise XenError(abi.XenErrno.ENOSYS, "no FIFO event channels")

@@ -16,7 +16,7 @@ from xen.ops import check_domid
 
 MEMOP_EXTENT_SHIFT = 6
 MEMOP_CMD_MASK = (1 << MEMOP_EXTENT_SHIFT) - 1
-MAX_ORDER = 18                     # 1 GiB extents (Xen's MAX_ORDER for guests is similar)
+MAX_ORDER = 9                      # common/memory.c max_order(): CONFIG_DOMU_MAX_ORDER, 9 by default
 XENMAPIDX_grant_table_status = 1 << 31
 
 
@@ -67,7 +67,10 @@ def handlers(domain):
                 break                             # Xen stops at a bad handle and reports extents done
             pages = range(gpfn, gpfn + (1 << r.extent_order))
             if op == abi.XENMEM_decrease_reservation:
-                if gpfn + (1 << r.extent_order) > max_pfn:
+                # guest_remove_page() fails on a gfn that holds no RAM (a hole, or one
+                # given back already): the call stops there.  So the work of any call
+                # is bounded by the RAM it really returns.
+                if not mem.check(gpfn << 12, len(pages) << 12) or any(p in domain.removed_gfns for p in pages):
                     break
                 domain.removed_gfns.update(pages)
             else:                                 # increase / populate: only what was given back

@@ -24,7 +24,7 @@ def handlers(domain):
     pending = bytearray()       # Xen buffers a domU's console output per line (guest_console_write)
 
     def console_io(call: Hypercall) -> int:
-        cmd, count, buf = call.args[0], call.args[1] & 0xFFFFFFFF, call.args[2]
+        cmd, count, buf = call.args[0] & 0xFFFFFFFF, call.args[1] & 0xFFFFFFFF, call.args[2]   # (int, unsigned int, ...)
         if cmd == abi.CONSOLEIO_write:
             n = min(count, CONSOLE_MAX)
             data = call.mem.read(buf, n)
@@ -47,7 +47,7 @@ def handlers(domain):
         raise XenError(abi.XenErrno.EPERM, f"CONSOLEIO {cmd} is dom0's")
 
     def vm_assist(call: Hypercall) -> int:
-        cmd, typ = call.args[0], call.args[1]
+        cmd, typ = call.args[0] & 0xFFFFFFFF, call.args[1] & 0xFFFFFFFF   # (unsigned int, unsigned int)
         if typ >= 64 or not HVM_VM_ASSISTS >> typ & 1:
             raise XenError(abi.XenErrno.EINVAL, f"vm_assist type {typ}")
         if cmd == abi.VMASST_CMD_enable:
@@ -59,7 +59,7 @@ def handlers(domain):
         return 0
 
     def grant_table_op(call: Hypercall) -> int:
-        cmd, arg, count = call.args[0], call.args[1], call.args[2] & 0xFFFFFFFF
+        cmd, arg, count = call.args[0] & 0xFFFFFFFF, call.args[1], call.args[2] & 0xFFFFFFFF   # (unsigned int, ...)
         gt = domain.gnttab
         call.tracing and call.note(f"cmd={abi.GNTTABOP(cmd).name if cmd in abi.GNTTABOP._value2member_map_ else cmd} count={count}")
         if cmd in (abi.GNTTABOP_query_size, abi.GNTTABOP_set_version, abi.GNTTABOP_get_version,

@@ -45,7 +45,7 @@ def handlers(domain):
                     domain.events.wait(0.05)
 
     def sched_op(call: Hypercall) -> int:
-        cmd, arg = call.args[0], call.args[1]
+        cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_sched_op(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.SCHEDOP(cmd).name if cmd in abi.SCHEDOP._value2member_map_ else cmd}")
         me = call.vcpu_id
         compat = domain.compat

@@ -8,16 +8,18 @@ up/down/is_up/initialise answer -ENOSYS (HVM vCPUs start by INIT-SIPI).
 from __future__ import annotations
 
 from xen import abi
-from xen.hypercall import Hypercall, XenError
+from xen.hypercall import Hypercall, XenError, signed
 from xen.time import MIN_PERIOD_NS
 
 STIME_DELTA_MAX = (1 << 62) - 1
+HUGE_TIMEOUT_BITS = 50              # do_set_timer_op: more than 2^50 ns (~13 days) ahead is "huge"
+HUGE_TIMEOUT_FALLBACK_NS = 100_000_000   # ... and fires in 100 ms instead
 VCPU_SSHOTTMR_future = 1 << 0
 
 
 def handlers(domain):
     def vcpu_op(call: Hypercall) -> int:
-        cmd, vcpuid, arg = call.args[0], call.args[1] & 0xFFFFFFFF, call.args[2]
+        cmd, vcpuid, arg = call.args[0] & 0xFFFFFFFF, call.args[1] & 0xFFFFFFFF, call.args[2]   # (int, unsigned int, ...)
         call.tracing and call.note(f"cmd={abi.VCPUOP(cmd).name if cmd in abi.VCPUOP._value2member_map_ else cmd} vcpu={vcpuid}")
         allowed = (abi.VCPUOP_register_runstate_memory_area, abi.VCPUOP_get_runstate_info,
                    abi.VCPUOP_set_periodic_timer, abi.VCPUOP_stop_periodic_timer,
@@ -50,8 +52,16 @@ def handlers(domain):
             r = call.mem.read_struct(st, arg)
             size = abi.layout(abi.vcpu_info, call.abi).sizeof()
             gpa = (r.mfn << 12) + r.offset
-            if r.offset > 4096 - size or not domain.vm.memory.check(gpa, size):
+            # common/domain.c map_vcpu_info.  Xen 4.18 made a bad offset -ENXIO and added the
+            # alignment check; we need the alignment on every version (the event bits are
+            # atomic RMWs on guest memory), so 4.17 gets -EINVAL for it.
+            bad_offset = abi.XenErrno.ENXIO if domain.config.version >= (4, 18) else abi.XenErrno.EINVAL
+            if r.offset > 4096 - size or r.offset & (call.compat and 3 or 7):
+                raise XenError(bad_offset, f"vcpu_info offset {r.offset:#x}")
+            if not domain.vm.memory.check(gpa, size):
                 raise XenError(abi.XenErrno.EINVAL, f"vcpu_info at {r.mfn:#x}:{r.offset:#x}")
+            if vcpuid != me and domain.vcpu_is_up(vcpuid, me):
+                raise XenError(abi.XenErrno.EINVAL, "another vCPU's vcpu_info while it runs")
             if vcpuid in domain.shared.vcpu_info_gpa:
                 raise XenError(abi.XenErrno.EINVAL, "vcpu_info already registered")
             domain.compat = call.compat
@@ -102,7 +112,8 @@ def handlers(domain):
             call.tracing and call.note(f"timeout={t.timeout_abs_ns} flags={t.flags:#x}")
             if t.flags & VCPU_SSHOTTMR_future and t.timeout_abs_ns < domain.clock.now():
                 raise XenError(abi.XenErrno.ETIME, "in the past")
-            domain.timers.set_singleshot(vcpuid, t.timeout_abs_ns)
+            # set_timer() takes an s_time_t: from 2^63 on the deadline is negative, i.e. past.
+            domain.timers.set_singleshot(vcpuid, signed(t.timeout_abs_ns, 64))
             return 0
         domain.timers.stop_singleshot(vcpuid)
         return 0
@@ -110,12 +121,19 @@ def handlers(domain):
     def set_timer_op(call: Hypercall) -> int:
         """set_timer_op(timeout): a singleshot timer on the caller; 0 stops it.
         (The 32-bit ABI passes the 64-bit value in two registers, lo then hi.)"""
-        timeout = call.args[0] if not call.compat else (call.args[0] | call.args[1] << 32)
+        timeout = signed(call.args[0] if not call.compat else (call.args[0] | call.args[1] << 32), 64)
         call.tracing and call.note(f"timeout={timeout}")
         if timeout == 0:
             domain.timers.stop_singleshot(call.vcpu_id)
-        else:
-            domain.timers.set_singleshot(call.vcpu_id, timeout)
+            return 0
+        now = domain.clock.now()
+        offset = timeout - now
+        if timeout < 0 or (offset > 0 and offset >> HUGE_TIMEOUT_BITS):
+            # xen/common/sched/core.c do_set_timer_op: wrapped or ~13 days away (Linux jiffy
+            # wrap, or "no timer at all" from old guests) -> a timer event in 100 ms.
+            call.tracing and call.note("huge: +100 ms")
+            timeout = now + HUGE_TIMEOUT_FALLBACK_NS
+        domain.timers.set_singleshot(call.vcpu_id, timeout)
         return 0
 
     return {abi.Hypercall.vcpu_op: vcpu_op, abi.Hypercall.set_timer_op: set_timer_op}

@@ -1,7 +1,8 @@
 """__HYPERVISOR_xen_version (public/version.h; xen/common/kernel.c do_xen_version).
 
-XENVER_commandline and build_id are privileged (xsm_xen_version: XSM_PRIV)
-and answer -EPERM to a domU, as on Xen.
+XENVER_commandline and build_id are privileged (xsm_xen_version: XSM_PRIV):
+a domU reads the commandline as "<denied>" (xen_deny()) and gets -EPERM for
+the build id, as on Xen.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from xen.hypercall import Hypercall, XenError
 EXTRAVERSION = b".0-vmm"
 CAPABILITIES = b"hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p"
 CHANGESET = b"vmm (Python KVM microVMM)"
+DENIED = b"<denied>\0"           # xen/common/version.c xen_deny()
 HYPERVISOR_VIRT_START_64 = 0xFFFF800000000000
 HYPERVISOR_COMPAT_VIRT_START = 0xF5800000
 
@@ -30,7 +32,7 @@ def handlers(domain):
     major, minor = domain.config.version
 
     def xen_version(call: Hypercall) -> int:
-        cmd, arg = call.args[0], call.args[1]
+        cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_xen_version(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.XENVER(cmd).name if cmd in abi.XENVER._value2member_map_ else cmd}")
         if cmd == abi.XENVER_version:
             return (major << 16) | minor
@@ -61,7 +63,9 @@ def handlers(domain):
             return 4096
         elif cmd == abi.XENVER_guest_handle:
             call.mem.write(arg, domain.handle)
-        elif cmd in (abi.XENVER_commandline, abi.XENVER_build_id):
+        elif cmd == abi.XENVER_commandline:
+            call.mem.write(arg, DENIED)          # common/kernel.c: only strlen + 1 bytes
+        elif cmd == abi.XENVER_build_id:
             raise XenError(abi.XenErrno.EPERM, "privileged")
         else:
             raise XenError(abi.XenErrno.ENOSYS, f"XENVER {cmd}")
