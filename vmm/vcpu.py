@@ -110,6 +110,14 @@ class Vcpu:
         while self._requests:
             self._requests.popleft()(self)
 
+    def service(self) -> bool:
+        """For code that waits *on this vCPU's thread* outside KVM_RUN (Xen's
+        SCHEDOP_block and poll park there): run the requests that arrived meanwhile,
+        and say whether the vCPU must go back to its loop now (a pause or stop)."""
+        if self._requests:
+            self._run_requests()
+        return self._stop or self._pause_requested
+
     def stop(self) -> None:
         self._stop = True
         self.kick()

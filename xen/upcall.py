@@ -50,6 +50,9 @@ class Upcall:
         self._window_pending: set[int] = set()
         self._poll: threading.Timer | None = None
         self._kvm_global_vector = False       # KVM injects the global vector (acceleration)
+        # Per vCPU, how many upcalls were raised: Xen's vcpu_kick, which ends SCHEDOP_block
+        # and poll whatever the guest's IF (sched_op compares before and after).
+        self.kicks = [0] * len(self.vm.vcpus)
         for v in self.vm.vcpus:
             v.exit_handlers[consts.KVM_EXIT_IRQ_WINDOW_OPEN] = self._window_open
 
@@ -106,6 +109,7 @@ class Upcall:
     # ------------------------------------------------------------ delivery
     def inject(self, vcpu: int) -> None:
         """upcall_pending went 0 -> 1 on ``vcpu``: raise its upcall."""
+        self.kicks[vcpu] += 1
         vector = self.vectors.get(vcpu)
         if vector is not None:
             via = f"vector {vector:#x}"
@@ -128,6 +132,7 @@ class Upcall:
     def after_kvm_delivery(self, vcpu: int) -> None:
         """KVM delivered an event: it raised any vector upcall itself, but a GSI/INTx
         callback line is ours to drive."""
+        self.kicks[vcpu] += 1
         if (self.gsi is not None and vcpu == 0 and 0 not in self.vectors      # the vector takes precedence
                 and self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR
                 and self.domain.shared.upcall_pending(0, self.domain.compat)):

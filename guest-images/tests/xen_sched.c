@@ -46,6 +46,30 @@ void kit_main(void)
 	printf("xen_sched: block woke %ld us after the timer deadline, upcall after sti ok\n",
 	       (long)(t - dl) / 1000);
 
+	/* SCHEDOP_block turns event delivery on first (vcpu_block_enable_events). */
+	cli();
+	vi->evtchn_upcall_mask = 1;
+	dl = xen_now() + XEN_MS(10);
+	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(dl, 0), 0);
+	XEN_EXPECT("SCHEDOP_block (upcall_mask set)", HYPERVISOR_sched_op(SCHEDOP_block, NULL), 0);
+	XEN_CHECK(xen_now() >= dl && vi->evtchn_upcall_mask == 0, "block: upcall_mask %u after it\n",
+		  vi->evtchn_upcall_mask);
+	n = xen_evtchn_count[tp];
+	XEN_CHECK(XEN_WAIT_UNTIL(xen_evtchn_count[tp] > n, xen_now() + XEN_MS(500)), "no upcall after sti\n");
+	printf("xen_sched: block cleared upcall_mask ok\n");
+
+	/* poll on no ports, no timeout: the timer's upcall (a kick, IF=0 or not) ends it. */
+	cli();
+	dl = xen_now() + XEN_MS(10);
+	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(dl, 0), 0);
+	XEN_EXPECT("poll([], no timeout)", poll_ports(NULL, 0, 0), 0);
+	t = xen_now();
+	XEN_CHECK(t >= dl && t < dl + SLACK, "empty poll returned at %+ld us from the timer deadline\n",
+		  (long)(t - dl) / 1000);
+	n = xen_evtchn_count[tp];
+	XEN_CHECK(XEN_WAIT_UNTIL(xen_evtchn_count[tp] > n, xen_now() + XEN_MS(500)), "no upcall after sti\n");
+	printf("xen_sched: an empty poll ended by the timer's upcall ok\n");
+
 	/* poll: a pending port returns at once. */
 	cli();
 	xen_evtchn_mask(ipi);

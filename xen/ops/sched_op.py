@@ -2,7 +2,10 @@
 
 block and poll park the calling vCPU's thread (it is not in KVM_RUN) on the
 domain's event condition; every event-channel delivery and the VM's end wake
-it, and it re-checks its condition.
+it, and it re-checks its condition.  Every few ms it also runs the requests
+other threads queued for this vCPU, and returns early (0, a spurious wake-up,
+which Xen allows) if the vCPU is being paused or stopped.  Interrupts KVM
+holds for the vCPU (LAPIC timer, IPIs) don't end the wait; on Xen they would.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from xen.ops import check_domid
 
 MAX_POLL_PORTS = 128          # xen/common/sched/core.c do_poll: nr_ports > 128 -> -EINVAL
 NSEC = 1_000_000_000
+SERVICE_S = 0.005             # how often a parked vCPU runs its queued requests
 
 SHUTDOWN_EXIT = {
     abi.SHUTDOWN_poweroff: (exitcodes.GUEST_POWEROFF, "guest powered off (SCHEDOP_shutdown)"),
@@ -29,20 +33,24 @@ def handlers(domain):
         the vCPU is RUNSTATE_blocked meanwhile (and its runstate area says so)."""
         domain.set_runstate(call.vcpu_id, abi.RUNSTATE_blocked, call.mem)
         try:
-            _wait(cond, deadline_ns)
+            _wait(call.vcpu, cond, deadline_ns)
         finally:
             domain.set_runstate(call.vcpu_id, abi.RUNSTATE_running, call.mem)
 
-    def _wait(cond, deadline_ns: int | None) -> None:
-        with domain.events:
-            while domain.running and not cond():
+    def _wait(vcpu, cond, deadline_ns: int | None) -> None:
+        while True:
+            with domain.events:
+                if not domain.running or cond():
+                    return
+                wait_s = SERVICE_S
                 if deadline_ns is not None:
                     left = deadline_ns - domain.clock.now()
                     if left <= 0:
                         return
-                    domain.events.wait(min(left / NSEC, 0.05))
-                else:
-                    domain.events.wait(0.05)
+                    wait_s = min(left / NSEC, SERVICE_S)
+                domain.events.wait(wait_s)
+            if vcpu.service():           # outside the events lock: requests may deliver events
+                return
 
     def sched_op(call: Hypercall) -> int:
         cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_sched_op(int cmd, ...)
@@ -51,9 +59,18 @@ def handlers(domain):
         compat = domain.compat
         if cmd == abi.SCHEDOP_yield:
             return 0
+        kicks = domain.upcall.kicks
+        k0 = kicks[me]
+        kicked = lambda: kicks[me] != k0                                      # noqa: E731
+        # local_events_need_delivery() on HVM: an upcall pending and deliverable (IF=1).
+        deliverable = lambda: (call.vcpu.fd.run.if_flag                        # noqa: E731
+                               and domain.shared.events_need_delivery(me, compat))
         if cmd == abi.SCHEDOP_block:
-            # Xen enables event delivery (upcall_mask = 0) and sleeps until one is pending.
-            wait(call, lambda: domain.shared.upcall_pending(me, compat), None)
+            # vcpu_block_enable_events: event delivery on (upcall_mask = 0); vcpu_block:
+            # return at once if an event is deliverable, else sleep until a kick.
+            domain.shared.clear_upcall_mask(me, compat)
+            if not deliverable():
+                wait(call, kicked, None)
             return 0
         if cmd == abi.SCHEDOP_poll:
             st = abi.layout(abi.sched_poll, call.abi)
@@ -65,10 +82,12 @@ def handlers(domain):
             if any(not 0 <= q < nr for q in ports):
                 raise XenError(abi.XenErrno.EINVAL, "bad port")
             call.tracing and call.note(f"ports={ports} timeout={p.timeout}")
-            ready = lambda: domain.evtchn.any_pending(ports, compat)  # noqa: E731
-            if ready():
+            # do_poll: at once if a deliverable event or a polled port is pending; else
+            # until a polled port fires (evtchn_check_pollers), a kick, or the timeout.
+            if deliverable() or domain.evtchn.any_pending(ports, compat):
                 return 0
-            wait(call, ready, p.timeout if p.timeout else None)
+            wait(call, lambda: kicked() or domain.evtchn.any_pending(ports, compat),
+                 p.timeout if p.timeout else None)
             return 0
         if cmd == abi.SCHEDOP_shutdown:
             reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
