@@ -29,6 +29,7 @@ GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     "xen_sched": ([], "slack_ms={slack}", exitcodes.GUEST_RESET, ["all checks passed"]),
     "xen_shutdown_poweroff": ([], "", exitcodes.GUEST_POWEROFF, []),
     "xen_shutdown_crash": ([], "", exitcodes.GUEST_FAILURE, []),
+    "xen_vcpu_down_last": (["--timeout", "20"], "", exitcodes.GUEST_POWEROFF, []),
     "xen_console": ([], "", 0, ["PASS", "XENCON-7f3a split-line-ok"]),
     "xen_gnttab": ([], "", 0, ["PASS"]),
     "xen_evtchn_ops": ([], "", 0, ["PASS"]),

@@ -110,6 +110,32 @@ class Vcpu:
         while self._requests:
             self._requests.popleft()(self)
 
+    def call(self, fn, timeout: float = 1.0):
+        """``fn(vcpu)`` where a vCPU ioctl can't block: right here if this is the vCPU's
+        own thread or it is parked (its fd idle), else on its thread, kicked out of
+        KVM_RUN.  Returns fn's result; raises TimeoutError if the vCPU didn't get to it
+        (a vCPU ioctl from another thread would wait for its KVM_RUN to end, forever
+        if it sits in HLT)."""
+        if self.thread is threading.current_thread() or self._paused.is_set():
+            return fn(self)
+        box: list = []
+        done = threading.Event()
+
+        def run(v) -> None:
+            try:
+                box.append((True, fn(v)))
+            except BaseException as e:   # noqa: BLE001 - handed back to the caller
+                box.append((False, e))
+            finally:
+                done.set()
+        self.request(run)
+        if not done.wait(timeout):
+            raise TimeoutError(f"vcpu{self.id} did not run the request within {timeout} s")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
     def service(self) -> bool:
         """For code that waits *on this vCPU's thread* outside KVM_RUN (Xen's
         SCHEDOP_block and poll park there): run the requests that arrived meanwhile,
@@ -197,6 +223,8 @@ class Vcpu:
                 if r < 0:
                     if r == EINTR:
                         run.immediate_exit = 0
+                        if self._requests:         # first: a request may be what a pauser waits for
+                            self._run_requests()
                         if self._pause_requested and not self._stop:
                             self._park()
                         if self._requests:

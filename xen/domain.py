@@ -234,7 +234,10 @@ class XenDomain:
         and refresh the vCPU's registered runstate area, as Xen does at a context switch."""
         xv = self.vcpus[vcpu]
         if xv.runstate_kvm:                       # KVM keeps this vCPU's runstate
-            self.accel.runstate_current(vcpu, state)
+            try:
+                self.vm.vcpus[vcpu].call(lambda v: self.accel.runstate_current(vcpu, state))
+            except TimeoutError:
+                pass
             return
         now = self.clock.now()
         xv.rs_time[xv.rs_state] += now - xv.rs_entry
@@ -247,7 +250,10 @@ class XenDomain:
 
     def runstate(self, vcpu: int) -> dict:
         if self.vcpus[vcpu].runstate_kvm:
-            return self.accel.runstate_data(vcpu)
+            try:
+                return self.vm.vcpus[vcpu].call(lambda v: self.accel.runstate_data(vcpu))
+            except TimeoutError:
+                pass                              # our own accounting, as a fallback
         return self._runstate(vcpu)
 
     def _runstate(self, vcpu: int) -> dict:

@@ -148,7 +148,10 @@ class KernelTransport:
             return
         h = x.u.hcall
         abi = "64" if h.longmode else "32"
-        self.domain.accel.set_long_mode(bool(h.longmode))
+        if self.domain.accel.long_mode is None:
+            # The first call's mode, until the guest latches a layout (shared_info placement,
+            # register_vcpu_info): later calls from a vCPU in another mode must not flip it.
+            self.domain.accel.set_long_mode(bool(h.longmode))
         mask = (1 << 64) - 1 if h.longmode else MASK32
         args = tuple(h.params[i] & mask for i in range(6))
         call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl, self.domain.vm.memory, vcpu.fd.sync_sregs)

@@ -7,6 +7,7 @@ up/down/is_up/initialise answer -ENOSYS (HVM vCPUs start by INIT-SIPI).
 
 from __future__ import annotations
 
+from vmm import exitcodes
 from xen import abi
 from xen.hypercall import Hypercall, XenError, signed
 from xen.time import MIN_PERIOD_NS
@@ -44,6 +45,10 @@ def handlers(domain):
                 return 0
             raise XenError(abi.XenErrno.EINVAL, "start HVM vCPUs with INIT/SIPI")
         if cmd == abi.VCPUOP_down:
+            if not any(domain.vcpu_is_up(v, me) for v in range(len(domain.vcpus)) if v != vcpuid):
+                # common_vcpu_op: "Last vcpu going down?" -> domain_shutdown(SHUTDOWN_poweroff)
+                domain.vm.request_exit(exitcodes.GUEST_POWEROFF, "the last vCPU went down (VCPUOP_down)")
+                return 0
             domain.vcpu_down(vcpuid)          # vcpu_sleep_nosync: it stops before its next entry
             return 0
 
@@ -65,6 +70,8 @@ def handlers(domain):
             if vcpuid in domain.shared.vcpu_info_gpa:
                 raise XenError(abi.XenErrno.EINVAL, "vcpu_info already registered")
             domain.compat = call.compat
+            if domain.accel is not None:
+                domain.accel.set_long_mode(not call.compat)     # KVM's layout follows the latch
             domain.shared.register_vcpu_info(vcpuid, gpa, call.compat)
             domain.vcpu_info_moved(vcpuid, gpa)
             domain.publish_time(vcpuid)
