@@ -43,6 +43,7 @@ test: test-host test-nested
 
 bench: setup
 	$(PY) bench/pio_exit.py
+	$(PY) bench/hypercall.py
 
 clean:
 	$(MAKE) -C guest-images clean

@@ -30,6 +30,7 @@ GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     "xen_shutdown_poweroff": ([], "", exitcodes.GUEST_POWEROFF, []),
     "xen_shutdown_crash": ([], "", exitcodes.GUEST_FAILURE, []),
     "xen_vcpu_down_last": (["--timeout", "20"], "", exitcodes.GUEST_POWEROFF, []),
+    "xen_shutdown_unknown": ([], "", exitcodes.GUEST_FAILURE, ["SCHEDOP_shutdown(suspend) = -95 ok"]),
     "xen_console": ([], "", 0, ["PASS", "XENCON-7f3a split-line-ok"]),
     "xen_gnttab": ([], "", 0, ["PASS"]),
     "xen_evtchn_ops": ([], "", 0, ["PASS"]),
@@ -129,6 +130,9 @@ def test_xen_guest_kernel_transport_without_kvm_acceleration(vmm, guest, name):
 def test_xen_shutdown_reasons_are_reported(vmm, guest):
     r = run_guest(vmm, guest, "xen_shutdown_crash", "port")
     assert "crashed (SCHEDOP_shutdown)" in r.err
+    r = run_guest(vmm, guest, "xen_shutdown_unknown", "port")
+    assert "unknown reason 119" in r.err
+    run_guest(vmm, guest, "xen_vcpu_down_last", "port")     # exit 0: only our poweroff gives it
 
 
 def test_xen_hypercall_trace_and_stats(vmm, guest):

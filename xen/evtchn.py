@@ -114,8 +114,8 @@ class EventChannels:
         self._check_dom(dom)
         if remote_dom == abi.DOMID_SELF:
             remote_dom = self.domain.domid
-        elif remote_dom not in (self.domain.domid, 0):   # ourselves, or dom0 (the VMM's backends)
-            raise XenError(abi.XenErrno.ESRCH, f"remote domain {remote_dom:#x}")
+        # Any other remote domid is stored as given: Xen doesn't look it up either
+        # (evtchn_alloc_unbound; the remote end binds later, or never).
         with self.lock:
             port = self._alloc(compat)
             self.ports[port] = ch = Channel(ECS_UNBOUND, 0, remote_dom)

@@ -118,6 +118,12 @@ void kit_main(void)
 	XEN_EXPECT("bind_interdomain(self, port 5000)", xen_evtchn_bind_interdomain(DOMID_SELF, 5000, NULL), -XEN_EINVAL);
 	struct evtchn_alloc_unbound au = { .dom = 0x1234, .remote_dom = DOMID_SELF };
 	XEN_EXPECT("alloc_unbound(dom 0x1234)", HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound, &au), -XEN_ESRCH);
+	/* The remote domid is stored, not looked up (a PV frontend names its backend's). */
+	au.dom = DOMID_SELF;
+	au.remote_dom = 5;
+	XEN_EXPECT("alloc_unbound(remote dom 5)", HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound, &au), 0);
+	XEN_EXPECT("status(it).u.unbound.dom", xen_evtchn_status(au.port, &st) ?: st.u.unbound.dom, 5);
+	XEN_EXPECT("close(it)", xen_evtchn_close(au.port), 0);
 
 	/* VIRQs */
 	evtchn_port_t vt, vd;

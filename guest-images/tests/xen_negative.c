@@ -68,6 +68,20 @@ void kit_main(void)
 	XEN_EXPECT("  memory_op(decrease_reservation) (extents done, not an errno)",
 		   HYPERVISOR_memory_op(XENMEM_decrease_reservation, unmapped), 0);
 	XEN_EXPECT("  console_io(write, 4)", HYPERVISOR_console_io(CONSOLEIO_write, 4, unmapped), -XEN_EFAULT);
+	/* ... but an area *at* an unmapped address is registered: Xen ignores the first copy
+	 * (runstate and vcpu_time areas alike: both arguments are one guest address). */
+	static const struct { int cmd; const char *name; } areas[] = {
+		{ VCPUOP_register_runstate_memory_area, "register_runstate_memory_area" },
+		{ VCPUOP_register_vcpu_time_memory_area, "register_vcpu_time_memory_area" },
+	};
+	for (unsigned i = 0; i < 2; i++) {
+		static struct vcpu_register_runstate_memory_area area;
+		area.addr = (uintptr_t)unmapped;
+		printf("  %s:\n", areas[i].name);
+		XEN_EXPECT("    at the unmapped VA", HYPERVISOR_vcpu_op(areas[i].cmd, 0, &area), 0);
+		area.addr = 0;
+		XEN_EXPECT("    at 0 (off)", HYPERVISOR_vcpu_op(areas[i].cmd, 0, &area), 0);
+	}
 
 	/* -EFAULT: mapped, but not RAM (identity-mapped and through the 4K window) */
 	uint64_t hole = xen_unbacked_paddr();

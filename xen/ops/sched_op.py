@@ -19,6 +19,8 @@ MAX_POLL_PORTS = 128          # xen/common/sched/core.c do_poll: nr_ports > 128 
 NSEC = 1_000_000_000
 SERVICE_S = 0.005             # how often a parked vCPU runs its queued requests
 
+# SCHEDOP_shutdown: these end the VM with the VMM's exit code; suspend and soft_reset are
+# refused (-EOPNOTSUPP: no save/restore yet); any other reason ends it as a failure (82).
 SHUTDOWN_EXIT = {
     abi.SHUTDOWN_poweroff: (exitcodes.GUEST_POWEROFF, "guest powered off (SCHEDOP_shutdown)"),
     abi.SHUTDOWN_reboot: (exitcodes.GUEST_RESET, "guest rebooted (SCHEDOP_shutdown)"),
@@ -66,11 +68,15 @@ def handlers(domain):
         deliverable = lambda: (call.vcpu.fd.run.if_flag                        # noqa: E731
                                and domain.shared.events_need_delivery(me, compat))
         if cmd == abi.SCHEDOP_block:
-            # vcpu_block_enable_events: event delivery on (upcall_mask = 0); vcpu_block:
-            # return at once if an event is deliverable, else sleep until a kick.
+            # vcpu_block_enable_events: event delivery on (upcall_mask = 0), then sleep
+            # until a kick.  Xen's vcpu_block returns at once only if the pending upcall
+            # is deliverable (IF=1): with IF=0 and the event already in, it sleeps until
+            # some *other* interrupt.  We return at once for any pending upcall: an early
+            # return is allowed (callers re-check), a vCPU asleep for good is not.
             domain.shared.clear_upcall_mask(me, compat)
-            if not deliverable():
-                wait(call, kicked, None)
+            pending = lambda: domain.shared.events_need_delivery(me, compat)   # noqa: E731
+            if not pending():
+                wait(call, lambda: kicked() or pending(), None)
             return 0
         if cmd == abi.SCHEDOP_poll:
             st = abi.layout(abi.sched_poll, call.abi)
@@ -90,8 +96,8 @@ def handlers(domain):
                  p.timeout if p.timeout else None)
             return 0
         if cmd == abi.SCHEDOP_shutdown:
-            reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
-            call.tracing and call.note(f"reason={reason}")
+            reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason & 0xFF
+            call.tracing and call.note(f"reason={reason}")    # domain_shutdown(d, (u8)reason)
             if reason in SHUTDOWN_EXIT:
                 # domain_shutdown(): a code set by SCHEDOP_shutdown_code wins over the reason.
                 if domain.shutdown_code is not None and domain.shutdown_code in SHUTDOWN_EXIT:
@@ -99,10 +105,16 @@ def handlers(domain):
                 code, why = SHUTDOWN_EXIT[reason]
                 domain.vm.request_exit(code, why)
                 return 0
-            raise XenError(abi.XenErrno.EOPNOTSUPP, f"shutdown reason {reason}")   # suspend, soft_reset
+            if reason in (abi.SHUTDOWN_suspend, abi.SHUTDOWN_soft_reset):
+                # Xen stops the domain for the toolstack to save or soft-reset it; we can't
+                # yet, and say so rather than let the guest believe it was suspended.
+                raise XenError(abi.XenErrno.EOPNOTSUPP, f"shutdown reason {reason}")
+            # Any other reason also shuts the domain down on Xen; xl then destroys it.
+            domain.vm.request_exit(exitcodes.GUEST_FAILURE, f"guest shut down with unknown reason {reason}")
+            return 0
         if cmd == abi.SCHEDOP_shutdown_code:
-            reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason
-            if domain.shutdown_code is None:          # the first code set stays
+            reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason & 0xFF
+            if domain.shutdown_code is None:          # the first code set stays (as a u8)
                 domain.shutdown_code = reason
             return 0
         if cmd == abi.SCHEDOP_remote_shutdown:

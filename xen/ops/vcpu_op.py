@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vmm import exitcodes
 from xen import abi
+from xen.guest_access import GuestFault
 from xen.hypercall import Hypercall, XenError, signed
 from xen.time import MIN_PERIOD_NS
 
@@ -88,15 +89,24 @@ def handlers(domain):
                     # KVM takes a guest-physical address; Xen keeps the virtual one.  Only
                     # while it fits in one page (KVM 6.1 maps one page).
                     size = abi.layout(abi.vcpu_runstate_info, call.abi).sizeof()
-                    gpa = call.mem.translate(gva, write=True)
-                    if (gva & 0xFFF) + size <= 4096:
+                    try:
+                        gpa = call.mem.translate(gva, write=True)
+                    except GuestFault:
+                        gpa = None        # unmapped now: ours to (try to) update, as Xen's
+                    if gpa is not None and (gva & 0xFFF) + size <= 4096:
                         xv.runstate_kvm = domain.accel.runstate_area(vcpuid, gpa)
                 if gva and not xv.runstate_kvm:
-                    domain.write_runstate(vcpuid, call.mem)
+                    try:
+                        domain.write_runstate(vcpuid, call.mem)
+                    except GuestFault:
+                        pass      # Xen ignores this copy's result: the area is registered, 0
             else:
                 xv.time_area_gva = gva or None
                 if gva:
-                    domain.write_time_area(vcpuid, call.mem)
+                    try:
+                        domain.write_time_area(vcpuid, call.mem)
+                    except GuestFault:
+                        pass      # force_update_vcpu_system_time: no error either
             return 0
         if cmd == abi.VCPUOP_get_runstate_info:
             st = abi.layout(abi.vcpu_runstate_info, call.abi)
