@@ -224,8 +224,8 @@ class XenDomain:
         v = self.vm.vcpus[vcpu]
         if not v.paused:
             return False
+        self.set_runstate(vcpu, abi.RUNSTATE_running)    # while parked: its fd is ours to use
         v.resume()
-        self.set_runstate(vcpu, abi.RUNSTATE_running)
         return True
 
     # ------------------------------------------------------------ runstate

@@ -109,7 +109,8 @@ class KvmXenAccel:
         self._trace(f"vcpu{vcpu} vcpu_info {gpa:#x}")
 
     def runstate_area(self, vcpu: int, gpa: int) -> bool:
-        """KVM keeps the runstate area up to date (blocked time in its own poll included)."""
+        """KVM keeps the runstate area up to date.  (Time in its own SCHEDOP_poll counts as
+        running on stock KVM, blocked with the test host's fix; see the module docstring.)"""
         try:
             self._vcpu_attr(self.vm.vcpus[vcpu], consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADDR, gpa=gpa)
         except KvmError as e:

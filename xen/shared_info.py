@@ -236,20 +236,6 @@ class SharedInfo:
         except GuestMemoryError:
             return False
 
-    def events_need_delivery(self, vcpu: int, compat: bool) -> bool:
-        """upcall_pending && !upcall_mask: what wakes a blocked or polling vCPU
-        (Xen's local_events_need_delivery, for the event-channel upcall)."""
-        vi = self._vi(vcpu, compat)
-        if vi is None:
-            return False
-        where, base = vi
-        lay = LAYOUT[compat]
-        try:
-            return (self._ptr(where, base + lay.upcall_pending, 1, "__u8 *")[0] != 0
-                    and self._ptr(where, base + lay.upcall_mask, 1, "__u8 *")[0] == 0)
-        except GuestMemoryError:
-            return False
-
     def clear_upcall_mask(self, vcpu: int, compat: bool) -> None:
         """vcpu_block_enable_events: SCHEDOP_block turns event delivery on first."""
         vi = self._vi(vcpu, compat)

@@ -69,24 +69,32 @@ class Upcall:
     def set_callback_irq(self, value: int) -> None:
         """HVM_PARAM_CALLBACK_IRQ (params.h: type in bits 63:56)."""
         via_type = (value >> 56) & 0xFF
-        self._set_line(False, force=True)                  # the old line, whatever is pending
-        if self.gsi is not None:                           # one EOI listener, on the current line
-            self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert, add=False)
-        self.via_type, self.via_value, self.gsi = via_type, value, None
+        new_type: int | None = via_type
+        new_gsi: int | None = None
         detail = ""
         if value == 0:
-            self.via_type = None
+            new_type = None
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_GSI:
             gsi = value & 0xFFFFFFFF
             if 0 < gsi < 24:
-                self.gsi = gsi
+                new_gsi = gsi
             detail = f"gsi={gsi}"
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_PCI_INTX:
-            self.gsi = self.domain.intx_gsi(value)
-            detail = f"intx -> gsi {self.gsi}"
+            new_gsi = self.domain.intx_gsi(value)
+            detail = f"intx -> gsi {new_gsi}"
         elif via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
-            self.via_type = None
+            new_type = None
             detail = "unsupported type"
+        # Drop the old line and switch in one step under the line's lock: a delivery
+        # racing with us then raises either the old line before it drops, or the new one.
+        with self._lock:
+            old_gsi = self.gsi
+            if old_gsi is not None and self._line:
+                self.vm.irqchip.set_gsi(old_gsi, False, "xen-callback")
+            self._line = False
+            self.via_type, self.via_value, self.gsi = new_type, value, new_gsi
+        if old_gsi is not None:                            # one EOI listener, on the current line
+            self.domain.irqchip_eoi_listener(old_gsi, self.maybe_deassert, add=False)
         if TP_CALLBACK.enabled:
             TP_CALLBACK.emit(type=via_type, value=value, detail=detail)
         if self.domain.accel_full:        # KVM injects the global vector itself, at VM entry
@@ -184,7 +192,7 @@ class Upcall:
             TP_UPCALL.emit(vcpu=v.id, via=f"global vector {self.via_value & 0xFF:#x} (still pending)")
 
     # -- GSI / INTx line following vCPU 0's upcall_pending
-    def _set_line(self, level: bool, force: bool = False) -> None:
+    def _set_line(self, level: bool) -> None:
         """Raise or lower the callback line.  Delivery (raising) and the poll/EOI
         (lowering) run on different threads: a lower re-reads upcall_pending and
         the line is driven under the lock, so a lower decided before an event
@@ -192,7 +200,7 @@ class Upcall:
         with self._lock:
             if self.gsi is None or level == self._line:
                 return
-            if not level and not force and self.domain.shared.upcall_pending(0, self.domain.compat):
+            if not level and self.domain.shared.upcall_pending(0, self.domain.compat):
                 return
             self._line = level
             self.vm.irqchip.set_gsi(self.gsi, level, "xen-callback")   # lock order: Upcall._lock > irqchip

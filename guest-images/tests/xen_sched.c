@@ -38,7 +38,7 @@ void kit_main(void)
 	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(dl, 0), 0);
 	XEN_EXPECT("SCHEDOP_block", HYPERVISOR_sched_op(SCHEDOP_block, NULL), 0);
 	uint64_t t = xen_now();
-	XEN_CHECK(t >= dl && t < dl + SLACK, "block returned at %+ld us from the deadline\n",
+	XEN_CHECK(t >= dl && t < dl + SLACK, "block returned at %ld us from the deadline\n",
 		  (long)(t - dl) / 1000);
 	XEN_CHECK(xen_evtchn_pending(tp) && vi->evtchn_upcall_pending, "timer port not pending after block\n");
 	uint32_t n = xen_evtchn_count[tp];
@@ -67,7 +67,7 @@ void kit_main(void)
 	XEN_EXPECT("set_singleshot_timer(+slack)", xen_set_singleshot(dl, 0), 0);
 	XEN_EXPECT("poll([], +10 s)", poll_ports(NULL, 0, dl + XEN_MS(10000)), 0);
 	t = xen_now();
-	XEN_CHECK(t >= dl && t < dl + SLACK, "empty poll returned at %+ld us from the timer deadline\n",
+	XEN_CHECK(t >= dl && t < dl + SLACK, "empty poll returned at %ld us from the timer deadline\n",
 		  (long)(t - dl) / 1000);
 	n = xen_evtchn_count[tp];
 	XEN_CHECK(XEN_WAIT_UNTIL(xen_evtchn_count[tp] > n, xen_now() + XEN_MS(500)), "no upcall after sti\n");
@@ -101,7 +101,7 @@ void kit_main(void)
 	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(dl, 0), 0);
 	XEN_EXPECT("poll([masked timer port], +2 s)", poll_ports(&tp, 1, t + XEN_MS(2000)), 0);
 	uint64_t woke = xen_now();
-	XEN_CHECK(woke >= dl && woke < dl + SLACK, "poll woke at %+ld us from the timer deadline\n",
+	XEN_CHECK(woke >= dl && woke < dl + SLACK, "poll woke at %ld us from the timer deadline\n",
 		  (long)(woke - dl) / 1000);
 	XEN_CHECK(xen_evtchn_pending(tp), "timer port not pending\n");
 	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(5));
@@ -118,7 +118,7 @@ void kit_main(void)
 	XEN_EXPECT("set_singleshot_timer(+10 ms)", xen_set_singleshot(dl, 0), 0);
 	XEN_EXPECT("poll([idle, timer], +2 s)", poll_ports(two, 2, t + XEN_MS(2000)), 0);
 	woke = xen_now();
-	XEN_CHECK(woke >= dl && woke < dl + SLACK && xen_evtchn_pending(tp), "2-port poll woke at %+ld us\n",
+	XEN_CHECK(woke >= dl && woke < dl + SLACK && xen_evtchn_pending(tp), "2-port poll woke at %ld us\n",
 		  (long)(woke - dl) / 1000);
 	xen_evtchn_clear_pending(tp);
 	xen_evtchn_unmask(tp);

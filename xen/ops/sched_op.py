@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from vmm import exitcodes
 from xen import abi
-from xen.hypercall import Hypercall, XenError
+from xen.hypercall import Hypercall, XenError, signed
 from xen.ops import check_domid
 
 MAX_POLL_PORTS = 128          # xen/common/sched/core.c do_poll: nr_ports > 128 -> -EINVAL
@@ -29,6 +29,21 @@ SHUTDOWN_EXIT = {
 }
 
 
+def shutdown(domain, reason: int) -> None:
+    """common/domain.c domain_shutdown(): a code recorded by SCHEDOP_shutdown_code wins over
+    the reason, whatever either is.  Raises XenError for what we can't do (suspend)."""
+    if domain.shutdown_code is not None:
+        reason = domain.shutdown_code
+    if reason in SHUTDOWN_EXIT:
+        domain.vm.request_exit(*SHUTDOWN_EXIT[reason])
+    elif reason in (abi.SHUTDOWN_suspend, abi.SHUTDOWN_soft_reset):
+        # Xen stops the domain for the toolstack to save or soft-reset it; we can't yet,
+        # and say so rather than let the guest believe it was suspended.
+        raise XenError(abi.XenErrno.EOPNOTSUPP, f"shutdown reason {reason}")
+    else:   # any other reason also shuts the domain down on Xen; xl then destroys it
+        domain.vm.request_exit(exitcodes.GUEST_FAILURE, f"guest shut down with unknown reason {reason}")
+
+
 def handlers(domain):
     def wait(call: Hypercall, cond, deadline_ns: int | None) -> None:
         """Block until cond() or the deadline (system time) or the VM's end;
@@ -37,7 +52,8 @@ def handlers(domain):
         try:
             _wait(call.vcpu, cond, deadline_ns)
         finally:
-            domain.set_runstate(call.vcpu_id, abi.RUNSTATE_running, call.mem)
+            if not call.vcpu.paused:      # taken down meanwhile: VCPUOP_down wrote "offline"
+                domain.set_runstate(call.vcpu_id, abi.RUNSTATE_running, call.mem)
 
     def _wait(vcpu, cond, deadline_ns: int | None) -> None:
         while True:
@@ -64,9 +80,10 @@ def handlers(domain):
         kicks = domain.upcall.kicks
         k0 = kicks[me]
         kicked = lambda: kicks[me] != k0                                      # noqa: E731
-        # local_events_need_delivery() on HVM: an upcall pending and deliverable (IF=1).
+        # local_events_need_delivery() on HVM (hvm_local_events_need_delivery): an upcall
+        # pending and deliverable, i.e. IF=1; evtchn_upcall_mask plays no part for HVM.
         deliverable = lambda: (call.vcpu.fd.run.if_flag                        # noqa: E731
-                               and domain.shared.events_need_delivery(me, compat))
+                               and domain.shared.upcall_pending(me, compat))
         if cmd == abi.SCHEDOP_block:
             # vcpu_block_enable_events: event delivery on (upcall_mask = 0), then sleep
             # until a kick.  Xen's vcpu_block returns at once only if the pending upcall
@@ -74,7 +91,7 @@ def handlers(domain):
             # some *other* interrupt.  We return at once for any pending upcall: an early
             # return is allowed (callers re-check), a vCPU asleep for good is not.
             domain.shared.clear_upcall_mask(me, compat)
-            pending = lambda: domain.shared.events_need_delivery(me, compat)   # noqa: E731
+            pending = lambda: domain.shared.upcall_pending(me, compat)          # noqa: E731
             if not pending():
                 wait(call, lambda: kicked() or pending(), None)
             return 0
@@ -93,24 +110,12 @@ def handlers(domain):
             if deliverable() or domain.evtchn.any_pending(ports, compat):
                 return 0
             wait(call, lambda: kicked() or domain.evtchn.any_pending(ports, compat),
-                 p.timeout if p.timeout else None)
+                 signed(p.timeout, 64) if p.timeout else None)      # set_timer(s_time_t)
             return 0
         if cmd == abi.SCHEDOP_shutdown:
             reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason & 0xFF
             call.tracing and call.note(f"reason={reason}")    # domain_shutdown(d, (u8)reason)
-            if reason in SHUTDOWN_EXIT:
-                # domain_shutdown(): a code set by SCHEDOP_shutdown_code wins over the reason.
-                if domain.shutdown_code is not None and domain.shutdown_code in SHUTDOWN_EXIT:
-                    reason = domain.shutdown_code
-                code, why = SHUTDOWN_EXIT[reason]
-                domain.vm.request_exit(code, why)
-                return 0
-            if reason in (abi.SHUTDOWN_suspend, abi.SHUTDOWN_soft_reset):
-                # Xen stops the domain for the toolstack to save or soft-reset it; we can't
-                # yet, and say so rather than let the guest believe it was suspended.
-                raise XenError(abi.XenErrno.EOPNOTSUPP, f"shutdown reason {reason}")
-            # Any other reason also shuts the domain down on Xen; xl then destroys it.
-            domain.vm.request_exit(exitcodes.GUEST_FAILURE, f"guest shut down with unknown reason {reason}")
+            shutdown(domain, reason)
             return 0
         if cmd == abi.SCHEDOP_shutdown_code:
             reason = call.mem.read_struct(abi.layout(abi.sched_shutdown, call.abi), arg).reason & 0xFF

@@ -7,10 +7,10 @@ up/down/is_up/initialise answer -ENOSYS (HVM vCPUs start by INIT-SIPI).
 
 from __future__ import annotations
 
-from vmm import exitcodes
 from xen import abi
 from xen.guest_access import GuestFault
 from xen.hypercall import Hypercall, XenError, signed
+from xen.ops.sched_op import shutdown
 from xen.time import MIN_PERIOD_NS
 
 STIME_DELTA_MAX = (1 << 62) - 1
@@ -48,7 +48,7 @@ def handlers(domain):
         if cmd == abi.VCPUOP_down:
             if not any(domain.vcpu_is_up(v, me) for v in range(len(domain.vcpus)) if v != vcpuid):
                 # common_vcpu_op: "Last vcpu going down?" -> domain_shutdown(SHUTDOWN_poweroff)
-                domain.vm.request_exit(exitcodes.GUEST_POWEROFF, "the last vCPU went down (VCPUOP_down)")
+                shutdown(domain, abi.SHUTDOWN_poweroff)
                 return 0
             domain.vcpu_down(vcpuid)          # vcpu_sleep_nosync: it stops before its next entry
             return 0
