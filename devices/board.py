@@ -3,6 +3,7 @@
     0x060, 0x064   i8042 (reset only)
     0x080          POST code port (ignored)
     0x0e9          debug console
+    0x070-0x071    CMOS RTC (no IRQ)
     0x3f8-0x3ff    COM1 16550A, IRQ 4
     0x501          debug-exit (test guests: exit code = value & 0xff)
     0x510-0x51f    testdev (test guests: MSI / GSI requests)
@@ -22,6 +23,7 @@ from devices.legacy import (DEBUG_EXIT_PORT, DEBUGCON_PORT, I8042_COMMAND, I8042
                             TESTDEV_BASE, TESTDEV_SIZE, DebugCon, DebugExit, I8042, PostCode, TestDev)
 from devices.ioapic import IoApic, attach_ioapic
 from devices.pci import PciBus, attach_pci
+from devices.rtc import RTC_BASE, RTC_SIZE, CmosRtc
 from devices.serial import COM1_BASE, COM1_IRQ, Serial
 from vmm import exitcodes
 from vmm.boot.acpi import ACPI_PM_BASE, ACPI_PM_SIZE
@@ -49,6 +51,7 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     bus.register(I8042_DATA, 1, I8042(I8042_DATA, reset), "i8042")
     bus.register(I8042_COMMAND, 1, I8042(I8042_COMMAND, reset), "i8042")
     bus.register(POST_PORT, 1, PostCode(), "post")
+    bus.register(RTC_BASE, RTC_SIZE, CmosRtc(), "rtc")
     bus.register(DEBUGCON_PORT, 1, DebugCon(console_out), "debugcon")
     bus.register(COM1_BASE, 8, serial, "serial0")
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")

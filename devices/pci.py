@@ -555,7 +555,7 @@ class PciBus:
                     if base < end and addr < base + length:
                         return f"overlaps the in-kernel {what}"
             return None
-        for r in self.vm.memory.regions:
+        for r in self.vm.memory.ram_regions:      # (a Xen overlay page may sit in a BAR)
             if r.gpa < end and addr < r.end:
                 return f"overlaps guest RAM {r.gpa:#x}-{r.end - 1:#x}"
         for base, length, what in KERNEL_MMIO:

@@ -616,3 +616,19 @@ def test_guest_catches_a_wrong_cpu_count(vmm, guest):
     """The guest really compares: told to expect 2 CPUs on a 1-vCPU VM, it fails."""
     r = vmm("run", "--kernel", guest("acpi_poweroff"), "--cmdline", "cpus=2", "--timeout", "60")
     assert r.code == 1 and "FAIL: MADT: 1 CPUs and 1 I/O APICs, expected 2 and 1" in r.out, r
+
+
+def test_cmos_rtc_is_declared_when_present():
+    """With a CMOS RTC the FADT drops "CMOS RTC not present" and names the century
+    register, and the DSDT has \\_SB_.RTC_ (PNP0B00, IO 0x70-0x71, no IRQ).  Linux
+    needs it to take a Xen guest for HVM rather than PVH (xen_hvm_guest_late_init)."""
+    mem = GuestMemory(16 << 20)
+    found = tables(mem, write_acpi_tables(mem, 1, serial_ports=COM1, rtc=(0x70, 0x32)))
+    fadt = Fadt.parse(found[b"FACP"][1])
+    assert fadt.iapc_boot_arch == IAPC_VGA_NOT_PRESENT and fadt.century == 0x32
+    names = decode_aml(found[b"DSDT"][1])
+    assert eisa_id_text(names["\\_SB_.RTC_._HID"]) == "PNP0B00"
+    assert decode_resources(names["\\_SB_.RTC_._CRS"]) == [("IO", 1, 0x70, 0x70, 1, 2)]
+    mem = GuestMemory(16 << 20)
+    fadt = Fadt.parse(tables(mem, write_acpi_tables(mem, 1))[b"FACP"][1])
+    assert fadt.iapc_boot_arch == IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT and fadt.century == 0

@@ -6,6 +6,8 @@ serial port; we check both the text and the VMM's exit code.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from vmm import exitcodes
@@ -170,4 +172,11 @@ def test_level_gsi_through_userspace_ioapic(vmm, guest):
     r = vmm("run", "--kernel", guest("ioapic_level"), "--irqchip", "split", "--timeout", "60")
     assert "re-delivered while high: 3 interrupts" in r.out, r.out
     assert "edge GSI once per edge: 2 interrupts" in r.out
+    assert_pass(r)
+
+
+def test_cmos_rtc(vmm, guest):
+    """devices/rtc.py: the time (vs the launch time), binary/12-hour modes, setting it."""
+    r = vmm("run", "--kernel", guest("cmos_rtc"), "--cmdline", f"now={int(time.time())}", "--timeout", "60")
+    assert "BCD time" in r.out
     assert_pass(r)

@@ -115,6 +115,7 @@ def cmd_run(args) -> int:
     from devices.board import attach_pc_devices
     from devices.pci_testdev import attach_pci_testdev
     from devices.serial import COM1_BASE, COM1_IRQ
+    from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
     from kvm_bindings import KvmError
     from vmm.boot import load_kernel
     from vmm.boot.acpi import write_acpi_tables
@@ -173,7 +174,7 @@ def cmd_run(args) -> int:
         rsdp = 0 if args.no_acpi else write_acpi_tables(
             vm.memory, args.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
             pci_routing=pc.pci.routing_table() if pc.pci is not None else None,
-            legacy_pic=args.irqchip == "kernel")
+            legacy_pic=args.irqchip == "kernel", rtc=(RTC_BASE, RTC_CENTURY))
         load_kernel(vm.memory, vm.boot_vcpu, args.kernel, args.cmdline, args.initrd, rsdp_addr=rsdp)
 
         def stop(signum=None, frame=None):

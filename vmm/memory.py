@@ -14,7 +14,12 @@ Layout (the PC layout Linux and our test guests expect):
     4 GiB       .. 4 GiB + rest  RAM above the hole
 
 All guest-supplied addresses go through ``check``/``view``, which refuse any
-range that is not entirely inside one RAM region.
+range that is not entirely inside one region.
+
+Besides RAM there may be *overlays*: pages the VMM backs outside RAM because
+the guest asked a hypervisor to place something there (Xen grant frames in the
+platform device's BAR, as Xen's p2m does).  They are regions like RAM for
+access, but not RAM: not in the e820, not in the RAM size.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Region:
     mapping: mmap.mmap
     view: memoryview
     base: object = None        # cffi uint8_t * to the mapping, for atomics
+    overlay: bool = False      # VMM-placed page(s) outside RAM (see module doc)
 
     @property
     def end(self) -> int:
@@ -66,7 +72,8 @@ class GuestMemory:
         if size < MIN_MEMORY:
             raise ValueError(f"memory size {size} is below the minimum of {MIN_MEMORY // MiB} MiB")
         self.size = size
-        self.regions: list[Region] = []
+        # Replaced, never mutated (copy-on-write): vCPU threads iterate it without a lock.
+        self.regions: tuple[Region, ...] = ()
         low = min(size, LOW_RAM_MAX)
         self._add(0, low)
         if size > low:
@@ -74,9 +81,30 @@ class GuestMemory:
         self.low_end = low
         self.acpi_tables: tuple[int, int] | None = None
 
-    def _add(self, gpa: int, size: int) -> None:
+    def _add(self, gpa: int, size: int, overlay: bool = False) -> Region:
         m = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
-        self.regions.append(Region(gpa, size, m, memoryview(m), ffi.cast("uint8_t *", ffi.from_buffer(m))))
+        r = Region(gpa, size, m, memoryview(m), ffi.cast("uint8_t *", ffi.from_buffer(m)), overlay)
+        self.regions = (*self.regions, r)
+        return r
+
+    @property
+    def ram_regions(self) -> tuple[Region, ...]:
+        return tuple(r for r in self.regions if not r.overlay)
+
+    def is_ram(self, gpa: int, length: int) -> bool:
+        return any(r.gpa <= gpa and gpa + length <= r.end for r in self.ram_regions)
+
+    def add_overlay(self, gpa: int, size: int) -> Region:
+        """Back [gpa, gpa + size) with fresh zeroed memory; it must not touch any region.
+        (The caller registers it with KVM: vmm.vm.Vm.map_overlay.)"""
+        if gpa & 0xFFF or size <= 0 or size & 0xFFF:
+            raise GuestMemoryError(f"overlay {gpa:#x}+{size:#x} is not page-aligned")
+        if any(r.gpa < gpa + size and gpa < r.end for r in self.regions):
+            raise GuestMemoryError(f"overlay {gpa:#x}+{size:#x} overlaps guest memory")
+        return self._add(gpa, size, overlay=True)
+
+    def remove_overlay(self, region: Region) -> None:
+        self.regions = tuple(r for r in self.regions if r is not region)
 
     def e820(self) -> list[tuple[int, int, int]]:
         """(addr, size, type) entries, sorted."""
@@ -85,8 +113,9 @@ class GuestMemory:
                  *([(*self.acpi_tables, E820_ACPI)] if self.acpi_tables else []),
                  (BIOS_START, HIGH_MEMORY_START - BIOS_START, E820_RESERVED),
                  (HIGH_MEMORY_START, self.low_end - HIGH_MEMORY_START, E820_RAM)]
-        if len(self.regions) > 1:
-            r = self.regions[1]
+        ram = self.ram_regions
+        if len(ram) > 1:
+            r = ram[1]
             table.append((r.gpa, r.size, E820_RAM))
         return table
 
@@ -175,4 +204,4 @@ class GuestMemory:
                 r.mapping.close()
             except BufferError:
                 pass
-        self.regions = []
+        self.regions = ()

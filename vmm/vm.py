@@ -70,6 +70,8 @@ class Vm:
         self.memory = GuestMemory(config.memory)
         for slot, region in enumerate(self.memory.regions):
             self.fd.set_user_memory_region(slot, region.gpa, region.size, buffer_address(region.mapping))
+        self._overlays: dict[int, tuple[int, object]] = {}    # gpa -> (memslot, Region)
+        self._overlay_lock = threading.Lock()
 
         self.irqchip: IrqChip = create_irqchip(self.fd, config.irqchip)
         self.pio_bus = PioBus()
@@ -80,6 +82,32 @@ class Vm:
             configure_cpuid(self.kvm, fd, i)
             self.vcpus.append(Vcpu(self, fd))
         self.started_at = 0.0
+
+    # ------------------------------------------------------------ overlay pages
+    def map_overlay(self, gpa: int, size: int = 4096):
+        """Back [gpa, gpa + size), outside RAM, with fresh VMM memory and a KVM memory
+        slot of its own, so the guest reads and writes it like RAM (Xen placing a
+        grant frame in the platform device's BAR).  Returns the memory Region.
+        Raises GuestMemoryError if the range touches RAM or another overlay."""
+        with self._overlay_lock:
+            region = self.memory.add_overlay(gpa, size)
+            used = {slot for slot, _ in self._overlays.values()}
+            slot = next(s for s in range(len(self.memory.ram_regions), 1 << 15) if s not in used)
+            self.fd.set_user_memory_region(slot, gpa, size, buffer_address(region.mapping))
+            self._overlays[gpa] = (slot, region)
+            return region
+
+    def unmap_overlay(self, gpa: int) -> None:
+        with self._overlay_lock:
+            entry = self._overlays.pop(gpa, None)
+            if entry is None:
+                return
+            slot, region = entry
+            self.fd.set_user_memory_region(slot, gpa, 0, 0)        # size 0 deletes the slot
+            self.memory.remove_overlay(region)
+
+    def is_overlay(self, gpa: int) -> bool:
+        return gpa in self._overlays
 
     # ------------------------------------------------------------ lifecycle
     def at_exit(self, fn) -> None:

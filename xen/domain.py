@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vmm.irqchip import IrqChipError
+from vmm.memory import IOAPIC_BASE, GuestMemoryError
 from vmm.trace import tracepoint
 from vmm.vm import Vm
 from xen import abi
@@ -30,6 +31,9 @@ from xen.shared_info import SharedInfo
 from xen.time import Timers, XenTime
 from xen.transport import KernelTransport, PortTransport, choose_transport
 from xen.upcall import Upcall
+
+PAGE_SIZE = 4096
+MAX_PLACED_GPA = 1 << 40          # within any x86-64 guest's physical address width
 
 TP_XEN = tracepoint("xen.domain", "{what}")
 
@@ -71,6 +75,8 @@ class XenDomain:
         self.compat = False                    # latched from the guest's mode (shared_info layout)
         self.lock = threading.Lock()
         self.events = threading.Condition()
+        self._pages_lock = threading.Lock()     # placed pages; below GrantTable/SharedInfo locks
+        self._placed: dict[int, object] = {}    # overlay gpa -> the Xen page placed there
         self.hvm_params: dict[int, int] = {}
         self.shutdown_code: int | None = None
         self.vm_assists = 0
@@ -133,6 +139,34 @@ class XenDomain:
     def bind_pirq(self, pirq: int, flags: int, compat: bool) -> int:
         """EVTCHNOP_bind_pirq: no PIRQ is mapped until PIRQ support exists (Xen: -EINVAL)."""
         raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq} is not mapped")
+
+    # ------------------------------------------------------------ placed pages
+    def place_page(self, gpa: int, owner) -> None:
+        """XENMEM_add_to_physmap puts a Xen page (shared_info, a grant frame) at ``gpa``.
+        In RAM, that RAM page becomes it.  Elsewhere -- an HVM Linux puts its grant frames
+        in the platform device's BAR, a PVH one in "unpopulated" address space above RAM --
+        we back the page with an overlay memory slot, as Xen's p2m would.  Not over the
+        I/OAPIC/LAPIC/firmware range below 4 GiB, nor beyond the guest's address width."""
+        with self._pages_lock:
+            if self.vm.memory.is_ram(gpa, PAGE_SIZE):
+                return
+            if gpa in self._placed:                  # another Xen page was there: replaced
+                self._placed[gpa] = owner
+                return
+            if IOAPIC_BASE <= gpa < 1 << 32 or gpa + PAGE_SIZE > MAX_PLACED_GPA:
+                raise XenError(abi.XenErrno.EINVAL, f"gpfn {gpa >> 12:#x}: no page can be placed there")
+            try:
+                self.vm.map_overlay(gpa, PAGE_SIZE)
+            except GuestMemoryError as e:
+                raise XenError(abi.XenErrno.EINVAL, str(e)) from None
+            self._placed[gpa] = owner
+
+    def release_page(self, gpa: int, owner) -> None:
+        """``owner`` moved away from ``gpa``: drop the overlay there if it is still its."""
+        with self._pages_lock:
+            if self._placed.get(gpa) == owner:
+                del self._placed[gpa]
+                self.vm.unmap_overlay(gpa)
 
     def shared_info_mapped(self, gpa: int) -> None:
         """The guest placed shared_info: publish time into it, tell KVM."""

@@ -27,18 +27,23 @@ class GrantTable:
         self.frames: dict[int, int] = {}     # frame index -> gpa
 
     def map_frame(self, idx: int, gpa: int) -> None:
+        """Frame ``idx`` moves to ``gpa`` (RAM, or a PCI MMIO page: domain.place_page)
+        with its contents; a frame that was at ``gpa`` is no longer mapped anywhere."""
         if idx & XENMAPIDX_grant_table_status:
             raise XenError(abi.XenErrno.EINVAL, "no status frames in v1")
         if idx >= MAX_FRAMES:
             raise XenError(abi.XenErrno.EINVAL, f"grant frame {idx} >= {MAX_FRAMES}")
-        if not self.domain.vm.memory.check(gpa, 4096):
-            raise XenError(abi.XenErrno.EINVAL, f"{gpa:#x} is not RAM")
+        mem = self.domain.vm.memory
         with self.lock:
             old = self.frames.get(idx)
-            data = self.domain.vm.memory.read(old, 4096) if old is not None else bytes(4096)
-            self.domain.vm.memory.write(gpa, data)
+            self.domain.place_page(gpa, ("grant", idx))
+            mem.write(gpa, mem.read(old, 4096) if old is not None else bytes(4096))
+            for other in [i for i, g in self.frames.items() if g == gpa and i != idx]:
+                del self.frames[other]
             self.frames[idx] = gpa
             self.nr_frames = max(self.nr_frames, idx + 1)
+            if old is not None and old != gpa:
+                self.domain.release_page(old, ("grant", idx))
 
     def frame_gfn(self, idx: int) -> int:
         gpa = self.frames.get(idx)

@@ -89,6 +89,23 @@ void kit_main(void)
 		  "batch-mapped gpfns still show RAM\n");
 	printf("xen_memory: batch mapped grant frames 1 and 2, errs [0, 0] ok\n");
 
+	/* A frame placed in the PCI MMIO hole, where Linux puts its grant frames (the Xen
+	 * platform device's BAR): Xen's p2m backs that gpfn, so must the VMM.  A move keeps
+	 * the contents, and the old place is unassigned MMIO again (reads all-ones). */
+	volatile uint64_t *ha = (volatile uint64_t *)0xF0000000UL, *hb = (volatile uint64_t *)0xF0001000UL;
+	XEN_EXPECT("add_to_physmap(grant_table, 3) at 0xf0000000 (PCI hole)",
+		   atp(DOMID_SELF, XENMAPSPACE_grant_table, 3, (void *)ha), 0);
+	XEN_CHECK(ha[0] == 0 && ha[511] == 0, "a new grant frame in the hole reads %#lx\n", ha[0]);
+	ha[5] = 0x1234567890abcdefULL;
+	XEN_CHECK(ha[5] == 0x1234567890abcdefULL, "the grant frame in the hole is not writable\n");
+	XEN_EXPECT("add_to_physmap(grant_table, 3) moved to 0xf0001000",
+		   atp(DOMID_SELF, XENMAPSPACE_grant_table, 3, (void *)hb), 0);
+	XEN_CHECK(hb[5] == 0x1234567890abcdefULL, "the moved frame reads %#lx\n", hb[5]);
+	XEN_CHECK(ha[0] == ~0ULL, "its old place reads %#lx, not unassigned MMIO\n", ha[0]);
+	printf("xen_memory: grant frame 3 placed in the PCI MMIO hole, moved with its contents ok\n");
+	XEN_EXPECT("add_to_physmap(grant_table, 4) at the LAPIC page",
+		   atp(DOMID_SELF, XENMAPSPACE_grant_table, 4, (void *)0xFEE00000UL), -XEN_EINVAL);
+
 	b.space = XENMAPSPACE_shared_info;
 	idxs[0] = 0, gpfns[0] = (uintptr_t)s >> 12;		/* the same place again */
 	idxs[1] = 7, gpfns[1] = (uintptr_t)xen_scratch_page(3) >> 12;

@@ -277,10 +277,13 @@ def _io_reg(port: int) -> dict:
     return dict(space_id=GAS_SYSTEM_IO, bit_width=8, bit_offset=0, access_size=GAS_ACCESS_BYTE, address=port)
 
 
-def build_fadt(dsdt_addr: int) -> bytes:
+def build_fadt(dsdt_addr: int, rtc_century: int = 0) -> bytes:
+    """``rtc_century``: the CMOS register holding the century when the machine has a
+    CMOS RTC (0x32), 0 for none (then IAPC_BOOT_ARCH says "CMOS RTC not present")."""
     fields = dict(
         header=_header(b"FACP", FADT_REVISION, Fadt.sizeof(), 0),
-        iapc_boot_arch=IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT,
+        iapc_boot_arch=IAPC_VGA_NOT_PRESENT | (0 if rtc_century else IAPC_CMOS_RTC_NOT_PRESENT),
+        century=rtc_century,
         flags=FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP,
         reset_reg=_io_reg(RESET_PORT),
         reset_value=RESET_VALUE,
@@ -348,7 +351,8 @@ def pci_host_bridge(routing: Sequence[tuple[int, int, int]]) -> bytes:
 
 
 def build_dsdt(serial_ports: Sequence[tuple[int, int]] = (),
-               pci_routing: Sequence[tuple[int, int, int]] | None = None) -> bytes:
+               pci_routing: Sequence[tuple[int, int, int]] | None = None,
+               rtc_port: int | None = None) -> bytes:
     """The DSDT: ``\\_SB_.COMn`` for each (port, irq) serial port, the PCI host
     bridge ``\\_SB_.PCI0`` unless ``pci_routing`` is None (see
     ``pci_host_bridge``), and ``\\_S5_``.
@@ -372,6 +376,9 @@ def build_dsdt(serial_ports: Sequence[tuple[int, int]] = (),
                           aml.name("_UID", i + 1),
                           aml.name("_CRS", aml.resource_template(aml.io_port(port, port, 0, 8), aml.irq(irq))))
                for i, (port, irq) in enumerate(serial_ports)]
+    if rtc_port is not None:      # Device (RTC_) { _HID PNP0B00, IO (rtc_port, 2) }: no IRQ wired
+        devices.append(aml.device("RTC_", aml.name("_HID", aml.eisa_id("PNP0B00")),
+                                  aml.name("_CRS", aml.resource_template(aml.io_port(rtc_port, rtc_port, 1, 2)))))
     if pci_routing is not None:
         devices.append(pci_host_bridge(pci_routing))
     body = aml.scope("\\_SB_", *devices) + aml.name("\\_S5_", aml.package(S5_SLP_TYP, 0, 0, 0))
@@ -404,7 +411,8 @@ def _align(addr: int) -> int:
 
 def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequence[tuple[int, int]] = (),
                       pci_routing: Sequence[tuple[int, int, int]] | None = None,
-                      legacy_pic: bool = True, base: int = layout.ACPI_TABLES) -> int:
+                      legacy_pic: bool = True, rtc: tuple[int, int] | None = None,
+                      base: int = layout.ACPI_TABLES) -> int:
     """Write the RSDP at ``base``, then DSDT, MADT, FADT and XSDT after it (each
     16-byte aligned, each placed before the table that points at it), mark the
     area as ACPI in the e820 map, put the reset-vector stub in place, and
@@ -414,7 +422,8 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
     ``pci_routing``: the PCI bus's (slot, pin, GSI) INTx routing
     (``PciBus.routing_table()``) to declare the host bridge with, None for a
     machine without PCI;
-    ``legacy_pic``: whether the irqchip has the dual 8259 (MADT PCAT_COMPAT)."""
+    ``legacy_pic``: whether the irqchip has the dual 8259 (MADT PCAT_COMPAT);
+    ``rtc``: (port, century register) of the CMOS RTC, None for a machine without."""
     if base % TABLE_ALIGN:
         raise ValueError(f"ACPI tables base {base:#x} is not {TABLE_ALIGN}-byte aligned")
     tables: list[tuple[int, bytes]] = []
@@ -427,9 +436,9 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
         cursor = _align(addr + len(data))
         return addr
 
-    dsdt_addr = place(build_dsdt(serial_ports, pci_routing))
+    dsdt_addr = place(build_dsdt(serial_ports, pci_routing, rtc[0] if rtc else None))
     madt_addr = place(build_madt(nr_cpus, legacy_pic))
-    fadt_addr = place(build_fadt(dsdt_addr))
+    fadt_addr = place(build_fadt(dsdt_addr, rtc[1] if rtc else 0))
     xsdt_addr = place(build_xsdt([fadt_addr, madt_addr]))
     tables.insert(0, (base, build_rsdp(xsdt_addr)))
     end = max(addr + len(data) for addr, data in tables)

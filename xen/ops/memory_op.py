@@ -22,18 +22,20 @@ XENMAPIDX_grant_table_status = 1 << 31
 
 def handlers(domain):
     mem = domain.vm.memory
-    ram_pages = sum(r.size for r in mem.regions) >> 12
-    max_pfn = max(r.end for r in mem.regions) >> 12
+    ram_pages = sum(r.size for r in mem.ram_regions) >> 12
+    max_pfn = max(r.end for r in mem.ram_regions) >> 12
 
     def add_to_physmap_one(call: Hypercall, space: int, idx: int, gpfn: int) -> None:
         gpa = gpfn << 12
         if space == abi.XENMAPSPACE_shared_info:
             if idx != 0:
                 raise XenError(abi.XenErrno.EINVAL, "shared_info idx")
-            if not mem.check(gpa, 4096):
-                raise XenError(abi.XenErrno.EINVAL, f"gpfn {gpfn:#x} is not RAM")
+            old = domain.shared.gpa
+            domain.place_page(gpa, "shared_info")      # RAM, or an overlay in the PCI hole
             domain.compat = call.compat       # latch the shared_info layout (hvm_latch_shinfo_size)
             domain.shared.map_at(gpa)
+            if old is not None and old != gpa:
+                domain.release_page(old, "shared_info")
             domain.shared_info_mapped(gpa)
             call.tracing and call.note(f"shared_info -> {gpa:#x}")
         elif space == abi.XENMAPSPACE_grant_table:
