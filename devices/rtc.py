@@ -8,10 +8,14 @@ also reads its wall clock from here at boot.
 
 The time registers read the host's UTC clock plus an offset the guest sets by
 writing them (with SET in register B, as the datasheet wants, or without).
-Register B's DM (binary) and 24/12-hour bits are honoured; UIP is never set
-(every read is a consistent snapshot).  Registers 0x0E-0x7F are plain CMOS RAM.
-No interrupts yet (periodic, alarm and update-ended IRQ 8): nothing we boot
-uses them, and the ACPI device lists no IRQ.
+Register B's DM (binary) and 24/12-hour bits are honoured.  Each register read
+samples the clock, so, as on the chip, a reader must not straddle the once-a-
+second update: UIP (register A bit 7) is set for the last 2 ms of every second
+(the datasheet promises >= 244 us of stability after UIP reads clear; Linux's
+mc146818_get_time waits for it and re-checks).  Registers 0x0E-0x7F are plain
+CMOS RAM.  No interrupts yet, and register C never raises a flag (periodic,
+alarm and update-ended, IRQ 8): nothing we boot uses them, and the ACPI device
+lists no IRQ.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ CENTURY = 0x32                 # the ACPI FADT's "century" field names this regi
 TIME_REGS = (SEC, MIN, HOUR, WDAY, MDAY, MONTH, YEAR, CENTURY)
 
 A_DIVIDER_32K = 0x26           # 32.768 kHz time base, 1024 Hz rate: what firmware leaves
+A_UIP = 0x80                   # update in progress
+UIP_WINDOW_S = 0.002           # UIP is set this long before each second ends
 B_SET, B_DM_BINARY, B_24H = 0x80, 0x04, 0x02
 D_VRT = 0x80                   # valid RAM and time
 PM_BIT = 0x80                  # 12-hour mode: hour register bit 7
@@ -99,6 +105,8 @@ class CmosRtc:
                     return self._frozen[TIME_REGS.index(reg)]
                 return self._fields()[reg]
             value = self.ram[reg]
+            if reg == REG_A and self._frozen is None and (self._now() + self.offset) % 1 >= 1 - UIP_WINDOW_S:
+                value |= A_UIP
             if reg == REG_C:
                 self.ram[REG_C] = 0     # reading C acknowledges (no flags are ever raised)
             return value

@@ -196,8 +196,9 @@ class GuestMemory:
     def atomic_xchg8(self, gpa: int, value: int) -> int:
         return lib.vmm_atomic_xchg8(self._ptr(gpa, 1, "__u8 *"), value)
 
-    def close(self) -> None:
-        for r in self.regions:
+    def close(self, retired: list[Region] = ()) -> None:
+        """Unmap every region, and ``retired`` ones (overlays removed earlier, kept mapped)."""
+        for r in (*self.regions, *retired):
             r.base = None
             r.view.release()
             try:

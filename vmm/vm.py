@@ -18,7 +18,7 @@ from vmm import exitcodes
 from vmm.bus import MmioBus, PioBus
 from vmm.cpuid import configure_cpuid
 from vmm.irqchip import IrqChip, create_irqchip
-from vmm.memory import GuestMemory
+from vmm.memory import GuestMemory, GuestMemoryError
 from vmm.trace import tracepoint
 from vmm.vcpu import Vcpu, install_kick_handler
 
@@ -71,7 +71,11 @@ class Vm:
         for slot, region in enumerate(self.memory.regions):
             self.fd.set_user_memory_region(slot, region.gpa, region.size, buffer_address(region.mapping))
         self._overlays: dict[int, tuple[int, object]] = {}    # gpa -> (memslot, Region)
+        # Removed overlays stay mapped until close(): another thread may still hold a raw
+        # pointer into one (an atomic on shared_info as the guest moves it).
+        self._retired_overlays: list = []
         self._overlay_lock = threading.Lock()
+        self._max_memslots = self.kvm.check_extension(consts.KVM_CAP_NR_MEMSLOTS) or 32
 
         self.irqchip: IrqChip = create_irqchip(self.fd, config.irqchip)
         self.pio_bus = PioBus()
@@ -90,10 +94,17 @@ class Vm:
         grant frame in the platform device's BAR).  Returns the memory Region.
         Raises GuestMemoryError if the range touches RAM or another overlay."""
         with self._overlay_lock:
-            region = self.memory.add_overlay(gpa, size)
             used = {slot for slot, _ in self._overlays.values()}
-            slot = next(s for s in range(len(self.memory.ram_regions), 1 << 15) if s not in used)
-            self.fd.set_user_memory_region(slot, gpa, size, buffer_address(region.mapping))
+            slot = next((s for s in range(len(self.memory.ram_regions), self._max_memslots) if s not in used), None)
+            if slot is None:
+                raise GuestMemoryError(f"no free memory slot for an overlay at {gpa:#x}")
+            region = self.memory.add_overlay(gpa, size)
+            try:
+                self.fd.set_user_memory_region(slot, gpa, size, buffer_address(region.mapping))
+            except KvmError as e:              # e.g. beyond the host's guest address width
+                self.memory.remove_overlay(region)
+                self._retired_overlays.append(region)
+                raise GuestMemoryError(f"KVM refused an overlay at {gpa:#x}: {e}") from None
             self._overlays[gpa] = (slot, region)
             return region
 
@@ -105,6 +116,7 @@ class Vm:
             slot, region = entry
             self.fd.set_user_memory_region(slot, gpa, 0, 0)        # size 0 deletes the slot
             self.memory.remove_overlay(region)
+            self._retired_overlays.append(region)
 
     def is_overlay(self, gpa: int) -> bool:
         return gpa in self._overlays
@@ -161,7 +173,7 @@ class Vm:
             if v.thread is None or not v.thread.is_alive():
                 v.fd.close()
         self.fd.close()
-        self.memory.close()
+        self.memory.close(self._retired_overlays)
 
     def collect_stats(self) -> Counter[str]:
         total: Counter[str] = Counter(self.stats)

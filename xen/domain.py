@@ -33,7 +33,8 @@ from xen.transport import KernelTransport, PortTransport, choose_transport
 from xen.upcall import Upcall
 
 PAGE_SIZE = 4096
-MAX_PLACED_GPA = 1 << 40          # within any x86-64 guest's physical address width
+MAX_PLACED_GPA = 1 << 39          # within any x86-64 host's guest physical address width
+PLATFORM_MMIO_BAR = "xen-platform.bar1"   # where Linux HVM places its grant frames
 
 TP_XEN = tracepoint("xen.domain", "{what}")
 
@@ -150,11 +151,18 @@ class XenDomain:
         with self._pages_lock:
             if self.vm.memory.is_ram(gpa, PAGE_SIZE):
                 return
-            if gpa in self._placed:                  # another Xen page was there: replaced
-                self._placed[gpa] = owner
-                return
+            if gpa in self._placed:
+                if self._placed[gpa] == owner:
+                    return
+                # Xen would let the new page replace the old one there; we refuse rather
+                # than leave shared_info or a grant frame pointing at a page it lost.
+                raise XenError(abi.XenErrno.EINVAL, f"gpfn {gpa >> 12:#x} holds {self._placed[gpa]}")
             if IOAPIC_BASE <= gpa < 1 << 32 or gpa + PAGE_SIZE > MAX_PLACED_GPA:
                 raise XenError(abi.XenErrno.EINVAL, f"gpfn {gpa >> 12:#x}: no page can be placed there")
+            m = self.vm.mmio_bus.find(gpa)
+            if m is not None and m.name != PLATFORM_MMIO_BAR:
+                # a memory slot there would hide the device from the guest
+                raise XenError(abi.XenErrno.EINVAL, f"gpfn {gpa >> 12:#x} is {m.name}'s MMIO")
             try:
                 self.vm.map_overlay(gpa, PAGE_SIZE)
             except GuestMemoryError as e:

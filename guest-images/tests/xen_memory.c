@@ -103,6 +103,9 @@ void kit_main(void)
 	XEN_CHECK(hb[5] == 0x1234567890abcdefULL, "the moved frame reads %#lx\n", hb[5]);
 	XEN_CHECK(ha[0] == ~0ULL, "its old place reads %#lx, not unassigned MMIO\n", ha[0]);
 	printf("xen_memory: grant frame 3 placed in the PCI MMIO hole, moved with its contents ok\n");
+	XEN_EXPECT("add_to_physmap(grant_table, 4) onto frame 3's page (refused)",
+		   atp(DOMID_SELF, XENMAPSPACE_grant_table, 4, (void *)hb), -XEN_EINVAL);
+	XEN_CHECK(hb[5] == 0x1234567890abcdefULL, "frame 3 was overwritten: %#lx\n", hb[5]);
 	XEN_EXPECT("add_to_physmap(grant_table, 4) at the LAPIC page",
 		   atp(DOMID_SELF, XENMAPSPACE_grant_table, 4, (void *)0xFEE00000UL), -XEN_EINVAL);
 

@@ -30,12 +30,13 @@ def handlers(domain):
         if space == abi.XENMAPSPACE_shared_info:
             if idx != 0:
                 raise XenError(abi.XenErrno.EINVAL, "shared_info idx")
-            old = domain.shared.gpa
-            domain.place_page(gpa, "shared_info")      # RAM, or an overlay in the PCI hole
-            domain.compat = call.compat       # latch the shared_info layout (hvm_latch_shinfo_size)
-            domain.shared.map_at(gpa)
-            if old is not None and old != gpa:
-                domain.release_page(old, "shared_info")
+            with domain.lock:                 # one move at a time: place, copy, release the old
+                old = domain.shared.gpa
+                domain.place_page(gpa, "shared_info")      # RAM, or an overlay outside it
+                domain.compat = call.compat   # latch the shared_info layout (hvm_latch_shinfo_size)
+                domain.shared.map_at(gpa)
+                if old is not None and old != gpa:
+                    domain.release_page(old, "shared_info")
             domain.shared_info_mapped(gpa)
             call.tracing and call.note(f"shared_info -> {gpa:#x}")
         elif space == abi.XENMAPSPACE_grant_table:
@@ -72,7 +73,7 @@ def handlers(domain):
                 # guest_remove_page() fails on a gfn that holds no RAM (a hole, or one
                 # given back already): the call stops there.  So the work of any call
                 # is bounded by the RAM it really returns.
-                if not mem.check(gpfn << 12, len(pages) << 12) or any(p in domain.removed_gfns for p in pages):
+                if not mem.is_ram(gpfn << 12, len(pages) << 12) or any(p in domain.removed_gfns for p in pages):
                     break
                 domain.removed_gfns.update(pages)
             else:                                 # increase / populate: only what was given back
@@ -80,7 +81,7 @@ def handlers(domain):
                     break
                 domain.removed_gfns.difference_update(pages)
                 for p in pages:                   # a repopulated page is a fresh one: zeroed
-                    if mem.check(p << 12, 4096):
+                    if mem.is_ram(p << 12, 4096):
                         mem.fill(p << 12, 4096)
             done += 1
         call.tracing and call.note(f"{done}/{r.nr_extents} extents of order {r.extent_order}")
