@@ -100,6 +100,10 @@ def kernel_cmdline(job: Path, token: str, extra: str = "") -> str:
         # the PIT can hang under load; take the host's rate.
         *([f"tsc_early_khz={khz}"] if (khz := host_tsc_khz()) else []), "tsc=reliable",
         "mitigations=off", "8250.nr_uarts=1", "random.trust_cpu=on",
+        # A periodic tick: the outer VM (TCG, nested SVM) has been seen to freeze for good
+        # while idle, as if a one-shot timer interrupt were lost; periodic mode re-arms
+        # itself.  (Timer resolution becomes 4 ms; the xen_kvm tier allows 400 ms.)
+        "nohz=off", "highres=off",
         f"testhost.job={job}", f"testhost.token={token}",
     ]
     return " ".join(args + ([extra] if extra else []))
