@@ -41,10 +41,10 @@ class PcDevices:
 def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True) -> PcDevices:
     irqchip = vm.irqchip
     ioapic = attach_ioapic(vm) if irqchip.name == "split" else None
-    serial = Serial(console_out, lambda level: irqchip.set_gsi(COM1_IRQ, level))
+    serial = Serial(console_out, irqchip.line(COM1_IRQ, "serial0").set)
     reset = lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (i8042)")  # noqa: E731
     guest_exit = lambda code: vm.request_exit(code, f"guest wrote {code:#x} to the debug-exit port")  # noqa: E731
-    testdev = TestDev(irqchip.send_msi, irqchip.set_gsi)
+    testdev = TestDev(irqchip)
     acpi_pm = AcpiPm(lambda: vm.request_exit(exitcodes.GUEST_POWEROFF, "guest powered off (ACPI S5)"),
                      lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (ACPI reset register)"))
     bus = vm.pio_bus

@@ -25,6 +25,7 @@ from kvm_bindings import MsiRoute
 from vmm.irqchip import SplitIrqChip
 from vmm.memory import IOAPIC_BASE
 from vmm.trace import tracepoint
+from vmm.locks import ordered_lock
 
 TP_RTE = tracepoint("ioapic.rte", "pin={pin} vector={vector:#x} mode={mode} dest={dest} level={level} masked={masked}")
 TP_DELIVER = tracepoint("ioapic.deliver", "pin={pin} vector={vector:#x} dest={dest}")
@@ -58,7 +59,7 @@ class IoApic:
         self.irqchip = irqchip
         self.nr_pins = nr_pins
         self.id = apic_id
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("ioapic")
         self.ioregsel = 0
         self.rte = [RTE_MASKED] * nr_pins        # reset: all masked
         self.level = [False] * nr_pins           # line levels as seen at the pins
@@ -110,7 +111,7 @@ class IoApic:
         address, data = self.msi_of(rte)
         if TP_DELIVER.enabled:
             TP_DELIVER.emit(pin=pin, vector=rte & RTE_VECTOR, dest=(rte >> RTE_DEST_SHIFT) & 0xFF)
-        self.irqchip.send_msi(address, data)
+        self.irqchip.lapic_msi(address, data)
 
     # ------------------------------------------------------------ MMIO
     def read(self, offset: int, size: int) -> int:

@@ -74,9 +74,9 @@ class TestDev:
     """Registers (32-bit): +0 MSI address low, +4 MSI address high,
     +8 MSI data (the write sends the MSI), +0xC GSI | level << 31."""
 
-    def __init__(self, send_msi: Callable[[int, int], bool], set_gsi: Callable[[int, bool], None]):
-        self._send_msi = send_msi
-        self._set_gsi = set_gsi
+    def __init__(self, irqchip):
+        self._irqchip = irqchip
+        self._lines: dict = {}               # gsi -> its IrqLine (made on first use)
         self.addr_lo = 0
         self.addr_hi = 0
         self.delivered = 0
@@ -93,7 +93,7 @@ class TestDev:
             self.addr_hi = value & 0xFFFFFFFF
         elif offset == 0x8:
             addr = (self.addr_hi << 32) | self.addr_lo
-            ok = self._send_msi(addr, value & 0xFFFFFFFF)
+            ok = self._irqchip.send_msi(addr, value & 0xFFFFFFFF)
             self.delivered += 1 if ok else 0
             if TP_TESTDEV_MSI.enabled:
                 TP_TESTDEV_MSI.emit(addr=addr, data=value, ok=ok)
@@ -101,7 +101,12 @@ class TestDev:
             gsi, level = value & 0xFF, bool(value >> 31)
             if TP_TESTDEV_GSI.enabled:
                 TP_TESTDEV_GSI.emit(gsi=gsi, level=int(level))
-            self._set_gsi(gsi, level)
+            line = self._lines.get(gsi)
+            if line is None:
+                if not 0 <= gsi < self._irqchip.nr_pins:
+                    return                   # no such pin: the write goes nowhere
+                line = self._lines[gsi] = self._irqchip.line(gsi, "testdev")
+            line.set(level)
 
 
 class PostCode:

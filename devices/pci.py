@@ -64,6 +64,7 @@ IrqChip.  Config writes are the one device path that edits the buses' maps
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -72,6 +73,7 @@ from vmm.bus import BusError, Device
 from vmm.memory import IOAPIC_BASE, LAPIC_BASE, PCI_MMIO_BASE
 from vmm.trace import tracepoint
 from vmm.vm import IDENTITY_MAP_ADDR, Vm
+from vmm.locks import ordered_lock, ordered_rlock
 
 TP_CFG_READ = tracepoint("pci.config.read", "bdf={bdf} offset={offset:#04x} size={size} value={value:#x}")
 TP_CFG_WRITE = tracepoint("pci.config.write", "bdf={bdf} offset={offset:#04x} size={size} value={value:#x}")
@@ -201,6 +203,11 @@ class _Capability:
     offset: int
     length: int
     on_write: Callable[[int, int], None] | None = field(default=None)
+    # MSI/MSI-X (devices/msi.py): refresh device-owned bits (pending) before a read,
+    # make the interrupt vectors once the function has a bdf, remove them on unplug.
+    on_read: Callable[[int, int], None] | None = field(default=None)
+    on_plug: Callable[[], None] | None = field(default=None)
+    on_unplug: Callable[[], None] | None = field(default=None)
 
 
 class PciDevice:
@@ -318,11 +325,17 @@ class PciDevice:
         return bar
 
     def add_capability(self, cap_id: int, length: int, on_write: Callable[[int, int], None] | None = None,
-                       offset: int | None = None) -> int:
+                       offset: int | None = None, *, on_read: Callable[[int, int], None] | None = None,
+                       on_plug: Callable[[], None] | None = None,
+                       on_unplug: Callable[[], None] | None = None) -> int:
         """Reserve ``length`` bytes for a capability, link it into the list
         (status bit 4, pointer at 0x34) and return its offset.  The caller fills
         the body with ``put`` and opens writable bits with ``set_wmask``;
-        ``on_write(offset, size)`` runs after any config write that touches it."""
+        ``on_write(offset, size)`` runs after any config write that touches it,
+        ``on_read(offset, size)`` before any read that does (to refresh bits the
+        device changes on its own), ``on_plug()`` once the function is on a bus
+        (it has a bdf and ``bus.vm``) and ``on_unplug()`` when it leaves.  All run
+        under the bus's config lock."""
         if length < 2:
             raise PciError(f"{self.name}: capability {cap_id:#x} too short")
         off = _align_up(self._next_cap if offset is None else offset, 4)
@@ -333,7 +346,7 @@ class PciDevice:
         self.config[off + 1] = self.config[PCI_CAPABILITY_LIST]   # push on the front of the list
         self.config[PCI_CAPABILITY_LIST] = off
         self.config[PCI_STATUS] |= PCI_STATUS_CAP_LIST
-        self.capabilities.append(_Capability(cap_id, off, length, on_write))
+        self.capabilities.append(_Capability(cap_id, off, length, on_write, on_read, on_plug, on_unplug))
         self._next_cap = max(self._next_cap, off + length)
         return off
 
@@ -348,6 +361,9 @@ class PciDevice:
 
     # ------------------------------------------------------------ config cycles (bus config lock held)
     def read_config(self, offset: int, size: int) -> int:
+        for cap in self.capabilities:
+            if cap.on_read is not None and offset < cap.offset + cap.length and offset + size > cap.offset:
+                cap.on_read(offset, size)
         value = int.from_bytes(self.config[offset:offset + size], "little")
         if offset <= PCI_STATUS < offset + size and self.intx_level:
             value |= PCI_STATUS_INTERRUPT << (8 * (PCI_STATUS - offset))
@@ -375,6 +391,14 @@ class PciDevice:
             self.bus._update_mappings(self)
             self.bus._update_intx(self)
 
+    def config_lock(self):
+        """The bus's config lock (a no-op context while unplugged), for device-side
+        changes to config bytes the guest may be writing too (MSI mask bits)."""
+        return self.bus._config_lock if self.bus is not None else contextlib.nullcontext()
+
+    def unplugged(self) -> None:
+        """Hook: the function left its bus (config lock held).  Stop device threads here."""
+
     # ------------------------------------------------------------ INTx
     def set_intx(self, level: bool) -> None:
         """Drive this function's interrupt pin (asserted = True).  Any thread;
@@ -399,9 +423,10 @@ class PciBus:
         self.vm = vm
         self.devices: dict[int, PciDevice] = {}    # devfn -> function
         self.config_address = 0
-        self._config_lock = threading.RLock()
-        self._intx_lock = threading.Lock()
+        self._config_lock = ordered_rlock("pci.config")
+        self._intx_lock = ordered_lock("pci.intx")
         self._asserted: dict[int, set[int]] = {}    # gsi -> devfns driving it
+        self._lines: dict = {}                       # gsi -> the bus's IrqLine to it
         self._io_next = PCI_IO_BASE
         self._mmio_next = PCI_MMIO_BASE
 
@@ -436,7 +461,10 @@ class PciBus:
             if TP_INTX.enabled and was != asserted:
                 TP_INTX.emit(bdf=dev.bdf, pin=PIN_NAMES[pin], gsi=gsi, level=int(asserted), line=int(after))
             if before != after:
-                self.vm.irqchip.set_gsi(gsi, after, "pci-intx")
+                line = self._lines.get(gsi)
+                if line is None:
+                    line = self._lines[gsi] = self.vm.irqchip.line(gsi, "pci-intx")
+                line.set(after)
 
     def gsi_level(self, gsi: int) -> bool:
         with self._intx_lock:
@@ -477,14 +505,21 @@ class PciBus:
             dev.put(PCI_COMMAND, 2, cmd)
             self._update_mappings(dev)
             self._update_intx(dev)
+            for cap in dev.capabilities:
+                if cap.on_plug is not None:
+                    cap.on_plug()
             return dev
 
     def unplug(self, dev: PciDevice) -> None:
         """Remove a function (e.g. Xen's emulated-device unplug): BARs off the
-        buses, its INTx deasserted."""
+        buses, its INTx deasserted, its MSI/MSI-X vectors removed from the irqchip
+        (capabilities' ``on_unplug``), then the device's own ``unplugged()``."""
         with self._config_lock:
             if dev.bus is not self:
                 return
+            for cap in dev.capabilities:
+                if cap.on_unplug is not None:
+                    cap.on_unplug()
             for bar in dev.bars:
                 if bar is not None:
                     self._unmap(dev, bar)
@@ -493,6 +528,7 @@ class PciBus:
             self._update_intx(dev)
             del self.devices[dev.devfn]
             dev.bus = None
+            dev.unplugged()
 
     def _assign_bars(self, dev: PciDevice) -> None:
         for bar in dev.bars:

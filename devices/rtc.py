@@ -25,6 +25,7 @@ import threading
 import time
 
 from vmm.trace import tracepoint
+from vmm.locks import ordered_lock
 
 TP_RTC = tracepoint("rtc.write", "reg={reg:#x} value={value:#x}")
 
@@ -56,7 +57,7 @@ def _unbcd(v: int) -> int:
 class CmosRtc:
     def __init__(self, now=time.time):
         self._now = now
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("device")
         self.index = 0
         self.ram = bytearray(CMOS_SIZE)
         self.ram[REG_A] = A_DIVIDER_32K

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Callable
 
 from vmm.trace import tracepoint
+from vmm.locks import ordered_lock
 
 TP_TX = tracepoint("serial.tx", "byte={byte:#04x}")
 TP_RX = tracepoint("serial.rx", "bytes={n} queued={queued}")
@@ -62,7 +63,7 @@ class Serial:
         self.name = name
         self._out = output
         self._set_irq = set_irq
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("device")
         self.rx: deque[int] = deque()
         self.ier = 0
         self.lcr = 0x03

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# Every VMM the tests start (in process or as `vmm run`) checks the lock order
+# (vmm/locks.py): a violation is an internal error, which fails the run.
+os.environ.setdefault("VMM_LOCK_CHECK", "1")
+
 # The xen_kvm tier: on this host if its KVM has Xen, else via the nested test host.
 pytest_plugins = ["vmm.testhost.pytest_tier"]
 
@@ -43,7 +47,12 @@ def run_vmm(*args: str, timeout: float = HARD_TIMEOUT, stdin: bytes | None = b""
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"vmm did not finish within {timeout} s: {' '.join(cmd)}\n"
                     f"stdout: {e.stdout!r}\nstderr: {e.stderr!r}")
-    return RunResult(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
+    r = RunResult(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
+    if "vmm: internal error" in r.err:
+        # A VMM bug fails the test whatever the guest printed (and whatever exit
+        # status the test expects): vmm/errors.py.
+        pytest.fail(f"VMM internal error in {' '.join(cmd)}:\n{r.err[-4000:]}")
+    return r
 
 
 @pytest.fixture

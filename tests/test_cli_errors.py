@@ -125,3 +125,15 @@ def test_bad_xen_version(vmm, guest, version):
 
 def test_xen_needs_pci(vmm, guest):
     assert_user_error(vmm("run", "--kernel", guest("hello"), "--xen", "--no-pci"), "PCI")
+
+
+@pytest.mark.parametrize("size", ["30G", "100T"])
+def test_memory_more_than_the_host_maps(vmm, guest, size):
+    """More RAM than this 24 GiB host will map (30G) or than any host has (100T): one
+    line, exit 2 -- not a traceback from mmap."""
+    assert_user_error(vmm("run", "--kernel", guest("hello"), "--memory", size), "--memory", "more guest memory")
+
+
+@pytest.mark.parametrize("n", ["8", "100000"])
+def test_xen_nr_pirqs_out_of_range(vmm, guest, n):
+    assert_user_error(vmm("run", "--xen", "--kernel", guest("xen_smoke"), "--xen-nr-pirqs", n), "--xen-nr-pirqs")

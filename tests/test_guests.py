@@ -57,6 +57,19 @@ def test_unhandled_exception_is_reported(vmm, guest):
     assert r.code == 3
 
 
+def test_unhandled_interrupt_is_reported(vmm, guest):
+    r = vmm("run", "--kernel", guest("unhandled_interrupt"), "--timeout", "60")
+    assert "UNEXPECTED INTERRUPT vector=96" in r.out, r.out
+    assert r.code == 4, r.out + r.err[-3000:]
+
+
+def test_xen_kit_selftest(vmm, guest):
+    """The Xen kit's own machinery (CPL 3, compat mode, 4K window), no --xen needed."""
+    r = vmm("run", "--kernel", guest("xen_kit_selftest"), "--timeout", "60")
+    assert "4K window" in r.out, r.out
+    assert_pass(r)
+
+
 def test_lapic_timer_interrupts(vmm, guest):
     r = vmm("run", "--kernel", guest("lapic_timer"), "--timeout", "60")
     assert "got 5 ticks" in r.out
@@ -71,6 +84,29 @@ def test_msi_injected_by_vmm_reaches_handler(vmm, guest, irqchip):
     assert "vector 0x42 delivered once" in r.out
     # The VMM really did the injection (not the guest's own self-IPI).
     assert r.err.count("testdev.msi") == 2 and "delivered=True" in r.err
+    assert_pass(r)
+
+
+@pytest.mark.parametrize("irqchip", ["kernel", "split"])
+def test_pci_msi_and_msix_of_the_testdev(vmm, guest, irqchip):
+    """devices/msi.py on the PCI test device: MSI (masking, pending, multiple message),
+    MSI-X (table, PBA, function/entry mask), INTx vs MSI, the device's timer thread."""
+    r = vmm("run", "--kernel", guest("pci_msi"), "--pci-testdev", "--irqchip", irqchip, "--timeout", "90",
+            "--trace", "pci.msi.fire", "--trace", "pci.msix.fire", "--trace", "irq.msi_vector")
+    out = r.out
+    assert "pci_msi: MSI vector 0x50: 3 messages, 3 interrupts" in out, out + r.err[-3000:]
+    assert "masked vector: no interrupt, pending bit set; unmask delivered it once" in out
+    assert "multiple message: vectors 0x60-0x63, one each; beyond the count dropped" in out
+    assert "INTx suppressed while MSI is enabled, held by INTx-disable, then delivered once" in out
+    assert "MSI-X entries 0-7: vectors 0x80-0x87, one each" in out
+    assert "function mask and entry mask: PBA bit set, sent once on unmask" in out
+    assert "timer burst: 5 messages, 5 interrupts" in out
+    assert "timer stopped after" in out
+    # The VMM's side of it: pending messages sent on unmask, and the device thread's
+    # vectors got an irqfd (their messages never went through userspace delivery).
+    assert "pci.msi.fire bdf=00:01.0 vector=0 result=sent-on-unmask" in r.err
+    assert "pci.msix.fire bdf=00:01.0 entry=2 result=sent-on-unmask" in r.err
+    assert any("msix[0]" in l and "irqfd=1" in l for l in r.err.splitlines()), r.err[-3000:]
     assert_pass(r)
 
 

@@ -21,14 +21,22 @@ def split():
     vm = Vm(VmConfig(memory=16 << 20, cpus=2, irqchip="split"))
     ioapic = attach_ioapic(vm)
     sent = []
-    real = vm.irqchip.send_msi
+    real = vm.irqchip.lapic_msi
 
-    def recording_send_msi(addr, data):
+    def recording_lapic_msi(addr, data):
         sent.append((addr, data))
         return real(addr, data)          # the real KVM_SIGNAL_MSI still runs
-    vm.irqchip.send_msi = recording_send_msi
+    vm.irqchip.lapic_msi = recording_lapic_msi
     yield vm, ioapic, sent
     vm.close()
+
+
+def gsi(vm, n, source="test"):
+    """The test's one IrqLine per (GSI, source) of this VM: the pin sees the OR of lines."""
+    lines = vm.__dict__.setdefault("_test_lines", {})
+    if (n, source) not in lines:
+        lines[(n, source)] = vm.irqchip.line(n, source)
+    return lines[(n, source)]
 
 
 def program(ioapic, pin, low, dest=0):
@@ -54,10 +62,10 @@ def test_registers(split):
 def test_edge_pin_delivers_on_rising_edges_only(split):
     vm, ioapic, sent = split
     program(ioapic, 4, 0x34, dest=1)
-    vm.irqchip.set_gsi(4, True)
-    vm.irqchip.set_gsi(4, True)          # no edge
-    vm.irqchip.set_gsi(4, False)
-    vm.irqchip.set_gsi(4, True)
+    gsi(vm, 4, "test").set(True)
+    gsi(vm, 4, "test").set(True)          # no edge
+    gsi(vm, 4, "test").set(False)
+    gsi(vm, 4, "test").set(True)
     assert sent == [(0xFEE01000, 0x34), (0xFEE01000, 0x34)]
     assert vm.irqchip.routes()[4] == [MsiRoute(4, 0xFEE01000, 0x34)]
 
@@ -67,13 +75,13 @@ def test_level_pin_remote_irr_and_eoi(split):
     program(ioapic, 10, 0x55 | (1 << 15))
     eois = []
     vm.irqchip.add_eoi_listener(10, lambda: eois.append(10))
-    vm.irqchip.set_gsi(10, True)
-    vm.irqchip.set_gsi(10, True)         # Remote IRR holds it back
+    gsi(vm, 10, "test").set(True)
+    gsi(vm, 10, "test").set(True)         # Remote IRR holds it back
     assert sent == [(0xFEE00000, 0xC055)]
     assert ioapic.rte[10] & RTE_REMOTE_IRR
     vm.irqchip.ioapic_eoi(0x55)          # EOI while still high: delivered again
     assert len(sent) == 2 and eois == [10]
-    vm.irqchip.set_gsi(10, False)
+    gsi(vm, 10, "test").set(False)
     vm.irqchip.ioapic_eoi(0x55)
     assert len(sent) == 2 and not ioapic.rte[10] & RTE_REMOTE_IRR
     vm.irqchip.ioapic_eoi(0x99)          # unrelated vector: nothing
@@ -85,7 +93,7 @@ def test_level_pin_remote_irr_and_eoi(split):
 def test_masked_pin_is_held_and_fires_on_unmask_if_level_high(split):
     vm, ioapic, sent = split
     program(ioapic, 9, 0x60 | (1 << 15) | RTE_MASKED)
-    vm.irqchip.set_gsi(9, True)
+    gsi(vm, 9, "test").set(True)
     assert sent == [] and 9 not in vm.irqchip.routes()
     program(ioapic, 9, 0x60 | (1 << 15))
     assert sent == [(0xFEE00000, 0xC060)]
@@ -94,7 +102,7 @@ def test_masked_pin_is_held_and_fires_on_unmask_if_level_high(split):
 def test_logical_destination_and_delivery_mode(split):
     vm, ioapic, sent = split
     program(ioapic, 5, 0x70 | (1 << 11) | (1 << 8), dest=0x3)   # logical, lowest priority
-    vm.irqchip.set_gsi(5, True)
+    gsi(vm, 5, "test").set(True)
     assert sent == [(0xFEE03004, 0x170)]
 
 
@@ -104,12 +112,12 @@ def test_shared_line_follows_the_or_of_its_sources(split):
     per GSI: gsi_assert_count in hvm_set_callback_irq_level)."""
     vm, ioapic, sent = split
     program(ioapic, 17, 0x66 | (1 << 15))
-    vm.irqchip.set_gsi(17, True, "pci-intx")
-    vm.irqchip.set_gsi(17, True, "xen-callback")
+    gsi(vm, 17, "pci-intx").set(True)
+    gsi(vm, 17, "xen-callback").set(True)
     assert sent == [(0xFEE00000, 0xC066)]
-    vm.irqchip.set_gsi(17, False, "pci-intx")        # the callback still asserts
+    gsi(vm, 17, "pci-intx").set(False)        # the callback still asserts
     vm.irqchip.ioapic_eoi(0x66)                       # level still high: delivered again
     assert len(sent) == 2
-    vm.irqchip.set_gsi(17, False, "xen-callback")    # now nobody does
+    gsi(vm, 17, "xen-callback").set(False)    # now nobody does
     vm.irqchip.ioapic_eoi(0x66)
     assert len(sent) == 2 and not ioapic.rte[17] & RTE_REMOTE_IRR

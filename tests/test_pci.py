@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 
 import pytest
 
@@ -128,7 +129,7 @@ def test_sub_dword_accesses(vm, pci):
     cfg_write(vm, 4, 0x04, 2, 0)
     assert dev.command == 0
     cfg_write(vm, 4, 0x06, 2, 0xFFFF)               # status: W1C bits only, nothing set
-    assert cfg_read(vm, 4, 0x06, 2) == 0
+    assert cfg_read(vm, 4, 0x06, 2) == 0x10         # read-only: capability list (MSI, MSI-X)
 
 
 def test_bar_sizing(vm, pci):
@@ -142,11 +143,12 @@ def test_bar_sizing(vm, pci):
         cfg_write(vm, slot, off, 4, orig)
         assert cfg_read(vm, slot, off) == orig
         return v
-    assert size_probe(1, 0x10) == 0xFFFF_FFF1       # I/O, 16 bytes
+    assert size_probe(1, 0x10) == 0xFFFF_FFC1       # I/O, 64 bytes
     assert size_probe(1, 0x14) == 0xFFFF_F000       # 32-bit memory, 4 KiB
     assert size_probe(1, 0x18) == 0xFFFF_F00C       # 64-bit prefetchable, low half
     assert size_probe(1, 0x1C) == 0xFFFF_FFFF       # ... high half
-    assert size_probe(1, 0x20) == 0 and size_probe(1, 0x24) == 0     # unimplemented
+    assert size_probe(1, 0x20) == 0xFFFF_F000       # 32-bit memory, 4 KiB: the MSI-X table and PBA
+    assert size_probe(1, 0x24) == 0                 # unimplemented
     assert size_probe(1, 0x30) == 0                 # no expansion ROM
     assert size_probe(2, 0x10) == 0xFFFF_FF01       # Xen platform: I/O 0x100
     assert size_probe(2, 0x14) == 0xFF00_0008       # 16 MiB prefetchable 32-bit
@@ -274,12 +276,12 @@ def test_intx_swizzle_sharing_and_disable(irqchip, traced):
             attach_ioapic(vm)
         pci = attach_pci(vm)
         calls = []
-        real = vm.irqchip.set_gsi
+        real = vm.irqchip._drive
 
-        def recording_set_gsi(gsi, level, source="line"):
+        def recording_drive(gsi, level):     # what reaches the pin
             calls.append((gsi, bool(level)))
-            real(gsi, level, source)
-        vm.irqchip.set_gsi = recording_set_gsi
+            real(gsi, level)
+        vm.irqchip._drive = recording_drive
 
         assert [pci.intx_gsi(s, 1) for s in range(6)] == [16, 17, 18, 19, 16, 17]
         assert [pci.intx_gsi(2, p) for p in (1, 2, 3, 4)] == [18, 19, 16, 17]
@@ -343,7 +345,7 @@ def test_capability_list_multifunction_and_plug_errors(vm, pci):
     with pytest.raises(PciError, match="before plugging"):
         d.add_bar(0, 0x100, (lambda o, s: 0, lambda o, s, v: None), BAR_MEM32)
     with pytest.raises(PciError, match="size"):
-        PciTestDev().add_bar(4, 0x300, (lambda o, s: 0, lambda o, s, v: None), BAR_MEM32)
+        PciTestDev().add_bar(5, 0x300, (lambda o, s: 0, lambda o, s, v: None), BAR_MEM32)
 
 
 # ---------------------------------------------------------------- the Xen platform device
@@ -466,7 +468,8 @@ def _intx(vmm, guest, irqchip, rounds):
     # PVM's LAPIC acknowledges at delivery, so a still-high line is latched once more
     # (the guest's handler sees the device deasserted and counts it as spurious).
     spurious = int(line.split("spurious ")[1].rstrip(")"))
-    assert spurious == 0 or host_kvm_is_emulated(), line
+    # At most one extra latch per genuine interrupt there; none on a faithful LAPIC.
+    assert spurious <= (rounds if host_kvm_is_emulated() else 0), line
     assert "pci.intx bdf=00:01.0 pin=INTA gsi=17 level=1 line=1" in r.err
     assert_pass(r)
     return r
@@ -487,3 +490,299 @@ def test_pci_intx_level_rounds_split_irqchip(vmm, guest):
     """Re-delivery after EOI needs KVM_EXIT_IOAPIC_EOI from the LAPIC: the nested tier."""
     r = _intx(vmm, guest, "split", 3)
     assert "INTx-disable holds the line back, clearing it delivers" in r.out
+
+
+# ---------------------------------------------------------------- MSI / MSI-X (devices/msi.py)
+from devices.msi import (DROPPED, PENDING, SENT, MsiCapability, MsiError, MsixCapability)  # noqa: E402
+from vmm.errors import internal_errors, reset_internal_errors  # noqa: E402
+
+
+class RecordingDiverter:
+    """The irqchip's diversion seam (what xen/pirq.py implements): takes every device
+    MSI (so none reaches KVM), records it and every vector change."""
+
+    def __init__(self):
+        self.msis = []
+        self.changes = []
+
+    def divert_gsi(self, gsi, level):
+        return None
+
+    def divert_msi(self, address, data):
+        self.msis.append((address, data))
+        return []
+
+    def msi_vector_changed(self, vec):
+        self.changes.append((vec.kind, vec.index, vec.address, vec.data, vec.masked, vec.removed))
+
+    def msi_route(self, vec, gsi):
+        return None
+
+
+@pytest.fixture
+def msi_dev(vm, pci):
+    """The testdev at 00:03.0 with a recording diverter; fails the test on any internal error."""
+    reset_internal_errors()
+    d = RecordingDiverter()
+    vm.irqchip.set_diverter(d)
+    t = attach_pci_testdev(pci, slot=3)
+    yield t, d
+    t.stop_timer()
+    assert internal_errors() == []
+
+
+def caps_of(vm, slot):
+    ptr, ids = cfg_read(vm, slot, 0x34, 1), []
+    while ptr:
+        ids.append((cfg_read(vm, slot, ptr, 1), ptr))
+        ptr = cfg_read(vm, slot, ptr + 1, 1)
+    return ids
+
+
+def test_msi_and_msix_config_space(vm, msi_dev):
+    t, _ = msi_dev
+    assert caps_of(vm, 3) == [(0x11, 0x58), (0x05, 0x40)]
+    m, x = 0x40, 0x58
+    # MSI message control: MMC 4 vectors (2 << 1), 64-bit, per-vector mask; enable + MME writable
+    assert cfg_read(vm, 3, m + 2, 2) == 0x0184
+    cfg_write(vm, 3, m + 2, 2, 0xFFFF)
+    assert cfg_read(vm, 3, m + 2, 2) == 0x01A5          # MME 7 > MMC 2: clamped (QEMU does too)
+    assert t.msi.enabled and t.msi.count == 4
+    cfg_write(vm, 3, m + 2, 2, 0x0110)                   # read-only bits stay, MME 1
+    assert cfg_read(vm, 3, m + 2, 2) == 0x0194 and not t.msi.enabled and t.msi.count == 2
+    cfg_write(vm, 3, m + 4, 4, 0xFFFF_FFFF)
+    assert cfg_read(vm, 3, m + 4) == 0xFFFF_FFFC        # address bits 1:0 reserved
+    cfg_write(vm, 3, m + 8, 4, 0xFFFF_FFFF)
+    cfg_write(vm, 3, m + 0xC, 4, 0xFFFF_FFFF)
+    assert cfg_read(vm, 3, m + 8) == 0xFFFF_FFFF and cfg_read(vm, 3, m + 0xC) == 0xFFFF   # data: 16 bits
+    cfg_write(vm, 3, m + 0x10, 4, 0xFFFF_FFFF)
+    cfg_write(vm, 3, m + 0x14, 4, 0xFFFF_FFFF)
+    assert cfg_read(vm, 3, m + 0x10) == 0xF and cfg_read(vm, 3, m + 0x14) == 0    # mask 4 bits; pending RO
+    assert t.msi.address == 0xFFFF_FFFF_FFFF_FFFC and t.msi.data == 0xFFFF and t.msi.mask == 0xF
+    # MSI-X: table size - 1 = 7; enable and function mask writable; table/PBA: BAR4 +0 / +0x800
+    assert cfg_read(vm, 3, x + 2, 2) == 0x0007
+    cfg_write(vm, 3, x + 2, 2, 0xFFFF)
+    assert cfg_read(vm, 3, x + 2, 2) == 0xC007 and t.msix.enabled and t.msix.function_masked
+    cfg_write(vm, 3, x + 4, 4, 0)
+    cfg_write(vm, 3, x + 8, 4, 0)
+    assert cfg_read(vm, 3, x + 4) == 0x0000_0004 and cfg_read(vm, 3, x + 8) == 0x0000_0804
+    # byte access to the upper control byte only
+    cfg_write(vm, 3, x + 3, 1, 0x00)
+    assert cfg_read(vm, 3, x + 2, 2) == 0x0007 and not t.msix.enabled
+
+
+def test_msi_capability_layouts_and_errors(vm, pci):
+    class Dev(PciDevice):
+        def __init__(self, **kw):
+            super().__init__("msidev", vendor_id=0x1234, device_id=0x1, class_code=0xFF0000)
+            self.msi = MsiCapability(self, **kw)
+    d = pci.plug(Dev(nr_vectors=1, is_64bit=False, per_vector_mask=False), slot=5)
+    assert cfg_read(vm, 5, 0x40, 1) == 0x05 and cfg_read(vm, 5, 0x42, 2) == 0x0000
+    assert d.msi._data_off == 0x48 and d.capabilities[0].length == 0x0A
+    cfg_write(vm, 5, 0x42, 2, 0xFFFF)
+    assert cfg_read(vm, 5, 0x42, 2) == 0x0001            # 1 vector: MME stays 0
+    d2 = pci.plug(Dev(nr_vectors=32, is_64bit=False, per_vector_mask=True), slot=6)
+    assert cfg_read(vm, 6, 0x42, 2) == 0x010A and d2.capabilities[0].length == 0x14
+    cfg_write(vm, 6, 0x4C, 4, 0xFFFF_FFFF)               # 32-bit layout: mask at +0xC
+    assert cfg_read(vm, 6, 0x4C) == 0xFFFF_FFFF and len(d2.msi.vectors) == 32
+    for bad in (0, 3, 64):
+        with pytest.raises(MsiError):
+            Dev(nr_vectors=bad)
+    t = PciTestDev()
+    with pytest.raises(MsiError, match="does not fit"):
+        MsixCapability(t, 300, 4, 0, 4, 0xC00)             # 300 entries > 4 KiB
+    with pytest.raises(MsiError, match="does not fit"):
+        MsixCapability(t, 4, 0, 0, 4, 0x800)               # BAR0 is I/O
+    with pytest.raises(MsiError, match="overlap"):
+        MsixCapability(t, 8, 4, 0, 4, 0x40)
+
+
+def test_msi_fire_mask_pending_and_multiple_message(vm, msi_dev, traced):
+    out = traced("pci.msi.*")
+    t, d = msi_dev
+    m = 0x40
+    assert [v.kind for v in t.msi.vectors] == ["msi"] * 4 and all(v.masked for v in t.msi.vectors)
+    cfg_write(vm, 3, m + 4, 4, 0xFEE0_1000)
+    cfg_write(vm, 3, m + 8, 4, 0)
+    cfg_write(vm, 3, m + 0xC, 2, 0x4041)
+    assert t.msi.fire(0) == DROPPED and d.msis == []      # disabled: no message to hold back
+    cfg_write(vm, 3, m + 2, 2, 0x0001)
+    v0 = t.msi.vectors[0]
+    assert (v0.address, v0.data, v0.masked) == (0xFEE0_1000, 0x4041, False)
+    assert t.msi.vectors[1].masked                       # beyond the enabled count
+    assert t.msi.fire(0) == SENT and d.msis == [(0xFEE0_1000, 0x4041)]
+    assert t.msi.fire(1) == DROPPED and t.msi.fire(9) == DROPPED
+    # per-vector mask: pending, shown in config space, sent once on unmask
+    cfg_write(vm, 3, m + 0x10, 4, 0x1)
+    assert v0.masked and t.msi.fire(0) == PENDING and t.msi.fire(0) == PENDING
+    assert cfg_read(vm, 3, m + 0x14) == 0x1 and len(d.msis) == 1
+    cfg_write(vm, 3, m + 0x14, 4, 0)                     # pending bits are read-only
+    assert cfg_read(vm, 3, m + 0x14) == 0x1
+    cfg_write(vm, 3, m + 0x10, 4, 0)
+    assert d.msis[1:] == [(0xFEE0_1000, 0x4041)] and cfg_read(vm, 3, m + 0x14) == 0
+    # multiple message: 4 vectors, vector k sends (data & ~3) | k
+    cfg_write(vm, 3, m + 2, 2, 0x0021)
+    for k in range(4):
+        assert t.msi.fire(k) == SENT
+    assert [data for _, data in d.msis[2:]] == [0x4040, 0x4041, 0x4042, 0x4043]
+    assert [v.data for v in t.msi.vectors] == [0x4040, 0x4041, 0x4042, 0x4043]
+    # Xen's "binding unmasks": the vector's unmask callback clears the mask bit in config space
+    cfg_write(vm, 3, m + 0x10, 4, 0xC)
+    assert t.msi.fire(3) == PENDING
+    t.msi.vectors[3].unmask()
+    assert cfg_read(vm, 3, m + 0x10) == 0x8 ^ 0xC and d.msis[-1] == (0xFEE0_1000, 0x4043)
+    # disabling masks every vector (it doesn't remove them)
+    cfg_write(vm, 3, m + 2, 2, 0x0020)
+    assert all(v.masked and not v.removed for v in t.msi.vectors)
+    text = out.getvalue()
+    assert "pci.msi.config bdf=00:03.0 enable=1 count=4 addr=0xfee01000 data=0x4041 mask=0x0" in text
+    assert "pci.msi.fire bdf=00:03.0 vector=0 result=pending" in text
+    assert "pci.msi.fire bdf=00:03.0 vector=0 result=sent-on-unmask" in text
+
+
+def test_msix_table_pba_and_masks(vm, msi_dev, traced):
+    out = traced("pci.msix.*")
+    t, d = msi_dev
+    x, bar = 0x58, t.bars[4].address
+    tab = vm.mmio_bus.find(bar).device
+
+    def entry(e, off=0):
+        return bar + 16 * e + off
+    # reset state: all entries masked, zero
+    for e in range(8):
+        assert mmio_read(vm, entry(e), 8) == 0 and mmio_read(vm, entry(e, 8), 8) == 1 << 32
+    # reserved bits read 0; only aligned 4/8-byte accesses do anything
+    tab.write(0, 4, 0xFFFF_FFFF)
+    tab.write(0xC, 4, 0xFFFF_FFFF)
+    assert mmio_read(vm, entry(0)) == 0xFFFF_FFFC and mmio_read(vm, entry(0, 0xC)) == 1
+    tab.write(0x8, 2, 0x1234)
+    tab.write(0x9, 4, 0x1234)
+    assert mmio_read(vm, entry(0, 8)) == 0 and mmio_read(vm, entry(0, 8), 2) == 0
+    assert mmio_read(vm, entry(0, 4), 8) == 0                  # misaligned qword
+    tab.write(0x80, 4, 1)                                       # between the table and the PBA
+    assert mmio_read(vm, bar + 0x80) == 0
+    # program every entry with 8-byte writes; enable
+    for e in range(8):
+        tab.write(16 * e, 8, 0xFEE0_0000)
+        tab.write(16 * e + 8, 8, 0x50 + e)                      # data, and vector control 0: unmasked
+    assert mmio_read(vm, entry(7, 8), 8) == 0x57
+    assert t.msix.fire(0) == PENDING                            # MSI-X disabled: PBA bit
+    assert mmio_read(vm, bar + 0x800, 8) == 1
+    cfg_write(vm, 3, x + 2, 2, 0x8000)
+    assert d.msis == [(0xFEE0_0000, 0x50)] and mmio_read(vm, bar + 0x800, 8) == 0
+    assert [(v.kind, v.data, v.masked) for v in t.msix.vectors[:2]] == [("msix", 0x50, False), ("msix", 0x51, False)]
+    assert t.msix.fire(5) == SENT and d.msis[-1] == (0xFEE0_0000, 0x55)
+    # function mask
+    cfg_write(vm, 3, x + 2, 2, 0xC000)
+    assert t.msix.fire(2) == PENDING and t.msix.fire(6) == PENDING
+    assert mmio_read(vm, bar + 0x800, 8) == 0x44 and mmio_read(vm, bar + 0x804) == 0
+    tab.write(0x800, 8, 0)                                      # the PBA is read-only
+    assert mmio_read(vm, bar + 0x800) == 0x44
+    cfg_write(vm, 3, x + 2, 2, 0x8000)
+    assert d.msis[-2:] == [(0xFEE0_0000, 0x52), (0xFEE0_0000, 0x56)] and mmio_read(vm, bar + 0x800) == 0
+    # entry mask; a masked entry re-programmed sends its new message on unmask
+    tab.write(entry(3, 0xC) - bar, 4, 1)
+    assert t.msix.vectors[3].masked and t.msix.fire(3) == PENDING
+    tab.write(entry(3, 8) - bar, 4, 0x99)
+    tab.write(entry(3, 0xC) - bar, 4, 0)
+    assert d.msis[-1] == (0xFEE0_0000, 0x99) and t.msix.vectors[3].data == 0x99
+    # Xen's "binding unmasks": clears the entry's mask bit
+    tab.write(entry(4, 0xC) - bar, 4, 1)
+    assert t.msix.fire(4) == PENDING
+    t.msix.vectors[4].unmask()
+    assert mmio_read(vm, entry(4, 0xC)) == 0 and d.msis[-1] == (0xFEE0_0000, 0x54)
+    assert t.msix.fire(8) == DROPPED
+    cfg_write(vm, 3, x + 2, 2, 0)
+    assert all(v.masked for v in t.msix.vectors)
+    text = out.getvalue()
+    assert "pci.msix.ctrl bdf=00:03.0 enable=1 function_mask=1" in text
+    assert "pci.msix.entry bdf=00:03.0 entry=3 addr=0xfee00000 data=0x99 masked=1" in text
+    assert "pci.msix.fire bdf=00:03.0 entry=2 result=pending" in text
+
+
+def test_intx_suppressed_while_msi_enabled_and_unplug_removes_vectors(vm, pci, msi_dev):
+    t, d = msi_dev
+    io = t.bars[0].address
+    gsi = pci.intx_gsi(3, 1)
+    pio_write(vm, io, 4, 1)
+    assert pci.gsi_level(gsi) and cfg_read(vm, 3, 0x06, 2) & 0x8
+    cfg_write(vm, 3, 0x42, 2, 0x0001)                  # MSI on: the device stops using INTx
+    assert not pci.gsi_level(gsi) and not cfg_read(vm, 3, 0x06, 2) & 0x8
+    assert pio_read(vm, io, 4) == 1                     # its request is still there
+    cfg_write(vm, 3, 0x42, 2, 0)
+    assert pci.gsi_level(gsi)
+    cfg_write(vm, 3, 0x5A, 2, 0x8000)                  # MSI-X the same
+    assert not pci.gsi_level(gsi)
+    cfg_write(vm, 3, 0x5A, 2, 0)
+    cmd = cfg_read(vm, 3, 0x04, 2)
+    cfg_write(vm, 3, 0x04, 2, cmd | PCI_COMMAND_INTX_DISABLE)
+    assert not pci.gsi_level(gsi) and cfg_read(vm, 3, 0x06, 2) & 0x8
+    cfg_write(vm, 3, 0x04, 2, cmd)
+    assert pci.gsi_level(gsi)
+    vectors = t.msi.vectors + t.msix.vectors
+    assert len(vectors) == 12 and all(v in vm.irqchip._vectors for v in vectors)
+    pci.unplug(t)
+    assert all(v.removed and v not in vm.irqchip._vectors for v in vectors)
+    assert sum(1 for c in d.changes if c[5]) == 12
+    assert t.msi.fire(0) == DROPPED and t.msix.fire(0) == DROPPED
+    assert not pci.gsi_level(gsi)
+
+
+def test_testdev_fire_registers_and_timer_thread(vm, msi_dev):
+    t, d = msi_dev
+    io = t.bars[0].address
+    bar = t.bars[4].address
+    tab = vm.mmio_bus.find(bar).device
+    reg = lambda off: pio_read(vm, io + off, 4)            # noqa: E731
+    assert (reg(0x10), reg(0x18), reg(0x1C)) == (1, 1000, 0)
+    for off, bad in ((0x10, 0), (0x10, 4097), (0x18, 99), (0x18, 1_000_001)):
+        pio_write(vm, io + off, 4, bad)                 # out of range: ignored
+    assert (reg(0x10), reg(0x18)) == (1, 1000)
+    # FIRE: MSI vector 0, three messages; a bad index and MSI disabled count as dropped
+    cfg_write(vm, 3, 0x44, 4, 0xFEE0_0000)
+    cfg_write(vm, 3, 0x4C, 2, 0x31)
+    pio_write(vm, io + 0x14, 4, 0)
+    assert reg(0x30) == 1 and d.msis == []
+    cfg_write(vm, 3, 0x42, 2, 0x0001)
+    pio_write(vm, io + 0x10, 4, 3)
+    pio_write(vm, io + 0x14, 4, 0)
+    pio_write(vm, io + 0x14, 4, 0xFF)
+    assert d.msis == [(0xFEE0_0000, 0x31)] * 3 and reg(0x20) == 3 and reg(0x30) == 4
+    cfg_write(vm, 3, 0x50, 4, 1)
+    pio_write(vm, io + 0x14, 4, 0)
+    assert reg(0x28) == 3 and len(d.msis) == 3           # 3 pended, one pending bit: one message on unmask
+    cfg_write(vm, 3, 0x50, 4, 0)
+    assert len(d.msis) == 4 and cfg_read(vm, 3, 0x54) == 0
+    for off in (0x20, 0x28, 0x30):
+        pio_write(vm, io + off, 4, 0)
+        assert reg(off) == 0
+    cfg_write(vm, 3, 0x42, 2, 0)
+    d.msis.clear()
+    # the timer: MSI-X entry 2, 4 messages 1 ms apart, through an irqfd straight to KVM
+    tab.write(32, 8, 0xFEE0_0000)
+    tab.write(40, 8, 0x62)
+    cfg_write(vm, 3, 0x5A, 2, 0x8000)
+    pio_write(vm, io + 0x10, 4, 4)
+    pio_write(vm, io + 0x1C, 4, 0x102)
+    deadline = time.monotonic() + 5
+    while reg(0x1C) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert reg(0x1C) == 0 and reg(0x24) == 4 and reg(0x2C) == 0
+    assert t.msix.vectors[2].irqfd_gsi is not None      # no userspace delivery: the diverter saw nothing
+    assert d.msis == []
+    # masked by the function mask: the timer's messages end up in the PBA
+    cfg_write(vm, 3, 0x5A, 2, 0xC000)
+    pio_write(vm, io + 0x1C, 4, 0x102)
+    deadline = time.monotonic() + 5
+    while reg(0x1C) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert reg(0x2C) == 4 and mmio_read(vm, bar + 0x800) == 0x4
+    # a long run, stopped by the stop command; the thread ends
+    pio_write(vm, io + 0x10, 4, 4096)
+    pio_write(vm, io + 0x1C, 4, 0x102)
+    assert reg(0x1C) > 0
+    thread = t._timer_thread
+    pio_write(vm, io + 0x1C, 4, 1 << 31)
+    assert reg(0x1C) == 0
+    thread.join(2)
+    assert not thread.is_alive()

@@ -4,10 +4,13 @@ handlers make them)."""
 
 from __future__ import annotations
 
+import pytest
+
 from devices.ioapic import attach_ioapic
 from vmm.vm import Vm, VmConfig
 from xen import abi
 from xen.domain import XenConfig, XenDomain
+from xen.hypercall import XenError
 
 
 def test_callback_irq_rewrites_keep_one_eoi_listener():
@@ -44,6 +47,86 @@ def test_timer_rearms_keep_the_heap_bounded():
         assert len(timers._heap) <= 4 * 1 + 64 + 1
         assert timers.singleshot == {0: far + 4999}
         timers.set_singleshot(0, -1)                # a past s_time_t: fires at once
+    finally:
+        xen.stop()
+        vm.close()
+
+
+def test_ports_beyond_the_compat_limit_after_the_layout_switch():
+    """Ports bound above 1024 in the 64-bit layout, then the compat layout latched: a
+    delivery to them (a send whose peer is there, a VIRQ_TIMER bound there) is all or
+    nothing — nothing: no exception, no bit of shared_info moves (event_2l.c treats
+    them as masked); sends *from* them still reach a port below 1024."""
+    vm = Vm(VmConfig(memory=16 << 20, irqchip="split"))
+    attach_ioapic(vm)
+    xen = XenDomain(vm, XenConfig(hypercalls="port"), lambda b: None)
+    try:
+        ev, gpa = xen.evtchn, 0x100000
+        for _ in range(1027):
+            ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF, False)
+        high = ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF, False)
+        ev.close(1, False)
+        low = ev.bind_interdomain(abi.DOMID_SELF, high, False)
+        timer = ev.bind_virq(abi.VIRQ_TIMER, 0, False)
+        assert (high, low, timer) == (1028, 1, 1029)
+        xen.shared.map_at(gpa)
+        xen.compat = True                                   # hvm_latch_shinfo_size from 32-bit mode
+        vm.memory.write(gpa, bytes(4096))
+        ev.send(low, True)
+        assert ev.raise_virq(0, abi.VIRQ_TIMER)
+        ev.unmask(high, True)
+        assert vm.memory.read(gpa, 4096) == bytes(4096)
+        assert not ev.any_pending([high, timer], True)
+        ev.send(high, True)                                 # to port 1: delivered
+        assert xen.shared.is_pending(low, True)
+        with pytest.raises(XenError) as e:                  # 1..1023 taken: max_evtchns is 1024
+            ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF, True)
+        assert e.value.errno == abi.XenErrno.ENOSPC
+        ev.close(timer, True)
+        ev.close(high, True)
+    finally:
+        xen.stop()
+        vm.close()
+
+
+def test_overlay_refused_by_kvm_is_rolled_back():
+    """KVM refuses a memory slot beyond the host's guest-physical width: the overlay's
+    memory is taken back (the gpa reads as unbacked again), its slot is free for the
+    next overlay, and nothing is left half-placed."""
+    from vmm.memory import GuestMemoryError
+    vm = Vm(VmConfig(memory=16 << 20))
+    try:
+        before = list(vm.memory.regions)
+        with pytest.raises(GuestMemoryError, match="KVM refused"):
+            vm.map_overlay(1 << 60)
+        assert list(vm.memory.regions) == before and not vm.is_overlay(1 << 60)
+        with pytest.raises(GuestMemoryError):
+            vm.memory.read(1 << 60, 1)
+        vm.map_overlay(0x80000000)                  # the slot it would have had
+        vm.memory.write(0x80000000, b"ok")
+        assert vm.memory.read(0x80000000, 2) == b"ok" and vm.is_overlay(0x80000000)
+    finally:
+        vm.close()
+
+
+def test_no_xen_page_over_device_mmio():
+    """XENMEM_add_to_physmap onto another device's MMIO gets -EINVAL and no memory slot
+    (a slot there would hide the device from the guest); the Xen platform device's BAR
+    (where Linux HVM puts its grant frames) is the one MMIO a page may cover."""
+    from devices.legacy import DebugExit
+    vm = Vm(VmConfig(memory=16 << 20, irqchip="split"))
+    attach_ioapic(vm)
+    xen = XenDomain(vm, XenConfig(hypercalls="port"), lambda b: None)
+    try:
+        vm.mmio_bus.register(0xD0000000, 0x1000, DebugExit(lambda code: None), "some-device.bar0")
+        with pytest.raises(XenError) as e:
+            xen.gnttab.map_frame(0, 0xD0000000)
+        assert e.value.errno == abi.XenErrno.EINVAL
+        assert not vm.is_overlay(0xD0000000) and vm.mmio_bus.find(0xD0000000).name == "some-device.bar0"
+        assert xen.gnttab.frame_gfn(0) == (1 << 64) - 1          # still unplaced
+        vm.mmio_bus.register(0xD0001000, 0x1000, DebugExit(lambda code: None), "xen-platform.bar1")
+        xen.gnttab.map_frame(0, 0xD0001000)
+        assert vm.is_overlay(0xD0001000) and xen.gnttab.frame_gfn(0) == 0xD0001
     finally:
         xen.stop()
         vm.close()

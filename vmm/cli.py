@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 
 from vmm import exitcodes, trace
-from vmm.errors import UserError
+from vmm.errors import UserError, internal_errors
 from vmm.sizes import parse_size
 
 
@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--xen-no-kvm-accel", dest="xen_kvm_accel", action="store_false",
                    help="with the kernel transport, don't hand event delivery and SCHEDOP_poll to KVM "
                         "(KVM then treats poll as a yield)")
+    r.add_argument("--xen-nr-pirqs", type=int, default=256, metavar="N",
+                   help="PIRQs of the Xen domain (default 256, as QEMU: keeps PIRQ MSI addresses 32-bit)")
+    r.add_argument("--xen-apic-virt", action="store_true",
+                   help="advertise APIC and x2APIC access virtualization in Xen's CPUID leaf base+4: "
+                        "Linux then uses native MSIs instead of MSI PIRQs")
     r.add_argument("--trace", action="append", default=[], metavar="GLOB",
                    help="enable trace points matching GLOB (repeatable), e.g. 'vcpu.exit.*'; "
                         "'list' prints the names")
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give the guest no ACPI tables (no MADT, no ACPI poweroff/reset)")
     r.add_argument("--no-pci", action="store_true", help="no PCI bus (no config ports 0xcf8-0xcff, no host bridge)")
     r.add_argument("--pci-testdev", action="store_true",
-                   help="plug the PCI test device (devices/pci_testdev.py: INTx on demand) for test guests")
+                   help="plug the PCI test device (devices/pci_testdev.py: INTx, MSI and MSI-X on demand, timed bursts) for test guests")
     r.add_argument("--xen-platform-device", action="store_true", help=argparse.SUPPRESS)  # until `--xen` implies it
     r.add_argument("--timeout", type=_positive_float, metavar="S", help="stop the guest after S seconds (exit 124)")
     r.set_defaults(func=cmd_run)
@@ -192,6 +197,11 @@ def cmd_run(args) -> int:
         print(f"vmm: {vm.exit_reason} (exit {code})", file=sys.stderr)
     if args.stats:
         print_stats(vm)
+    errors = internal_errors()
+    if errors:
+        # However the guest ended, a VMM bug happened on the way: say so, and fail.
+        print(f"vmm: {len(errors)} internal error(s), first: {errors[0]}", file=sys.stderr)
+        code = exitcodes.VMM_ERROR
     if trace_file:
         trace_file.close()
     vm.close()
@@ -220,7 +230,11 @@ def _attach_xen(vm, args, version, console_out, pc, platform):
         # HVM_PARAM_CALLBACK_IRQ type PCI_INTX: bits 15:8 devfn, 1:0 pin (INTA = 0)
         devfn, pin = (value >> 8) & 0xFF, value & 3
         return pc.pci.intx_gsi(devfn >> 3, pin + 1)
-    xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel),
+    if not 16 <= args.xen_nr_pirqs <= 1 << 16:
+        # Below 16 not even the ISA IRQs fit; Xen's own limit is nr_irqs (extra_guest_irqs).
+        raise UserError(f"--xen-nr-pirqs: {args.xen_nr_pirqs} is out of range (16..65536)")
+    xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel,
+                                  nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt),
                     console_out, intx_gsi)
     vm.xen = xen
     return xen

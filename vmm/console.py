@@ -15,7 +15,7 @@ import threading
 import tty
 from typing import Callable
 
-from vmm.errors import UserError
+from vmm.errors import UserError, internal_error
 
 CTRL_A = 0x01
 HELP = b"\r\nC-a x  exit\r\nC-a C-a  send C-a\r\nC-a h  this help\r\n"
@@ -66,6 +66,12 @@ class Console:
         t.start()
 
     def _reader(self, fd: int, is_tty: bool, feed, quit_fn) -> None:
+        try:
+            self._read_loop(fd, is_tty, feed, quit_fn)
+        except Exception as e:       # a VMM bug (e.g. in the UART's feed): fail the run, loudly
+            internal_error("console-input", e)
+
+    def _read_loop(self, fd: int, is_tty: bool, feed, quit_fn) -> None:
         escape = False
         while True:
             try:

@@ -1,44 +1,72 @@
 """The interrupt-controller seam (in the spirit of crosvm's IrqChip trait).
 
-Devices raise interrupts only through an :class:`IrqChip`:
+Devices raise interrupts only through an :class:`IrqChip`, with objects it hands out:
 
-* ``set_gsi(gsi, level, source)`` — drive a GSI line (ISA IRQs 0-15 and I/OAPIC
-  pins).  A line may have several sources (the PCI bus's INTx, the Xen callback
-  line): the pin sees their OR, as Xen counts asserters per GSI;
-* ``send_msi(address, data)`` — deliver one MSI message;
-* ``add_eoi_listener(gsi, fn)`` / ``remove_eoi_listener`` — be told when the
-  guest EOIs a level-triggered interrupt on ``gsi`` (devices re-assert a
-  still-pending level there).
+* :class:`IrqLine` — ``chip.line(gsi, source)``: one source's wire to a GSI (ISA IRQs
+  0-15 and I/OAPIC pins), crosvm's ``IrqLevelEvent`` idea.  ``set(level)``,
+  ``pulse()`` and ``on_eoi(fn)`` (be told when the guest EOIs a level-triggered
+  interrupt there, to re-assert a still-pending level).  A GSI may have several
+  lines (PCI INTx of several functions, the Xen callback line, the testdev): the
+  pin sees their OR.
+* :class:`MsiVector` — ``chip.msi_vector(owner, index, kind)``: one MSI or MSI-X
+  vector of a device.  Its capability model reports every (re)programming and
+  mask change with ``update()``; ``fire()`` sends the message, through an irqfd
+  (``use_irqfd()``: no userspace work at all) where the route allows it.
+* ``send_msi(address, data)`` — one MSI message from a device (the testdev).
+
+**Diversion** (how Xen PIRQs plug in without vmm/ or devices/ importing xen/):
+``set_diverter(d)`` installs an :class:`InterruptDiverter`.  The chip asks it about
+every GSI level change (of divertible lines) and every device MSI *under the line
+lock*; the diverter only consults its own table (its lock is below the line lock)
+and answers "not mine" (``None``: the I/OAPIC / LAPIC gets it) or "mine" with the
+deliveries to make.  Those run on the chip's delivery thread, with no lock held, so
+a delivery that takes the event-channel port lock can never invert the lock order
+whatever the device held when it raised the line (QEMU's bottom half).  Lines made
+with ``divertible=False`` (the Xen callback GSI) are never shown to the diverter:
+delivering an event can't loop back into event-channel code (QEMU's deadlock 1).
+The diverter also snoops MSI vectors (``msi_vector_changed``) and chooses their
+irqfd routes (``msi_route``); route changes are pushed with ``rebuild_msi_routes()``,
+which callers issue after releasing their own locks ("rebuild after unlock",
+QEMU's deadlock 2).
 
 Two implementations sit behind it:
 
 * :class:`KernelIrqChip` — KVM_CREATE_IRQCHIP: PIC, I/OAPIC and LAPICs all in
-  the kernel (plus the in-kernel PIT).  ``set_gsi`` is KVM_IRQ_LINE.
+  the kernel (plus the in-kernel PIT).  A pin is driven with KVM_IRQ_LINE.
 * :class:`SplitIrqChip` — KVM_CAP_SPLIT_IRQCHIP: LAPICs in the kernel, the
-  I/OAPIC in user space.  ``set_gsi`` goes to a :class:`GsiSink` (the userspace
-  I/OAPIC model, provided by ``devices/``), which turns pins into MSIs; EOIs of
-  level-triggered vectors arrive as KVM_EXIT_IOAPIC_EOI.  This is the mode Xen
-  PIRQs need: the VMM must see a GSI before the I/OAPIC does to divert it to an
-  event channel (see ARCHITECTURE.md, "A GSI's path").
+  I/OAPIC in user space.  Pins go to a :class:`GsiSink` (the userspace I/OAPIC
+  model, provided by ``devices/``), which turns them into MSIs (``lapic_msi``);
+  EOIs of level-triggered vectors arrive as KVM_EXIT_IOAPIC_EOI.
 
-Lock rule: an IrqChip never calls back into a device while holding its lock,
-and ``set_gsi``/``send_msi`` may be called with a device lock held (they are
-the innermost level of the lock order).
+Locks (vmm/locks.py): ``irqchip.line`` is taken with device locks held and is above
+the diverter's table lock and the I/OAPIC's; ``irqchip`` (routes, listeners, MSI
+vectors) is near the bottom.  The chip never calls a device or the diverter's
+delivery path while holding either.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
-from kvm_bindings import IrqchipRoute, KvmError, Route, VmFd, consts
+from kvm_bindings import IrqchipRoute, KvmError, MsiRoute, Route, VmFd, consts
+from vmm.errors import internal_error
+from vmm.locks import ordered_lock
 from vmm.trace import tracepoint
 
-TP_SET_GSI = tracepoint("irq.gsi", "gsi={gsi} level={level}")
+TP_SET_GSI = tracepoint("irq.gsi", "gsi={gsi} level={level} source={source}")
+TP_DIVERT = tracepoint("irq.divert", "{what} diverted={diverted}")
 TP_MSI = tracepoint("irq.msi", "addr={addr:#x} data={data:#x} delivered={delivered}")
+TP_MSI_VECTOR = tracepoint("irq.msi_vector", "{owner} {kind}[{index}] addr={addr:#x} data={data:#x} "
+                                             "masked={masked} irqfd={irqfd}")
 TP_EOI = tracepoint("irq.eoi", "vector={vector:#x}")
 
-NR_IOAPIC_PINS = 24
+NR_IOAPIC_PINS = 24          # the I/OAPIC's pins (KVM's KVM_IOAPIC_NUM_PINS), GSIs 0-23
+MSI_ADDR_BASE = 0xFEE00000   # the LAPICs' MSI window (Intel SDM vol. 3, 11.11.1)
+
+Delivery = Callable[[], None]
 
 
 class IrqChipError(RuntimeError):
@@ -46,58 +74,382 @@ class IrqChipError(RuntimeError):
 
 
 class GsiSink(Protocol):
-    """Where a split irqchip sends GSI levels: the userspace I/OAPIC model."""
+    """Where a split irqchip sends pin levels: the userspace I/OAPIC model."""
     def set_irq(self, gsi: int, level: bool) -> None: ...
     def end_of_interrupt(self, vector: int) -> list[int]:
         """Handle an EOI broadcast; return the GSIs whose remote IRR it cleared."""
         ...
 
 
+class InterruptDiverter(Protocol):
+    """Takes some GSIs and MSIs away from the I/OAPIC/LAPIC (Xen PIRQs: xen/pirq.py).
+
+    ``divert_gsi`` and ``divert_msi`` run with the chip's line lock (and perhaps a
+    device lock) held: they may take only locks below ``irqchip.line`` and must not
+    deliver anything themselves; they return ``None`` ("not mine") or the deliveries
+    to run later, with no lock held, on the chip's delivery thread."""
+    def divert_gsi(self, gsi: int, level: bool) -> list[Delivery] | None: ...
+    def divert_msi(self, address: int, data: int) -> list[Delivery] | None: ...
+    def msi_vector_changed(self, vec: "MsiVector") -> None:
+        """Snoop: a vector was (re)programmed, masked/unmasked, or removed (``vec.removed``)."""
+        ...
+    def msi_route(self, vec: "MsiVector", gsi: int) -> Route | None | bool:
+        """The irqfd route for ``vec`` if it is one of ours: a Route, or False to keep
+        it in userspace (fire() then goes through ``divert_msi``); None: not ours."""
+        ...
+
+
+class IrqLine:
+    """One source's wire to a GSI.  Made by ``IrqChip.line``; any thread; may be driven
+    with the device's own lock held (``irqchip.line`` is below device locks)."""
+    __slots__ = ("chip", "gsi", "source", "divertible", "level")
+
+    def __init__(self, chip: "IrqChip", gsi: int, source: str, divertible: bool):
+        self.chip = chip
+        self.gsi = gsi
+        self.source = source
+        self.divertible = divertible
+        self.level = False
+
+    def set(self, level: bool) -> None:
+        self.chip._set_line(self, bool(level))
+
+    def pulse(self) -> None:
+        """An edge: raise, then lower."""
+        self.set(True)
+        self.set(False)
+
+    def on_eoi(self, fn: Callable[[], None], add: bool = True) -> None:
+        """Be told (with no irqchip lock held) when the guest EOIs a level interrupt of this GSI."""
+        if add:
+            self.chip.add_eoi_listener(self.gsi, fn)
+        else:
+            self.chip.remove_eoi_listener(self.gsi, fn)
+
+    def __repr__(self) -> str:
+        return f"<IrqLine gsi {self.gsi} {self.source} {'high' if self.level else 'low'}>"
+
+
+class _Gsi:
+    """A GSI's asserted lines: divertible ones (shown to the diverter) and fixed ones."""
+    __slots__ = ("divertible", "fixed", "pin", "diverted")
+
+    def __init__(self):
+        self.divertible: set[IrqLine] = set()
+        self.fixed: set[IrqLine] = set()
+        self.pin = False                 # the level last driven to the pin
+        self.diverted = False            # the diverter's last answer
+
+
+class MsiVector:
+    """One MSI/MSI-X vector of a device as the chip sees it: the message programmed,
+    whether it is masked (or its function disabled), and an optional irqfd.
+
+    ``unmask`` (given by the capability model) unmasks the vector in the device, for
+    the Xen rule that binding an MSI PIRQ unmasks it (Linux never does: Xen's
+    physdev code does it for real hardware).  Call it with no lock held."""
+
+    def __init__(self, chip: "IrqChip", owner: str, index: int, kind: str,
+                 unmask: Callable[[], None] | None = None):
+        self.chip = chip
+        self.owner = owner             # e.g. "00:03.0"
+        self.index = index
+        self.kind = kind               # "msi" | "msix"
+        self.unmask = unmask
+        self.address = 0
+        self.data = 0
+        self.masked = True
+        self.removed = False
+        self.irqfd_gsi: int | None = None
+        self._eventfd: int | None = None
+        self._fast = False             # fire() may write the eventfd: KVM holds a route for it
+
+    def update(self, address: int, data: int, masked: bool) -> None:
+        self.chip.update_msi_vector(self, address, data, masked)
+
+    def fire(self) -> bool:
+        """Send the message now (the caller checked its mask and pending bit).  Returns
+        True if it went to KVM through the irqfd, False if userspace delivered it."""
+        return self.chip.fire_msi_vector(self)
+
+    def remove(self) -> None:
+        self.chip.remove_msi_vector(self)
+
+    @property
+    def name(self) -> str:
+        return f"{self.owner} {self.kind}[{self.index}]"
+
+    def __repr__(self) -> str:
+        return f"<MsiVector {self.name} addr={self.address:#x} data={self.data:#x} masked={self.masked}>"
+
+
+class _DeliveryThread:
+    """Runs diverted deliveries with no lock held, in order (QEMU's bottom half)."""
+
+    def __init__(self):
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.delivered = 0
+
+    def submit(self, work: Iterable[Delivery]) -> None:
+        work = list(work)
+        if not work:
+            return
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="irq-deliver", daemon=True)
+                    self._thread.start()
+        self._idle.clear()
+        self._q.put(work)
+
+    def _run(self) -> None:
+        while True:
+            work = self._q.get()
+            if work is None:
+                return
+            for fn in work:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - reported, and the thread goes on
+                    internal_error("irq-deliver", e)
+                self.delivered += 1
+            if self._q.empty():
+                self._idle.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted so far has run (tests, snapshots)."""
+        return self._idle.wait(timeout)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+
+
 class IrqChip:
-    """Interface; see module docstring.
+    """Interface; see the module docstring.
 
     Also the owner of KVM's GSI routing table: KVM_SET_GSI_ROUTING replaces
     the whole table, so everyone (I/OAPIC pins, irqfd MSI routes, Xen event
     channel routes) edits it here with ``set_routes``.
     """
     name = "irqchip"
+    nr_pins = NR_IOAPIC_PINS
     first_free_gsi = NR_IOAPIC_PINS    # GSIs below this belong to the I/OAPIC pins
 
     def __init__(self, vm: VmFd):
         self.vm = vm
+        self._lock = ordered_lock("irqchip")          # routes, listeners, MSI vectors
+        self._line_lock = ordered_lock("irqchip.line")
         self._eoi_listeners: dict[int, list[Callable[[], None]]] = {}
-        self._lock = threading.Lock()
-        # Held while a line's OR is decided *and* driven (so two sources' changes reach the
-        # pin in the order they were decided); above the I/OAPIC's lock, below device locks.
-        self._line_lock = threading.Lock()
-        self._line_sources: dict[int, set[str]] = {}
+        self._gsis: dict[int, _Gsi] = {}
         self._routes: dict[int, list[Route]] = {}
         self._next_gsi = self.first_free_gsi
+        self._free_gsis: list[int] = []
+        self._vectors: list[MsiVector] = []
+        self.diverter: InterruptDiverter | None = None
+        self.deliveries = _DeliveryThread()
 
-    # -- interrupts
-    def set_gsi(self, gsi: int, level: bool, source: str = "line") -> None:
-        """Drive ``source``'s level on ``gsi``; the pin follows the OR of all sources.
-        A raise always reaches the pin (single-source devices keep their old
-        behaviour); a lower only when no other source still asserts."""
+    # ------------------------------------------------------------ lines
+    def line(self, gsi: int, source: str, *, divertible: bool = True) -> IrqLine:
+        """A wire from ``source`` (a name for traces) to ``gsi``."""
+        if not 0 <= gsi < self.nr_pins:
+            raise IrqChipError(f"GSI {gsi} out of range (0..{self.nr_pins - 1})")
+        return IrqLine(self, gsi, source, divertible)
+
+    def _set_line(self, line: IrqLine, level: bool) -> None:
         with self._line_lock:
-            sources = self._line_sources.setdefault(gsi, set())
+            line.level = level
+            st = self._gsis.get(line.gsi)
+            if st is None:
+                st = self._gsis[line.gsi] = _Gsi()
+            group = st.divertible if line.divertible else st.fixed
             if level:
-                sources.add(source)
+                group.add(line)
             else:
-                sources.discard(source)
-                if sources:
-                    return
-            self._drive(gsi, level)
+                group.discard(line)
+            if TP_SET_GSI.enabled:
+                TP_SET_GSI.emit(gsi=line.gsi, level=int(level), source=line.source)
+            work = self._settle(line.gsi, st, raised=level, ask=line.divertible)
+        if work:
+            self.deliveries.submit(work)
+
+    def redrive(self, gsi: int) -> None:
+        """Ask the diverter again about ``gsi`` and drive its pin accordingly: the diverter
+        took the GSI over or handed it back (PHYSDEVOP_map_pirq / unmap_pirq)."""
+        with self._line_lock:
+            st = self._gsis.get(gsi)
+            if st is None:
+                st = self._gsis[gsi] = _Gsi()
+            work = self._settle(gsi, st, raised=False, ask=True)
+        if work:
+            self.deliveries.submit(work)
+
+    def _settle(self, gsi: int, st: _Gsi, raised: bool, ask: bool) -> list[Delivery] | None:
+        """Line lock held: the diverter decides (when a divertible line changed, or on
+        ``redrive``), then the pin follows what is left to it."""
+        shown = bool(st.divertible)
+        work = None
+        if ask and self.diverter is not None:
+            work = self.diverter.divert_gsi(gsi, shown)
+            st.diverted = work is not None
+            if TP_DIVERT.enabled:
+                TP_DIVERT.emit(what=f"gsi={gsi} level={int(shown)}", diverted=int(st.diverted))
+        pin = bool(st.fixed) or (shown and not st.diverted)
+        # A raise always reaches the pin (a level pin re-delivers once its IRR is clear);
+        # a lower only when the OR of the sources it sees falls.
+        if pin != st.pin or (pin and raised):
+            st.pin = pin
+            self._drive(gsi, pin)
+        return work
+
+    def line_level(self, gsi: int) -> bool:
+        """The OR of every line on ``gsi`` (diverted or not)."""
+        with self._line_lock:
+            st = self._gsis.get(gsi)
+            return bool(st and (st.divertible or st.fixed))
 
     def _drive(self, gsi: int, level: bool) -> None:
         raise NotImplementedError
 
+    # ------------------------------------------------------------ diversion
+    def set_diverter(self, diverter: InterruptDiverter | None) -> None:
+        self.diverter = diverter
+
+    def flush_deliveries(self, timeout: float = 5.0) -> bool:
+        return self.deliveries.flush(timeout)
+
+    def close(self) -> None:
+        self.deliveries.stop()
+        with self._lock:
+            vectors = list(self._vectors)
+        for vec in vectors:
+            self._release_irqfd(vec)
+
+    # ------------------------------------------------------------ MSIs
     def send_msi(self, address: int, data: int) -> bool:
-        """Deliver an MSI; returns False if the guest's LAPIC blocked it."""
+        """A device's MSI message: the diverter's, or the LAPIC's.  Returns False if the
+        guest's LAPIC blocked it (a diverted message counts as delivered)."""
+        d = self.diverter
+        if d is not None:
+            with self._line_lock:
+                work = d.divert_msi(address, data)
+            if work is not None:
+                if TP_DIVERT.enabled:
+                    TP_DIVERT.emit(what=f"msi addr={address:#x} data={data:#x}", diverted=1)
+                self.deliveries.submit(work)
+                return True
+        return self.lapic_msi(address, data)
+
+    def lapic_msi(self, address: int, data: int) -> bool:
+        """Straight to the LAPICs (KVM_SIGNAL_MSI), never diverted: the I/OAPIC's pin
+        messages and Xen's own upcall vectors."""
         r = self.vm.signal_msi(address, data)
         if TP_MSI.enabled:
             TP_MSI.emit(addr=address, data=data, delivered=r > 0)
         return r > 0
+
+    def msi_vector(self, owner: str, index: int, kind: str,
+                   unmask: Callable[[], None] | None = None) -> MsiVector:
+        vec = MsiVector(self, owner, index, kind, unmask)
+        with self._lock:
+            self._vectors.append(vec)
+        return vec
+
+    def update_msi_vector(self, vec: MsiVector, address: int, data: int, masked: bool) -> None:
+        """The device model's record of a vector changed (call it with no chip lock held;
+        a device or capability lock is fine)."""
+        with self._lock:
+            changed = (vec.address, vec.data) != (address, data)
+            vec.address, vec.data, vec.masked = address, data, masked
+            if changed and vec.irqfd_gsi is not None:
+                self._route_vector(vec)
+        if TP_MSI_VECTOR.enabled:
+            TP_MSI_VECTOR.emit(owner=vec.owner, kind=vec.kind, index=vec.index, addr=address, data=data,
+                               masked=int(masked), irqfd=int(vec._fast))
+        if self.diverter is not None:
+            self.diverter.msi_vector_changed(vec)
+
+    def remove_msi_vector(self, vec: MsiVector) -> None:
+        """The device is gone (unplugged, or MSI-X turned off): forget the vector."""
+        self._release_irqfd(vec)
+        with self._lock:
+            vec.removed = True
+            if vec in self._vectors:
+                self._vectors.remove(vec)
+        if self.diverter is not None:
+            self.diverter.msi_vector_changed(vec)
+
+    def use_irqfd(self, vec: MsiVector) -> bool:
+        """Give ``vec`` an eventfd bound to a GSI of its own (KVM_IRQFD), so fire() from a
+        device thread costs no userspace delivery.  False if KVM refuses."""
+        with self._lock:
+            if vec.irqfd_gsi is not None:
+                return True
+            gsi = self._free_gsis.pop() if self._free_gsis else self._take_gsi()
+            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            try:
+                vec.irqfd_gsi, vec._eventfd = gsi, fd
+                self._route_vector(vec)
+                self.vm.irqfd(fd, gsi)
+            except KvmError:
+                os.close(fd)
+                vec.irqfd_gsi, vec._eventfd, vec._fast = None, None, False
+                self._routes.pop(gsi, None)
+                self._free_gsis.append(gsi)
+                return False
+            return True
+
+    def _release_irqfd(self, vec: MsiVector) -> None:
+        with self._lock:
+            gsi, fd = vec.irqfd_gsi, vec._eventfd
+            if gsi is None:
+                return
+            vec.irqfd_gsi, vec._eventfd, vec._fast = None, None, False
+            try:
+                self.vm.irqfd(fd, gsi, deassign=True)
+            except KvmError:
+                pass
+            os.close(fd)
+            if self._routes.pop(gsi, None) is not None:
+                self._commit_routes()
+            self._free_gsis.append(gsi)
+
+    def _route_vector(self, vec: MsiVector) -> None:
+        """Chip lock held: (re)compute the irqfd route of ``vec`` and commit the table."""
+        gsi = vec.irqfd_gsi
+        route: Route | None | bool = None
+        if self.diverter is not None:
+            route = self.diverter.msi_route(vec, gsi)
+        if route is None:
+            route = MsiRoute(gsi, vec.address, vec.data)
+        if route is False:                  # the diverter's, but only userspace can deliver it
+            vec._fast = False
+            self._routes.pop(gsi, None)
+        else:
+            vec._fast = True
+            self._routes[gsi] = [route]
+        self._commit_routes()
+
+    def rebuild_msi_routes(self) -> None:
+        """The diverter's answers changed (a PIRQ bound, closed, moved): recompute every
+        irqfd route.  Call with no lock of yours held (QEMU's deadlock 2)."""
+        with self._lock:
+            for vec in self._vectors:
+                if vec.irqfd_gsi is not None:
+                    self._route_vector(vec)
+
+    def fire_msi_vector(self, vec: MsiVector) -> bool:
+        with self._lock:               # ordered against route changes
+            if vec._fast and vec._eventfd is not None:
+                os.eventfd_write(vec._eventfd, 1)
+                return True
+            address, data = vec.address, vec.data
+        self.send_msi(address, data)
+        return False
 
     # -- EOI notification for level-triggered lines
     def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
@@ -114,7 +466,7 @@ class IrqChip:
         for gsi in gsis:
             with self._lock:
                 listeners = list(self._eoi_listeners.get(gsi, ()))
-            for fn in listeners:  # called without our lock: listeners may call set_gsi
+            for fn in listeners:  # called without our lock: listeners may drive lines
                 fn()
 
     def ioapic_eoi(self, vector: int) -> None:
@@ -123,12 +475,15 @@ class IrqChip:
             TP_EOI.emit(vector=vector)
 
     # -- the GSI routing table
+    def _take_gsi(self) -> int:
+        gsi = self._next_gsi
+        self._next_gsi += 1
+        return gsi
+
     def allocate_gsi(self) -> int:
         """A GSI number above the I/OAPIC pins, for an irqfd route."""
         with self._lock:
-            gsi = self._next_gsi
-            self._next_gsi += 1
-            return gsi
+            return self._free_gsis.pop() if self._free_gsis else self._take_gsi()
 
     def set_routes(self, gsi: int, routes: list[Route]) -> None:
         """Replace the routes of ``gsi`` (empty list: remove) and commit the table."""
@@ -137,8 +492,10 @@ class IrqChip:
                 self._routes[gsi] = list(routes)
             else:
                 self._routes.pop(gsi, None)
-            table = [r for rs in self._routes.values() for r in rs]
-            self.vm.set_gsi_routing(table)
+            self._commit_routes()
+
+    def _commit_routes(self) -> None:
+        self.vm.set_gsi_routing([r for rs in self._routes.values() for r in rs])
 
     def routes(self) -> dict[int, list[Route]]:
         with self._lock:
@@ -166,10 +523,6 @@ class KernelIrqChip(IrqChip):
             self._routes[gsi] = rs
 
     def _drive(self, gsi: int, level: bool) -> None:
-        if not 0 <= gsi < NR_IOAPIC_PINS:
-            raise IrqChipError(f"GSI {gsi} out of range")
-        if TP_SET_GSI.enabled:
-            TP_SET_GSI.emit(gsi=gsi, level=int(level))
         self.vm.irq_line(gsi, 1 if level else 0)
 
     def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
@@ -191,10 +544,6 @@ class SplitIrqChip(IrqChip):
         self.sink = sink
 
     def _drive(self, gsi: int, level: bool) -> None:
-        if not 0 <= gsi < self.nr_pins:
-            raise IrqChipError(f"GSI {gsi} out of range")
-        if TP_SET_GSI.enabled:
-            TP_SET_GSI.emit(gsi=gsi, level=int(level))
         if self.sink is None:
             raise IrqChipError("split irqchip: no userspace I/OAPIC attached, GSIs cannot be delivered")
         self.sink.set_irq(gsi, level)
@@ -216,4 +565,5 @@ def create_irqchip(vm: VmFd, mode: str) -> IrqChip:
     raise IrqChipError(f"unknown irqchip mode {mode!r}")
 
 
-__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "IrqChipError", "create_irqchip"]
+__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "InterruptDiverter", "IrqLine",
+           "MsiVector", "IrqChipError", "create_irqchip", "NR_IOAPIC_PINS", "MSI_ADDR_BASE"]

@@ -75,14 +75,22 @@ class GuestMemory:
         # Replaced, never mutated (copy-on-write): vCPU threads iterate it without a lock.
         self.regions: tuple[Region, ...] = ()
         low = min(size, LOW_RAM_MAX)
-        self._add(0, low)
-        if size > low:
-            self._add(HIGH_RAM_BASE, size - low)
+        try:
+            self._add(0, low)
+            if size > low:
+                self._add(HIGH_RAM_BASE, size - low)
+        except GuestMemoryError as e:
+            self.close()
+            raise GuestMemoryError(f"{size >> 20} MiB is more guest memory than this host will map ({e})") from None
         self.low_end = low
         self.acpi_tables: tuple[int, int] | None = None
 
     def _add(self, gpa: int, size: int, overlay: bool = False) -> Region:
-        m = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
+        try:
+            m = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
+        except (OSError, OverflowError) as e:     # more than the host will map for us
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise GuestMemoryError(reason) from None
         r = Region(gpa, size, m, memoryview(m), ffi.cast("uint8_t *", ffi.from_buffer(m)), overlay)
         self.regions = (*self.regions, r)
         return r

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
 from kvm_bindings._kvm import lib
 from vmm import exitcodes
+from vmm.errors import internal_error
 from vmm.trace import tracepoint
 
 if TYPE_CHECKING:
@@ -179,8 +180,7 @@ class Vcpu:
         except KvmError as e:
             self.vm.request_exit(exitcodes.VMM_ERROR, f"vcpu{self.id}: {e}")
         except BaseException as e:  # never let a vCPU thread die silently
-            import traceback
-            traceback.print_exc()
+            internal_error(f"vcpu{self.id}", e)     # printed, counted, and `vmm run` exits 1
             self.vm.request_exit(exitcodes.VMM_ERROR, f"vcpu{self.id}: internal error: {e!r}")
 
     def _park(self) -> None:

@@ -17,10 +17,12 @@ from kvm_bindings import Kvm, KvmError, buffer_address, consts
 from vmm import exitcodes
 from vmm.bus import MmioBus, PioBus
 from vmm.cpuid import configure_cpuid
+from vmm.errors import internal_errors
 from vmm.irqchip import IrqChip, create_irqchip
 from vmm.memory import GuestMemory, GuestMemoryError
 from vmm.trace import tracepoint
 from vmm.vcpu import Vcpu, install_kick_handler
+from vmm.locks import ordered_lock
 
 TP_VM_EXIT = tracepoint("vm.exit", "code={code} reason={reason}")
 
@@ -61,7 +63,7 @@ class Vm:
         self.exit_code: int | None = None
         self.exit_reason = ""
         self._exit_event = threading.Event()
-        self._exit_lock = threading.Lock()
+        self._exit_lock = ordered_lock("vm.exit")
         self._at_exit: list = []
         if self.kvm.check_extension(consts.KVM_CAP_SET_TSS_ADDR):
             self.fd.set_tss_addr(TSS_ADDR)
@@ -74,7 +76,7 @@ class Vm:
         # Removed overlays stay mapped until close(): another thread may still hold a raw
         # pointer into one (an atomic on shared_info as the guest moves it).
         self._retired_overlays: list = []
-        self._overlay_lock = threading.Lock()
+        self._overlay_lock = ordered_lock("vm.overlay")
         self._max_memslots = self.kvm.check_extension(consts.KVM_CAP_NR_MEMSLOTS) or 32
 
         self.irqchip: IrqChip = create_irqchip(self.fd, config.irqchip)
@@ -169,6 +171,7 @@ class Vm:
         if self._closed:
             return
         self._closed = True
+        self.irqchip.close()
         for v in self.vcpus:
             if v.thread is None or not v.thread.is_alive():
                 v.fd.close()
@@ -182,6 +185,9 @@ class Vm:
         for v in self.vcpus:
             total.update(v.stats)
             total["exits"] += v.exits
+        errors = len(internal_errors())
+        if errors:
+            total["internal-errors"] = errors
         return total
 
     @property

@@ -18,10 +18,16 @@ def _sig(text: bytes) -> tuple[int, int, int]:
 
 
 def xen_leaves(vcpu_id: int, version: tuple[int, int], domid: int,
-               tsc_khz: int) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+               tsc_khz: int, apic_virt: bool = False) -> dict[tuple[int, int], tuple[int, int, int, int]]:
     major, minor = version
     ebx, ecx, edx = _sig(abi.XEN_CPUID_SIGNATURE)
     flags = abi.XEN_HVM_CPUID_VCPU_ID_PRESENT | abi.XEN_HVM_CPUID_DOMID_PRESENT
+    if apic_virt:
+        # Xen sets these when the CPU virtualizes APIC accesses / x2APIC MSRs
+        # (xen/arch/x86/traps.c cpuid_hypervisor_leaves); Linux then prefers native MSIs
+        # to PIRQs (arch/x86/pci/xen.c xen_hvm_msi_init).  KVM's LAPIC is in the kernel
+        # either way, so this is a choice (XenConfig.apic_virt), not a fact we detect.
+        flags |= abi.XEN_HVM_CPUID_APIC_ACCESS_VIRT | abi.XEN_HVM_CPUID_X2APIC_VIRT
     if version >= (4, 17):
         flags |= abi.XEN_HVM_CPUID_UPCALL_VECTOR     # HVMOP_set_evtchn_upcall_vector is available
     return {

@@ -18,6 +18,7 @@ from vmm.irqchip import IrqChipError
 from vmm.memory import IOAPIC_BASE, GuestMemoryError
 from vmm.trace import tracepoint
 from vmm.vm import Vm
+from vmm.locks import ordered_condition, ordered_lock
 from xen import abi
 from xen.cpuid import xen_leaves
 from xen.evtchn import EventChannels
@@ -27,6 +28,7 @@ from xen.hypercall import XenError
 from xen.hypercall import HypercallTable
 from xen.kvm_accel import KvmXenAccel
 from xen.kvm_accel import available as accel_available
+from xen.pirq import PirqTable
 from xen.shared_info import SharedInfo
 from xen.time import Timers, XenTime
 from xen.transport import KernelTransport, PortTransport, choose_transport
@@ -46,6 +48,10 @@ class XenConfig:
     version: tuple[int, int] = (4, 17)
     hypercalls: str = "auto"            # auto | kernel | port
     kvm_accel: bool = True              # kernel transport: let KVM deliver events and answer poll (xen/kvm_accel.py)
+    nr_pirqs: int = 256                 # PIRQs of the domain (Xen: nr_static_irqs + extra_guest_irqs)
+    # CPUID base+4 XEN_HVM_CPUID_APIC_ACCESS_VIRT | X2APIC_VIRT: "the hardware virtualizes the
+    # (x2)APIC", so Linux uses native MSIs instead of PIRQs (arch/x86/pci/xen.c xen_hvm_msi_init)
+    apic_virt: bool = False
 
 
 @dataclass
@@ -74,9 +80,9 @@ class XenDomain:
         self._intx_gsi = intx_gsi
         self.running = True
         self.compat = False                    # latched from the guest's mode (shared_info layout)
-        self.lock = threading.Lock()
-        self.events = threading.Condition()
-        self._pages_lock = threading.Lock()     # placed pages; below GrantTable/SharedInfo locks
+        self.lock = ordered_lock("xen.domain")
+        self.events = ordered_condition("xen.events")
+        self._pages_lock = ordered_lock("xen.pages")     # placed pages; below GrantTable/SharedInfo locks
         self._placed: dict[int, object] = {}    # overlay gpa -> the Xen page placed there
         self.hvm_params: dict[int, int] = {}
         self.shutdown_code: int | None = None
@@ -88,6 +94,7 @@ class XenDomain:
         self.shared = SharedInfo(self)
         self.upcall = Upcall(self)
         self.evtchn = EventChannels(self)
+        self.pirqs = PirqTable(self, config.nr_pirqs, vm.irqchip.nr_pins)
         self.clock = XenTime(self)
         self.timers = Timers(self, self.clock)
         self.gnttab = GrantTable(self)
@@ -103,11 +110,13 @@ class XenDomain:
         self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
         if self.accel:
             self.accel.start()
+        vm.irqchip.set_diverter(self.pirqs)         # GSIs and MSIs the guest maps to PIRQs
         if self.accel_full:
             self.clock.follow_kvm_clock(vm.fd)
         from vmm.cpuid import configure_cpuid
         for v in vm.vcpus:
-            configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz))
+            configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz,
+                                                               apic_virt=config.apic_virt))
         self.write_wallclock()
         vm.at_exit(self.stop)
         self.hypercalls.count_enabled = vm.stats_enabled
@@ -133,13 +142,6 @@ class XenDomain:
     def timer_fired(self, vcpu: int) -> None:
         self.publish_time(vcpu)
         self.evtchn.raise_virq(vcpu, abi.VIRQ.TIMER)
-
-    def pirq_unbound(self, pirq: int) -> None:
-        """A port bound to a PIRQ was closed (PIRQ support plugs in here)."""
-
-    def bind_pirq(self, pirq: int, flags: int, compat: bool) -> int:
-        """EVTCHNOP_bind_pirq: no PIRQ is mapped until PIRQ support exists (Xen: -EINVAL)."""
-        raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq} is not mapped")
 
     # ------------------------------------------------------------ placed pages
     def place_page(self, gpa: int, owner) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmm.trace import tracepoint
+from vmm.locks import ordered_lock
 from xen import abi
 from xen.hypercall import XenError
 
@@ -67,7 +68,7 @@ class Channel:
 class EventChannels:
     def __init__(self, domain: "XenDomain"):
         self.domain = domain
-        self.lock = threading.Lock()
+        self.lock = ordered_lock("xen.ports")
         self.max_ports = abi.EVTCHN_2L_NR_CHANNELS_64
         self.ports: list[Channel] = [Channel() for _ in range(self.max_ports)]
         self.ports[0].state = ECS_RESERVED
@@ -80,11 +81,17 @@ class EventChannels:
 
     def _valid(self, port: int, compat: bool) -> bool:
         """In range and not the reserved port 0 (what Xen's ops that need a bound port check)."""
-        return 0 < port < self.nr_ports(compat)
+        return 0 < port < self.nr_ports(compat) or self._bound_beyond(port, compat)
 
     def _in_range(self, port: int, compat: bool) -> bool:
         """Xen's port_is_valid(): port 0 exists (reserved), so status/unmask accept it."""
-        return 0 <= port < self.nr_ports(compat)
+        return 0 <= port < self.nr_ports(compat) or self._bound_beyond(port, compat)
+
+    def _bound_beyond(self, port: int, compat: bool) -> bool:
+        """A port bound above the compat limit before the guest latched the compat layout:
+        Xen's port_is_valid (d->valid_evtchns never shrinks) still accepts it; delivery to
+        it is dropped (SharedInfo.set_pending)."""
+        return compat and 0 < port < self.max_ports and self.ports[port].state != ECS_FREE
 
     def _get(self, port: int, compat: bool) -> Channel:
         if not self._valid(port, compat) or self.ports[port].state in (ECS_FREE, ECS_RESERVED):
@@ -164,9 +171,34 @@ class EventChannels:
 
     def close(self, port: int, compat: bool) -> None:
         with self.lock:
-            self._close(port, compat)
+            was_pirq = self._close(port, compat)
+        if was_pirq:
+            self.domain.pirqs.routes_changed()        # after unlock (QEMU's deadlock 2)
 
-    def _close(self, port: int, compat: bool) -> None:
+    def bind_pirq(self, pirq: int, flags: int, compat: bool) -> int:
+        """EVTCHNOP_bind_pirq (event_channel.c evtchn_bind_pirq).  An HVM guest needs no
+        prior mapping; the port notifies vCPU 0; BIND_PIRQ__WILL_SHARE only matters to a
+        PV guest's machine IRQ (pirq_guest_bind), so any flags are accepted."""
+        pirqs = self.domain.pirqs
+        if not 0 <= pirq < pirqs.nr_pirqs:            # unsigned in the ABI: negative is huge
+            raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq}")
+        with self.lock:
+            if pirqs.is_bound(pirq):                  # checked before a port is allocated
+                raise XenError(abi.XenErrno.EEXIST, f"pirq {pirq} already bound")
+            port = self._alloc(compat)
+            vec = pirqs.bind(pirq, port)
+            self.ports[port] = ch = Channel(ECS_PIRQ, 0, pirq=pirq)
+            self._trace_bind(port, ch, f"pirq={pirq}")
+        pirqs.routes_changed()
+        if vec is not None and vec.unmask is not None:
+            # Xen unmasks a real device's MSI at bind (irq.c arch_evtchn_bind_pirq ->
+            # guest_mask_msi_irq(desc, 0)); Linux never unmasks a PIRQ-routed MSI itself.
+            # QEMU does the same for emulated devices (xen_evtchn_bind_pirq_op).
+            vec.unmask()
+        return port
+
+    def _close(self, port: int, compat: bool) -> bool:
+        """Close ``port`` (lock held); True if it was a PIRQ's (routes to rebuild)."""
         ch = self._get(port, compat)
         kind = STATE_NAMES[ch.state]
         if ch.state == ECS_VIRQ:
@@ -179,11 +211,12 @@ class EventChannels:
                 # The other end goes back to unbound, waiting for us again (Xen does the same).
                 peer.state, peer.remote_port = ECS_UNBOUND, 0
         elif ch.state == ECS_PIRQ:
-            self.domain.pirq_unbound(ch.pirq)
+            self.domain.pirqs.unbound(ch.pirq, port)     # port lock -> PIRQ table lock: in order
         self.ports[port] = Channel()
         self.domain.shared.clear_pending(port, compat)
         if TP_CLOSE.enabled:
             TP_CLOSE.emit(port=port, kind=kind)
+        return ch.state == ECS_PIRQ
 
     def send(self, port: int, compat: bool) -> None:
         with self.lock:
@@ -219,7 +252,11 @@ class EventChannels:
             if ch.state not in (ECS_VIRQ, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ):
                 raise XenError(abi.XenErrno.EINVAL, f"cannot move a {STATE_NAMES[ch.state]} port")
             ch.vcpu = vcpu
+            if ch.state == ECS_PIRQ:
+                self.domain.pirqs.moved(ch.pirq, vcpu)
             self._trace_bind(port, ch, "moved")
+        if ch.state == ECS_PIRQ:
+            self.domain.pirqs.routes_changed()
 
     def unmask(self, port: int, compat: bool) -> None:
         if not self._in_range(port, compat):
@@ -232,10 +269,13 @@ class EventChannels:
 
     def reset(self, dom: int) -> None:
         self._check_dom(dom)
+        any_pirq = False
         with self.lock:
             for p in range(1, self.max_ports):
                 if self.ports[p].state not in (ECS_FREE, ECS_RESERVED):
-                    self._close(p, False)
+                    any_pirq |= self._close(p, False)
+        if any_pirq:
+            self.domain.pirqs.routes_changed()
 
     # ------------------------------------------------------------ delivery
     def _set_pending(self, port: int) -> None:
@@ -273,6 +313,20 @@ class EventChannels:
         with self.lock:
             if 0 < port < self.max_ports and self.ports[port].state not in (ECS_FREE, ECS_RESERVED):
                 self._set_pending(port)
+
+    def deliver_pirq(self, pirq: int, via: str) -> None:
+        """event_channel.c send_guest_pirq: the PIRQ's port, if bound, becomes pending on
+        its vCPU.  Run with no lock held (the irqchip's delivery thread, PHYSDEVOP_eoi); the
+        binding is looked up now, under the port lock, not when the interrupt was decided."""
+        from xen.pirq import TP_DELIVER
+        with self.lock:
+            port = self.domain.pirqs.port_of(pirq)
+            ch = self.ports[port] if 0 < port < self.max_ports else None
+            ok = ch is not None and ch.state == ECS_PIRQ and ch.pirq == pirq
+            if ok:
+                self._set_pending(port)
+        if TP_DELIVER.enabled:
+            TP_DELIVER.emit(pirq=pirq, port=port, via=via, result="" if ok else "not bound: dropped")
 
     def any_pending(self, ports: list[int], compat: bool) -> bool:
         """SCHEDOP_poll: is any of ``ports`` pending (masked or not, as Xen's do_poll)?"""

@@ -12,6 +12,7 @@ import threading
 
 from xen import abi
 from xen.hypercall import XenError
+from vmm.locks import ordered_lock
 
 MAX_FRAMES = 64            # QEMU's and Xen's default max_grant_frames
 XENMAPIDX_grant_table_status = 1 << 31
@@ -21,7 +22,7 @@ INVALID_GFN = (1 << 64) - 1
 class GrantTable:
     def __init__(self, domain):
         self.domain = domain
-        self.lock = threading.Lock()
+        self.lock = ordered_lock("xen.gnttab")
         self.version = 1
         self.nr_frames = 1
         self.frames: dict[int, int] = {}     # frame index -> gpa

@@ -124,6 +124,8 @@ class GuestAccess:
             done += n
 
     def read(self, gva: int, length: int) -> bytes:
+        if not 0 <= length <= MAX_COPY:      # before the buffer: bytearray(-1) is a ValueError
+            raise GuestFault(f"length {length} out of bounds")
         out = bytearray(length)
         for off, view in self._chunks(gva, length, False):
             out[off:off + len(view)] = view

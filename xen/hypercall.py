@@ -22,6 +22,7 @@ import traceback
 from collections import Counter
 from typing import Callable
 
+from vmm.errors import internal_error
 from vmm.trace import tracepoint
 from xen.abi import HYPERCALL_NAMES, XenErrno
 from xen.guest_access import GuestAccess, GuestFault
@@ -90,7 +91,6 @@ class HypercallTable:
         self.handlers: dict[int, Handler] = {}
         self.counts: Counter[str] = Counter()
         self.count_enabled = False
-        self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def register(self, nr: int, handler: Handler) -> None:
@@ -115,11 +115,9 @@ class HypercallTable:
             except XenError as e:
                 call.tracing and call.note(f"error: {e}")
                 result = -e.errno
-            except Exception:  # noqa: BLE001 - a VMM bug must not kill the vCPU
-                name = HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")
-                if name not in self._warned:
-                    self._warned.add(name)
-                    sys.stderr.write(f"vmm: internal error in hypercall {name}:\n{traceback.format_exc()}")
+            except Exception as e:  # noqa: BLE001 - a VMM bug must not kill the vCPU
+                # Reported (and the run's exit status says so): never silently an errno.
+                internal_error(f"hypercall {HYPERCALL_NAMES.get(call.nr, call.nr)}", e)
                 result = -XenErrno.EINVAL
         if call.tracing:
             name = HYPERCALL_NAMES.get(call.nr, f"hypercall_{call.nr}")

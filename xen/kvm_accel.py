@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, consts, ffi
 from vmm.trace import tracepoint
+from vmm.locks import ordered_lock
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
@@ -50,7 +51,7 @@ class KvmXenAccel:
         self.domain = domain
         self.vm = domain.vm
         self.full = full
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("xen.kvm_accel")
         self.long_mode: int | None = None
 
     def start(self) -> None:

@@ -43,6 +43,7 @@ from typing import Callable, Iterable
 
 from devices.pci import BAR_IO, BAR_MEM32, INTA, FnRegion, PciBus, PciDevice
 from vmm.trace import tracepoint
+from vmm.locks import ordered_lock
 
 TP_UNPLUG = tracepoint("xen.platform.unplug", "mask={mask:#x} devices={devices} via={via}")
 TP_LOG = tracepoint("xen.platform.log", "{line}")
@@ -94,7 +95,7 @@ class XenPlatformDevice(PciDevice):
                          class_code=XEN_PLATFORM_CLASS, revision=XEN_PLATFORM_REVISION,
                          subsystem_vendor_id=XEN_PLATFORM_VENDOR_ID, subsystem_id=XEN_PLATFORM_DEVICE_ID,
                          interrupt_pin=INTA)
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("device")
         self.blacklist = set(blacklist)
         self.on_unplug = on_unplug
         self.flags = 0

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from kvm_bindings import ffi
 from kvm_bindings._kvm import lib
 from vmm.memory import GuestMemoryError
+from vmm.locks import ordered_lock
 from xen import abi
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class SharedInfo:
     def __init__(self, domain: "XenDomain"):
         self.domain = domain
         self.mem = domain.vm.memory
-        self.lock = threading.Lock()          # placement only; bit updates are atomic RMWs
+        self.lock = ordered_lock("xen.shared_info")          # placement only; bit updates are atomic RMWs
         self.gpa: int | None = None
         self._shadow = mmap.mmap(-1, PAGE_SIZE)
         self._shadow_base = ffi.cast("uint8_t *", ffi.from_buffer(self._shadow))
@@ -162,9 +163,25 @@ class SharedInfo:
         return loc, 0
 
     # ------------------------------------------------------------ 2-level protocol (event_2l.c)
+    # The bitmaps hold word_bits**2 ports: 4096 in the 64-bit layout, 1024 in the compat one.
+    # A guest may bind ports above 1024 in 64-bit mode and then latch the compat layout
+    # (XENMEM_add_to_physmap(shared_info) or HVM_PARAM_CALLBACK_IRQ from 32-bit mode:
+    # hvm.c hvm_latch_shinfo_size, which converts nothing).  Xen keeps those ports valid
+    # (port_is_valid checks d->valid_evtchns, which never shrinks) but no longer allocates
+    # there (max_evtchns), and its 2-level ops treat them as masked and never pending
+    # (event_2l.c evtchn_2l_is_masked/is_pending: port >= max_ports).  So here a port
+    # beyond the layout's bitmaps is all-or-nothing *nothing*: no bit is touched (Xen's
+    # set_pending would write past evtchn_pending, into evtchn_mask).
+    @staticmethod
+    def nr_ports(compat: bool) -> int:
+        bits = LAYOUT[compat].word * 8
+        return bits * bits
+
     def set_pending(self, port: int, vcpu: int, compat: bool) -> str:
         lay = LAYOUT[compat]
         bits = lay.word * 8
+        if port >= self.nr_ports(compat):
+            return "dropped: beyond the layout's 2-level ports (masked)"
         w, b = divmod(port, bits)
         try:
             old = self._or("si", lay.pending + w * lay.word, 1 << b, lay.word)
@@ -201,6 +218,8 @@ class SharedInfo:
 
     def clear_pending(self, port: int, compat: bool) -> None:
         lay = LAYOUT[compat]
+        if port >= self.nr_ports(compat):
+            return
         w, b = divmod(port, lay.word * 8)
         try:
             self._and("si", lay.pending + w * lay.word, ~(1 << b) & ((1 << lay.word * 8) - 1), lay.word)
@@ -209,6 +228,8 @@ class SharedInfo:
 
     def is_pending(self, port: int, compat: bool) -> bool:
         lay = LAYOUT[compat]
+        if port >= self.nr_ports(compat):
+            return False
         w, b = divmod(port, lay.word * 8)
         try:
             return self._test(lay.pending + w * lay.word, b, lay.word)
@@ -217,6 +238,8 @@ class SharedInfo:
 
     def unmask(self, port: int, vcpu: int, compat: bool) -> bool:
         lay = LAYOUT[compat]
+        if port >= self.nr_ports(compat):
+            return False                   # stays masked (evtchn_2l_is_masked)
         w, b = divmod(port, lay.word * 8)
         try:
             old = self._and("si", lay.mask + w * lay.word, ~(1 << b) & ((1 << lay.word * 8) - 1), lay.word)

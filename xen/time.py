@@ -24,7 +24,9 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Callable
 
+from vmm.errors import internal_error
 from vmm.trace import tracepoint
+from vmm.locks import ordered_condition
 from xen import abi
 
 if TYPE_CHECKING:
@@ -116,13 +118,12 @@ class Timers:
     def __init__(self, domain: "XenDomain", clock: XenTime):
         self.domain = domain
         self.clock = clock
-        self._cv = threading.Condition()
+        self._cv = ordered_condition("xen.timers")
         self._heap: list = []
         self._seq = itertools.count()
         self.singleshot: dict[int, int] = {}    # vcpu -> deadline (ns); the entry is live if it matches
         self.periodic: dict[int, tuple[int, int]] = {}   # vcpu -> (period, next)
         self._stop = False
-        self._warned = False
         self._thread = threading.Thread(target=self._run, name="xen-timers", daemon=True)
 
     def start(self) -> None:
@@ -206,7 +207,5 @@ class Timers:
                     TP_TIMER_FIRE.emit(vcpu=vcpu, kind=kind, late=late)
                 try:
                     self.domain.timer_fired(vcpu)
-                except Exception:  # noqa: BLE001 - a VMM bug must not stop every vCPU's timers
-                    if not self._warned:
-                        self._warned = True
-                        sys.stderr.write(f"vmm: internal error delivering a Xen timer:\n{traceback.format_exc()}")
+                except Exception as e:  # noqa: BLE001 - a VMM bug must not stop every vCPU's timers
+                    internal_error(f"xen-timers (vcpu{vcpu} {kind})", e)

@@ -25,6 +25,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, consts
+from vmm.locks import ordered_lock
 from vmm.trace import tracepoint
 from xen import abi
 
@@ -46,7 +47,8 @@ class Upcall:
         self.via_value = 0
         self.gsi: int | None = None           # the callback line (types 0/1)
         self._line = False
-        self._lock = threading.Lock()         # the callback line only
+        self._lock = ordered_lock("xen.upcall")   # the callback line only
+        self._callback_line = None            # our IrqLine on self.gsi (never diverted)
         self._window_pending: set[int] = set()
         self._poll: threading.Timer | None = None
         self._kvm_global_vector = False       # KVM injects the global vector (acceleration)
@@ -76,7 +78,7 @@ class Upcall:
             new_type = None
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_GSI:
             gsi = value & 0xFFFFFFFF
-            if 0 < gsi < 24:
+            if 0 < gsi < self.vm.irqchip.nr_pins:
                 new_gsi = gsi
             detail = f"gsi={gsi}"
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_PCI_INTX:
@@ -90,9 +92,13 @@ class Upcall:
         with self._lock:
             old_gsi = self.gsi
             if old_gsi is not None and self._line:
-                self.vm.irqchip.set_gsi(old_gsi, False, "xen-callback")
+                self._callback_line.set(False)
             self._line = False
             self.via_type, self.via_value, self.gsi = new_type, value, new_gsi
+            # The callback GSI is never diverted to a PIRQ: delivering an event can't
+            # loop back into event-channel code (QEMU's deadlock 1).
+            self._callback_line = (self.vm.irqchip.line(new_gsi, "xen-callback", divertible=False)
+                                   if new_gsi is not None else None)
         if old_gsi is not None:                            # one EOI listener, on the current line
             self.domain.irqchip_eoi_listener(old_gsi, self.maybe_deassert, add=False)
         if TP_CALLBACK.enabled:
@@ -122,7 +128,7 @@ class Upcall:
         if vector is not None:
             via = f"vector {vector:#x}"
             apic_id = vcpu               # our APIC IDs are vCPU indices
-            self.vm.irqchip.send_msi(MSI_ADDR | apic_id << 12, vector)
+            self.vm.irqchip.lapic_msi(MSI_ADDR | apic_id << 12, vector)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             via = f"global vector {self.via_value & 0xFF:#x}"
             if self._kvm_global_vector:
@@ -203,7 +209,7 @@ class Upcall:
             if not level and self.domain.shared.upcall_pending(0, self.domain.compat):
                 return
             self._line = level
-            self.vm.irqchip.set_gsi(self.gsi, level, "xen-callback")   # lock order: Upcall._lock > irqchip
+            self._callback_line.set(level)   # lock order: Upcall._lock > irqchip.line
         if level:
             self._start_poll()
 

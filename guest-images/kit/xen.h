@@ -483,7 +483,7 @@ struct evtchn_set_priority { evtchn_port_t port; uint32_t priority; };
 #define GNTST_okay		0
 #define GNTST_general_error	(-1)
 #define GNTST_bad_domain	(-2)
-#define GNTST_bad_virt_addr	(-6)
+#define GNTST_bad_virt_addr	(-5)
 
 struct gnttab_query_size {
 	domid_t dom;
@@ -506,9 +506,46 @@ struct gnttab_get_version { domid_t dom; uint16_t pad; uint32_t version; };
 struct grant_entry_v1 { uint16_t flags; domid_t domid; uint32_t frame; };
 
 /* ---- physdev_op (public/physdev.h) ------------------------------------------- */
-#define PHYSDEVOP_eoi			12
 #define PHYSDEVOP_irq_status_query	5
+#define PHYSDEVOP_eoi			12
 #define PHYSDEVOP_map_pirq		13
+#define PHYSDEVOP_unmap_pirq		14
+#define PHYSDEVOP_setup_gsi		21
+#define PHYSDEVOP_get_free_pirq		23
+#define MAP_PIRQ_TYPE_MSI		0x0
+#define MAP_PIRQ_TYPE_GSI		0x1
+#define MAP_PIRQ_TYPE_UNKNOWN		0x2
+#define MAP_PIRQ_TYPE_MSI_SEG		0x3
+#define MAP_PIRQ_TYPE_MULTI_MSI		0x4
+#define XENIRQSTAT_needs_eoi		(1u << 0)
+#define XENIRQSTAT_shared		(1u << 1)
+struct physdev_eoi { uint32_t irq; };
+struct physdev_irq_status_query { uint32_t irq; uint32_t flags; };
+struct physdev_map_pirq {
+	domid_t domid;
+	uint16_t pad;
+	int32_t type;			/* MAP_PIRQ_TYPE_* */
+	int32_t index;			/* GSI */
+	int32_t pirq;			/* IN (-1: allocate) / OUT */
+	int32_t bus;
+	int32_t devfn;
+	int32_t entry_nr;
+	uint32_t pad2;
+	uint64_t table_base;
+};
+struct physdev_unmap_pirq { domid_t domid; uint16_t pad; int32_t pirq; };
+struct physdev_get_free_pirq { int32_t type; uint32_t pirq; };
+/* event_channel.h: EVTCHNOP_bind_pirq */
+#define BIND_PIRQ__WILL_SHARE		1
+struct evtchn_bind_pirq { uint32_t pirq; uint32_t flags; evtchn_port_t port; };
+/*
+ * The MSI message that names PIRQ P (Linux arch/x86/pci/xen.c xen_msi_compose_msg,
+ * Xen hvm/irq.c hvm_inject_msi): vector 0, address_hi[31:8] = P[31:8], dest id
+ * (address_lo[19:12]) = P[7:0].  XEN_PIRQ_MSI_DATA is Linux's data value.
+ */
+#define XEN_PIRQ_MSI_DATA		0x4300u	/* edge, assert, delivery mode 3, vector 0 */
+#define XEN_PIRQ_MSI_ADDR(p)		(((uint64_t)((p) & 0xffffff00u) << 32) | 0xfee00000u | \
+					 (((uint64_t)(p) & 0xff) << 12))
 
 /* ---- Hypercall transport ----------------------------------------------------------
  * The hypercall page is written by the hypervisor when its GPA is written to
@@ -710,6 +747,13 @@ long xen_hvm_set_param(uint32_t index, uint64_t value);
 long xen_hvm_get_param(uint32_t index, uint64_t *value);
 long xen_set_upcall_vector(uint32_t vcpu, uint8_t vector);
 
+/* PIRQ wrappers (physdev_op, EVTCHNOP_bind_pirq); return the hypercall's result. */
+long xen_map_pirq_gsi(unsigned gsi, int *pirq);	/* *pirq: IN (-1: allocate) / OUT */
+long xen_unmap_pirq(int pirq);
+long xen_pirq_eoi(uint32_t pirq);
+long xen_pirq_status(uint32_t pirq, uint32_t *flags);
+long xen_get_free_pirq(int type, uint32_t *pirq);
+long xen_bind_pirq(uint32_t pirq, uint32_t flags, evtchn_port_t *port);	/* owner: vCPU 0 */
 /* ---- Time -------------------------------------------------------------------------------------- */
 /* pvclock: system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32, under a version loop. */
 uint64_t xen_pvclock_read(const volatile struct vcpu_time_info *t);
@@ -947,5 +991,13 @@ XEN_OFF(gnttab_setup_table, status, 8);
 XEN_OFF(gnttab_setup_table, frame_list, 16);
 XEN_SIZE(gnttab_get_version, 8);
 XEN_SIZE(grant_entry_v1, 8);
+XEN_SIZE(physdev_map_pirq, 40);
+XEN_OFF(physdev_map_pirq, type, 4);
+XEN_OFF(physdev_map_pirq, pirq, 12);
+XEN_OFF(physdev_map_pirq, table_base, 32);
+XEN_SIZE(physdev_unmap_pirq, 8);
+XEN_SIZE(physdev_get_free_pirq, 8);
+XEN_SIZE(physdev_irq_status_query, 8);
+XEN_SIZE(evtchn_bind_pirq, 12);
 
 #endif /* KIT_XEN_H */

@@ -38,7 +38,9 @@ static long read_unix(int binary)
 void kit_main(void)
 {
 	printf("cmos_rtc: CMOS RTC at 0x70/0x71\n");
-	CHECK(cmos(0x0A) == 0x26, "register A %#x", cmos(0x0A));
+	/* UIP (bit 7) is set for the last 2 ms of every second (the update cycle): mask it. */
+	uint8_t a = cmos(0x0A);
+	CHECK((a & 0x7F) == 0x26, "register A %#x", a);
 	CHECK(cmos(0x0B) == 0x02, "register B %#x (want 24-hour BCD)", cmos(0x0B));
 	CHECK(cmos(0x0D) == 0x80, "register D %#x", cmos(0x0D));
 	CHECK(cmos(0x0C) == 0, "register C %#x", cmos(0x0C));
@@ -74,4 +76,5 @@ void kit_main(void)
 
 	cmos_w(0x40, 0xA5);
 	CHECK(cmos(0x40) == 0xA5, "CMOS RAM 0x40 reads %#x", cmos(0x40));
+	kit_pass();
 }

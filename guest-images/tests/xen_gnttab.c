@@ -72,6 +72,28 @@ void kit_main(void)
 	st.dom = DOMID_SELF;
 	XEN_EXPECT("setup_table(count 2)", HYPERVISOR_grant_table_op(GNTTABOP_setup_table, &st, 2), -XEN_EINVAL);
 
+	/* A frame_list Xen can't write is the op's status, not the call's errno
+	 * (gnttab_setup_table: GNTST_bad_virt_addr at the first failed frame, return 0). */
+	st.frame_list = XEN_KIT_UNMAPPED_VA;
+	st.status = 99;
+	XEN_EXPECT("setup_table(frame_list unmapped)", HYPERVISOR_grant_table_op(GNTTABOP_setup_table, &st, 1), 0);
+	XEN_EXPECT("setup_table(frame_list unmapped).status", st.status, GNTST_bad_virt_addr);
+	/* Frame by frame: the last 8 bytes of a mapped page, then an unmapped one. */
+	uint64_t *edge = (uint64_t *)((char *)xen_map_4k(0, (uintptr_t)xen_scratch_page(1)) + 4096 - 8);
+	xen_unmap_4k(1);
+	*edge = 0xdeadbeef;
+	st.frame_list = (uintptr_t)edge;
+	st.nr_frames = 2;
+	st.status = 99;
+	XEN_EXPECT("setup_table(2 frames, 2nd unmapped)", HYPERVISOR_grant_table_op(GNTTABOP_setup_table, &st, 1), 0);
+	XEN_EXPECT("setup_table(2 frames, 2nd unmapped).status", st.status, GNTST_bad_virt_addr);
+	XEN_EXPECT("  frame_list[0] written before the fault", *edge, (uintptr_t)g0 >> 12);
+	/* The status itself unwritable: the call fails. */
+	XEN_EXPECT("setup_table(op unmapped)",
+		   HYPERVISOR_grant_table_op(GNTTABOP_setup_table, (void *)XEN_KIT_UNMAPPED_VA, 1), -XEN_EFAULT);
+	st.nr_frames = 1;
+	st.frame_list = (uintptr_t)frames;
+
 	/* Ops an HVM guest may not use, and unknown ones. */
 	XEN_EXPECT("GNTTABOP_transfer (HVM)", HYPERVISOR_grant_table_op(GNTTABOP_transfer, &st, 1), -XEN_ENOSYS);
 	XEN_EXPECT("GNTTABOP_get_status_frames (HVM)",

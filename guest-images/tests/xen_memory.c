@@ -118,6 +118,19 @@ void kit_main(void)
 	XEN_CHECK(errs[0] == 0 && errs[1] == -XEN_EINVAL, "errs %d %d, want 0 %d\n",
 		  errs[0], errs[1], -XEN_EINVAL);
 	printf("xen_memory: batch errs [0, -EINVAL] for shared_info idx [0, 7] ok\n");
+	/* Element by element (xenmem_add_to_physmap_batch): gpfns[1] on an unmapped page ends
+	 * the call with -EFAULT after element 0 was done and errs[0] written. */
+	uint64_t *edge = (uint64_t *)((char *)xen_map_4k(10, (uintptr_t)xen_scratch_page(4)) + 4096 - 8);
+	xen_unmap_4k(11);
+	*edge = (uintptr_t)s >> 12;
+	idxs[0] = 0;
+	b.gpfns = (uintptr_t)edge;
+	errs[0] = errs[1] = 12345;
+	XEN_EXPECT("add_to_physmap_batch(shared_info, gpfns[1] unmapped)",
+		   HYPERVISOR_memory_op(XENMEM_add_to_physmap_batch, &b), -XEN_EFAULT);
+	XEN_CHECK(errs[0] == 0 && errs[1] == 12345, "errs %d %d, want 0 12345\n", errs[0], errs[1]);
+	b.gpfns = (uintptr_t)gpfns;
+	xen_unmap_4k(10);
 	XEN_CHECK(s->vcpu_info[0].time.tsc_to_system_mul != 0, "shared_info lost after remap\n");
 	b.size = 0;
 	XEN_EXPECT("add_to_physmap_batch(size 0)", HYPERVISOR_memory_op(XENMEM_add_to_physmap_batch, &b), 0);

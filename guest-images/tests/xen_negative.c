@@ -182,5 +182,21 @@ void kit_main(void)
 	XEN_EXPECT("event_channel_op 99", HYPERVISOR_event_channel_op(99, NULL), -XEN_ENOSYS);
 	XEN_EXPECT("grant_table_op 99", HYPERVISOR_grant_table_op(99, NULL, 1), -XEN_ENOSYS);
 	XEN_EXPECT("physdev_op 99", HYPERVISOR_physdev_op(99, NULL), -XEN_ENOSYS);
+
+	/* The toolstack's hypercalls are in the HVM table (include/hypercall-defs.c: domctl,
+	 * sysctl, platform_op for hvm64) but refused to a domU: with a readable op of Xen
+	 * 4.17's interface version, domctl.c/sysctl.c/platform_hypercall.c reach the XSM
+	 * check (XSM_PRIV) -> -EPERM.  Ops: {cmd, interface_version, domain (domctl)}. */
+	static uint32_t priv_op[64];
+	priv_op[0] = 1;				/* createdomain / readconsole / settime32 */
+	priv_op[1] = 0x15;			/* XEN_{DOM,SYS}CTL_INTERFACE_VERSION in 4.17 */
+	priv_op[2] = DOMID_SELF;
+	XEN_EXPECT("domctl (domU)", xen_hypercall_raw(__HYPERVISOR_domctl, (uintptr_t)priv_op, 0, 0, 0, 0),
+		   -XEN_EPERM);
+	XEN_EXPECT("sysctl (domU)", xen_hypercall_raw(__HYPERVISOR_sysctl, (uintptr_t)priv_op, 0, 0, 0, 0),
+		   -XEN_EPERM);
+	priv_op[1] = 0x03000001;		/* XENPF_INTERFACE_VERSION */
+	XEN_EXPECT("platform_op (domU)", xen_hypercall_raw(__HYPERVISOR_platform_op, (uintptr_t)priv_op, 0, 0, 0, 0),
+		   -XEN_EPERM);
 	xen_pass();
 }

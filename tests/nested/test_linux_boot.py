@@ -147,3 +147,25 @@ def test_linux_boots_as_a_xen_hvm_guest(linux_guest):
     assert "grant table add_to_physmap failed" not in out
     assert not re.search(r"xen-platform-pci: probe of \S+ failed", out)
     assert "rtc_cmos" in out and "registered as rtc0" in out
+
+
+def test_linux_maps_its_gsis_to_pirqs(linux_guest):
+    """With XENFEAT_hvm_pirqs, a vector callback and ACPI, Linux asks for every GSI it
+    registers through ACPI (the serial port's IRQ 4, PCI INTx) as a PIRQ
+    (arch/x86/pci/xen.c acpi_register_gsi_xen_hvm -> PHYSDEVOP_map_pirq, then
+    EVTCHNOP_bind_pirq): the VMM diverts the line from the I/OAPIC to the bound event
+    channel.  The console keeps working through it, and the interrupts are counted
+    on the xen-pirq chip."""
+    script = ("echo PIRQ-LINES; grep -E 'xen-pirq|ttyS' /proc/interrupts; "
+              "echo FEATURES=$(dmesg | grep -c 'Xen HVM callback vector'); echo CONSOLE-STILL-WORKS")
+    cmdline = (f"console=ttyS0 quiet tsc=reliable reboot=k panic=-1 "
+               f'linuxguest.end=reboot -- sh -c "{script}"')
+    out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2", "--stats")
+    assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
+    assert "vmm: internal error" not in p.stderr
+    m = re.search(r"^\s*4:\s+([\d\s]+?)\s+xen-pirq-ioapic-edge\s+ttyS0\s*$", out, re.M)
+    assert m, "the serial port's IRQ 4 is not on a xen-pirq chip:\n" + out[out.find("PIRQ-LINES"):]
+    assert sum(int(n) for n in m[1].split()) > 0, "no serial interrupt arrived as a PIRQ"
+    assert "CONSOLE-STILL-WORKS" in out
+    # the VMM saw the guest's physdev ops (hypercall counts from --stats)
+    assert re.search(r"hcall:physdev_op\s+\d+", p.stderr), p.stderr[-2000:]

@@ -98,8 +98,10 @@ def array(ct: CType, n: int) -> CType:
 
 
 def chars(n: int) -> CType:
-    """``char x[n]``: a NUL-padded string."""
-    return CType(f"char[{n}]", lambda abi: (c.PaddedString(n, "utf8"), n, 1, ("char", n)))
+    """``char x[n]``: a NUL-padded string.  Latin-1, so any byte a guest puts there
+    decodes (UTF-8 would raise on a stray 0x80: a VMM error, not an -EFAULT)."""
+    return CType(f"char[{n}]", lambda abi: (
+        c.StringEncoded(c.FixedSized(n, c.NullStripped(c.GreedyBytes)), "latin1"), n, 1, ("char", n)))
 
 
 def raw(n: int) -> CType:

@@ -23,7 +23,7 @@ def check_domid(domain: "XenDomain", domid: int) -> None:
 
 
 def register_all(domain: "XenDomain") -> None:
-    from xen.ops import evtchn_op, hvm_op, memory_op, misc, sched_op, vcpu_op, version
-    for mod in (version, memory_op, hvm_op, vcpu_op, sched_op, evtchn_op, misc):
+    from xen.ops import evtchn_op, hvm_op, memory_op, misc, physdev_op, sched_op, vcpu_op, version
+    for mod in (version, memory_op, hvm_op, vcpu_op, sched_op, evtchn_op, physdev_op, misc):
         for nr, handler in mod.handlers(domain).items():
             domain.hypercalls.register(nr, handler)

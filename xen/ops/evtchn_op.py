@@ -38,7 +38,7 @@ def handlers(domain):
         elif cmd == abi.EVTCHNOP_bind_ipi:
             a.port = ev.bind_ipi(a.vcpu, c)
         elif cmd == abi.EVTCHNOP_bind_pirq:
-            a.port = domain.bind_pirq(a.pirq, a.flags, c)
+            a.port = ev.bind_pirq(a.pirq, a.flags, c)
         elif cmd == abi.EVTCHNOP_close:
             ev.close(a.port, c)
             return False

@@ -118,19 +118,21 @@ def handlers(domain):
             if b.space == abi.XENMAPSPACE_gmfn_range:
                 raise XenError(abi.XenErrno.EOPNOTSUPP, "gmfn_range in a batch")   # common/memory.c
             word = 4 if call.compat else 8
-            # size is a uint16_t: at most 65535 entries, read in bounded chunks.
-            idxs = call.mem.read(b.idxs, b.size * word)
-            gpfns = call.mem.read(b.gpfns, b.size * word)
-            errs = []
+            # Element by element, as xenmem_add_to_physmap_batch: an element's own failure
+            # goes to errs[i]; a handle that faults ends the call with -EFAULT (GuestFault)
+            # after the elements before it were done and their errs written; an idx/gpfn of
+            # INVALID_GFN ends it with -EINVAL.  size is a uint16_t: at most 65535 entries.
             for i in range(b.size):
-                idx = int.from_bytes(idxs[i * word:(i + 1) * word], "little")
-                gpfn = int.from_bytes(gpfns[i * word:(i + 1) * word], "little")
+                idx = int.from_bytes(call.mem.read(b.idxs + i * word, word), "little")
+                gpfn = int.from_bytes(call.mem.read(b.gpfns + i * word, word), "little")
+                if gpfn == (1 << 8 * word) - 1:
+                    raise XenError(abi.XenErrno.EINVAL, f"errs[{i}]: gpfn INVALID_GFN")
                 try:
                     add_to_physmap_one(call, b.space, idx, gpfn)
-                    errs.append(0)
+                    err = 0
                 except XenError as e:
-                    errs.append(-e.errno)
-            call.mem.write(b.errs, b"".join((e & 0xFFFFFFFF).to_bytes(4, "little") for e in errs))
+                    err = -e.errno
+                call.mem.write(b.errs + i * 4, (err & 0xFFFFFFFF).to_bytes(4, "little"))
             return 0
         if cmd == abi.XENMEM_memory_map:
             st = abi.layout(abi.xen_memory_map, call.abi)

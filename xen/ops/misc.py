@@ -1,10 +1,11 @@
-"""The smaller families: console_io, vm_assist, grant_table_op, physdev_op,
-and the privileged ops a domU is refused."""
+"""The smaller families: console_io, vm_assist, grant_table_op, and the
+privileged ops a domU is refused.  (physdev_op: xen/ops/physdev_op.py.)"""
 
 from __future__ import annotations
 
 from xen import abi
 from xen.gnttab import MAX_FRAMES
+from xen.guest_access import GuestFault
 from xen.hypercall import Hypercall, XenError
 from xen.ops import check_domid
 from vmm.trace import tracepoint
@@ -13,9 +14,11 @@ TP_CONSOLE = tracepoint("xen.console", "vcpu={vcpu} bytes={n}")
 
 CONSOLE_MAX = 16 << 10     # bytes taken from one CONSOLEIO_write (Xen copies in chunks; we cap)
 CONSOLE_LINE_MAX = 200     # a line longer than this is flushed unfinished (Xen's DOMAIN_PBUF_SIZE)
-GNTST_okay = 0                 # public/grant_table.h status codes
-GNTST_general_error = -1
-GNTST_bad_domain = -2
+# A domU's bytes are filtered before they reach the host's console (console.c
+# guest_console_write "Strip non-printable characters"; console.h is_console_printable:
+# isprint(c) || '\n' || '\t', with Xen's Latin-1 ctype table: 0x20-0x7e and 0xa0-0xff).
+CONSOLE_STRIP = bytes(c for c in range(256)
+                      if not (0x20 <= c <= 0x7E or c >= 0xA0 or c in b"\n\t"))
 # Known vm_assist types for HVM (xen/include/asm-x86/config.h HVM_VM_ASSIST_MASK).
 HVM_VM_ASSISTS = 1 << abi.VMASST_TYPE_runstate_update_flag
 
@@ -31,7 +34,7 @@ def handlers(domain):
             if TP_CONSOLE.enabled:
                 TP_CONSOLE.emit(call.vcpu_id, vcpu=call.vcpu_id, n=n)
             with domain.lock:
-                pending.extend(data)
+                pending.extend(data.translate(None, CONSOLE_STRIP))
                 out = []
                 while True:
                     nl = pending.find(b"\n")
@@ -69,9 +72,9 @@ def handlers(domain):
             st = abi.layout(abi.gnttab_query_size, call.abi)
             q = call.mem.read_struct(st, arg)
             if q.dom not in (abi.DOMID_SELF, domain.domid):
-                q.status = GNTST_bad_domain
+                q.status = abi.GNTST_bad_domain
             else:
-                q.nr_frames, q.max_nr_frames, q.status = gt.nr_frames, MAX_FRAMES, GNTST_okay
+                q.nr_frames, q.max_nr_frames, q.status = gt.nr_frames, MAX_FRAMES, abi.GNTST_okay
             call.mem.write_struct(st, arg, q)
             return 0
         if cmd == abi.GNTTABOP_set_version:
@@ -96,25 +99,28 @@ def handlers(domain):
             st = abi.layout(abi.gnttab_setup_table, call.abi)
             s = call.mem.read_struct(st, arg)
             if s.dom not in (abi.DOMID_SELF, domain.domid):
-                s.status = GNTST_bad_domain
+                s.status = abi.GNTST_bad_domain
             elif s.nr_frames > MAX_FRAMES:
-                s.status = GNTST_general_error
+                s.status = abi.GNTST_general_error
             else:
                 with gt.lock:
                     gt.nr_frames = max(gt.nr_frames, s.nr_frames)
+                # A frame_list the guest can't take is the op's status, not the call's
+                # errno: Xen copies frame by frame (earlier ones stay written), sets
+                # GNTST_bad_virt_addr at the first fault and still returns 0; only a
+                # status it can't write back is -EFAULT (gnttab_setup_table).
                 word = 4 if call.compat else 8
-                gfns = b"".join((gt.frame_gfn(i) & ((1 << 8 * word) - 1)).to_bytes(word, "little")
-                                for i in range(s.nr_frames))
-                call.mem.write(s.frame_list, gfns)
-                s.status = GNTST_okay
+                s.status = abi.GNTST_okay
+                for i in range(s.nr_frames):
+                    gfn = gt.frame_gfn(i) & ((1 << 8 * word) - 1)
+                    try:
+                        call.mem.write(s.frame_list + i * word, gfn.to_bytes(word, "little"))
+                    except GuestFault:
+                        s.status = abi.GNTST_bad_virt_addr
+                        break
             call.mem.write_struct(st, arg, s)
             return 0
         raise XenError(abi.XenErrno.ENOSYS, f"GNTTABOP {cmd}")
-
-    def physdev_op(call: Hypercall) -> int:
-        # PIRQ sub-ops (map/unmap_pirq, eoi, irq_status_query, get_free_pirq) arrive with
-        # the PIRQ work; until then we don't advertise XENFEAT_hvm_pirqs.
-        raise XenError(abi.XenErrno.ENOSYS, f"PHYSDEVOP {call.args[0]}")
 
     def privileged(call: Hypercall) -> int:
         raise XenError(abi.XenErrno.EPERM, "privileged")
@@ -122,7 +128,6 @@ def handlers(domain):
     return {abi.Hypercall.console_io: console_io,
             abi.Hypercall.vm_assist: vm_assist,
             abi.Hypercall.grant_table_op: grant_table_op,
-            abi.Hypercall.physdev_op: physdev_op,
             abi.Hypercall.domctl: privileged,
             abi.Hypercall.sysctl: privileged,
             abi.Hypercall.platform_op: privileged}

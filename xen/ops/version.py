@@ -17,11 +17,12 @@ DENIED = b"<denied>\0"           # xen/common/version.c xen_deny()
 HYPERVISOR_VIRT_START_64 = 0xFFFF800000000000
 HYPERVISOR_COMPAT_VIRT_START = 0xF5800000
 
-# The features we really implement (public/features.h).  No hvm_pirqs until
-# PIRQs exist; no supervisor_mode_kernel (it makes lscpu report PVH).
+# The features we really implement (public/features.h).  hvm_pirqs: GSIs and MSIs
+# can be mapped to event channels (xen/pirq.py; Xen: X86_EMU_USE_PIRQ).  No
+# supervisor_mode_kernel (it makes lscpu report PVH).
 FEATURES = ((1 << abi.XENFEAT_writable_page_tables) | (1 << abi.XENFEAT_writable_descriptor_tables)
             | (1 << abi.XENFEAT_auto_translated_physmap) | (1 << abi.XENFEAT_hvm_callback_vector)
-            | (1 << abi.XENFEAT_hvm_safe_pvclock))
+            | (1 << abi.XENFEAT_hvm_safe_pvclock) | (1 << abi.XENFEAT_hvm_pirqs))
 
 
 def _fixed(text: bytes, size: int) -> bytes:

@@ -342,6 +342,65 @@ long xen_set_upcall_vector(uint32_t vcpu, uint8_t vector)
 	return HYPERVISOR_hvm_op(HVMOP_set_evtchn_upcall_vector, &op);
 }
 
+/* ---- PIRQs ------------------------------------------------------------------------- */
+long xen_map_pirq_gsi(unsigned gsi, int *pirq)
+{
+	struct physdev_map_pirq m = {
+		.domid = DOMID_SELF, .type = MAP_PIRQ_TYPE_GSI, .index = (int32_t)gsi,
+		.pirq = pirq ? *pirq : -1,
+	};
+	long rc = HYPERVISOR_physdev_op(PHYSDEVOP_map_pirq, &m);
+
+	if (pirq)
+		*pirq = m.pirq;
+	return rc;
+}
+
+long xen_unmap_pirq(int pirq)
+{
+	struct physdev_unmap_pirq u = { .domid = DOMID_SELF, .pirq = pirq };
+	return HYPERVISOR_physdev_op(PHYSDEVOP_unmap_pirq, &u);
+}
+
+long xen_pirq_eoi(uint32_t pirq)
+{
+	struct physdev_eoi e = { .irq = pirq };
+	return HYPERVISOR_physdev_op(PHYSDEVOP_eoi, &e);
+}
+
+long xen_pirq_status(uint32_t pirq, uint32_t *flags)
+{
+	struct physdev_irq_status_query q = { .irq = pirq, .flags = 0xdead };
+	long rc = HYPERVISOR_physdev_op(PHYSDEVOP_irq_status_query, &q);
+
+	if (flags)
+		*flags = q.flags;
+	return rc;
+}
+
+long xen_get_free_pirq(int type, uint32_t *pirq)
+{
+	struct physdev_get_free_pirq g = { .type = type, .pirq = 0xdeadbeef };
+	long rc = HYPERVISOR_physdev_op(PHYSDEVOP_get_free_pirq, &g);
+
+	if (pirq)
+		*pirq = g.pirq;
+	return rc;
+}
+
+long xen_bind_pirq(uint32_t pirq, uint32_t flags, evtchn_port_t *port)
+{
+	struct evtchn_bind_pirq b = { .pirq = pirq, .flags = flags };
+	long rc = HYPERVISOR_event_channel_op(EVTCHNOP_bind_pirq, &b);
+
+	if (rc == 0) {
+		xen_evtchn_set_owner(b.port, 0);	/* event_channel.c: notify_vcpu_id 0 */
+		if (port)
+			*port = b.port;
+	}
+	return rc;
+}
+
 /* ---- Time -------------------------------------------------------------------------- */
 uint64_t xen_pvclock_scale(uint64_t delta, uint32_t mul, int8_t shift)
 {
