@@ -6,6 +6,7 @@
 #   test-host     host tier only
 #   guest-images  build the kit guests (guest-images/build/*.elf)
 #   bench         benchmarks (bench/), printing ratios against in-run baselines
+#   soak          10 minutes of seeded hypercall fuzzing on 2 vCPUs (bench/fuzz_soak.py), not in CI
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +17,7 @@ PYTEST := $(PY) -m pytest
 # extension, the KVM uapi headers, and a Debian kernel for the bzImage loader tests.
 APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64
 
-.PHONY: setup apt venv guest-images test test-host bench clean
+.PHONY: setup apt venv guest-images test test-host bench soak clean
 .DEFAULT_GOAL := setup
 
 setup: apt venv guest-images
@@ -44,6 +45,11 @@ test: test-host test-nested
 bench: setup
 	$(PY) bench/pio_exit.py
 	$(PY) bench/hypercall.py
+
+SOAK_MINUTES ?= 10
+soak: setup
+	$(PY) bench/fuzz_soak.py --minutes $(SOAK_MINUTES) --cpus 2
+	$(PY) bench/pirq.py
 
 clean:
 	$(MAKE) -C guest-images clean

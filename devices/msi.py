@@ -165,10 +165,14 @@ class MsiCapability:
 
     # ------------------------------------------------------------ messages
     def message(self, k: int) -> tuple[int, int]:
-        """(address, data) of vector ``k`` with the current programming."""
+        """(address, data) of vector ``k`` with the current programming.  A vector beyond
+        the enabled count has no message at all (§6.8.1.5: the function may only send
+        the 2^MME enabled ones): (0, 0), so that the irqchip and its diverter never take
+        it for a copy of vector 0's (e.g. a Xen PIRQ whose bind must unmask vector 0)."""
         n = self.count
-        data = ((self.data & ~(n - 1)) | k) & 0xFFFF if k < n else self.data
-        return self.address, data
+        if k >= n:
+            return 0, 0
+        return self.address, ((self.data & ~(n - 1)) | k) & 0xFFFF
 
     def vector_masked(self, k: int) -> bool:
         return not self.enabled or k >= self.count or bool(self.mask >> k & 1)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmm.boot import layout
-from vmm.boot.bzimage import (HDRS_MAGIC, LOADED_HIGH, MIN_PROTOCOL, SETUP_HEADER_OFFSET, SETUP_HEADER_SIZE,
+from vmm.boot.bzimage import (BOOT_FLAG, HDRS_MAGIC, LOADED_HIGH, MIN_PROTOCOL, SETUP_HEADER_OFFSET, SETUP_HEADER_SIZE,
                               SetupHeader, load_bzimage)
 from vmm.boot.pvh import PT_LOAD, PT_NOTE, XEN_ELFNOTE_PHYS32_ENTRY, load_pvh, place_initrd
 from vmm.errors import UserError
@@ -46,45 +46,57 @@ size = st.one_of(st.integers(0, 0x20000), u64)
 # ---------------------------------------------------------------- PVH ELF
 def mostly(valid, other):
     """``valid`` most of the time, so that deep paths are reached; ``other`` otherwise."""
-    return st.one_of(st.just(valid), st.just(valid), st.just(valid), other)
+    # (Hypothesis favours small draws: 0..2 -> valid, 3 -> other.)
+    return st.integers(0, 3).flatmap(lambda k: other if k == 3 else st.just(valid))
 
 
 @st.composite
 def elf_images(draw):
-    """An ELF32/64: a PT_NOTE with the Xen PHYS32_ENTRY note and PT_LOADs, each field
-    usually sane and sometimes anything, then a few bytes overwritten, sometimes cut."""
+    """A well-formed PVH ELF32/64 (a PT_NOTE with the Xen PHYS32_ENTRY note, PT_LOADs),
+    then a drawn number of its fields replaced by anything (0 is the likeliest), a few
+    bytes overwritten, and sometimes the file cut short."""
     bits = draw(st.sampled_from([32, 64]))
     fmt_ph = "<IIIIIIII" if bits == 32 else "<IIQQQQQQ"
     ehsize, phentsize = (52, 32) if bits == 32 else (64, 56)
-    nsegs = draw(st.integers(1, 4))
+    nsegs = draw(st.integers(2, 4))
     body = bytes(draw(st.binary(min_size=0, max_size=512)))
-    entry = draw(mostly(0x100000, u32))
-    descsz = draw(mostly(8, st.sampled_from([4, 0, 12, 0x7FFFFFFF])))
-    note = struct.pack("<III", draw(mostly(4, st.sampled_from([0, 3, 0xFFFFFFFF]))), descsz,
-                       XEN_ELFNOTE_PHYS32_ENTRY) + b"Xen\0" + struct.pack("<Q", entry)
-    phoff = ehsize
-    data_off = phoff + nsegs * phentsize
-    blob = note + body
+    data_off = ehsize + nsegs * phentsize
+    note_len = 12 + 4 + 8
+    f = {"entry": 0x100000, "namesz": 4, "descsz": 8, "e_phoff": ehsize, "e_phentsize": phentsize,
+         "e_phnum": nsegs}
+    for i in range(nsegs):
+        f[f"type{i}"] = PT_NOTE if i == 0 else PT_LOAD
+        f[f"off{i}"] = data_off
+        f[f"filesz{i}"] = note_len if i == 0 else note_len + len(body)
+        f[f"memsz{i}"] = f[f"filesz{i}"] + 0x1000
+        f[f"paddr{i}"] = 0x100000 + 0x10000 * max(i - 1, 0)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(sorted(f)))
+        f[key] = draw(st.one_of(st.integers(0, 0x20000), paddr, u32)) & 0xFFFF
+        if key.startswith(("off", "filesz", "memsz", "paddr", "entry")):
+            f[key] = draw(st.one_of(st.integers(0, MEM_SIZE + 0x1000), u32))
+    wide = 0xFFFFFFFF if bits == 32 else (1 << 64) - 1
+    note = struct.pack("<III", f["namesz"] & 0xFFFFFFFF, f["descsz"] & 0xFFFFFFFF, XEN_ELFNOTE_PHYS32_ENTRY)
+    note += b"Xen\0" + struct.pack("<Q", f["entry"])
     phdrs = b""
     for i in range(nsegs):
-        kind = PT_NOTE if i == 0 else draw(mostly(PT_LOAD, st.sampled_from([PT_NOTE, 0])))
-        off = draw(mostly(data_off, st.one_of(st.integers(0, data_off + len(blob) + 16), u32)))
-        filesz = draw(mostly(len(note) if kind == PT_NOTE else len(blob), st.one_of(st.integers(0, 600), u32)))
-        memsz = draw(mostly(filesz + 0x1000, st.one_of(st.integers(0, 0x40000), u32)))
-        pa = draw(mostly(0x100000 + 0x10000 * i, paddr)) & (0xFFFFFFFF if bits == 32 else (1 << 64) - 1)
+        vals = [f[f"type{i}"], f[f"off{i}"] & wide, f[f"paddr{i}"] & wide, f[f"filesz{i}"] & wide,
+                f[f"memsz{i}"] & wide]
+        kind, off, pa, filesz, memsz = vals
         if bits == 32:
             phdrs += struct.pack(fmt_ph, kind, off, pa, pa, filesz, memsz, 7, 0x1000)
         else:
             phdrs += struct.pack(fmt_ph, kind, 7, off, pa, pa, filesz, memsz, 0x1000)
     ident = b"\x7fELF" + bytes([1 if bits == 32 else 2, 1, 1]) + bytes(9)
+    e = (f["entry"] & wide, f["e_phoff"] & wide, 0, 0, ehsize, f["e_phentsize"] & 0xFFFF, f["e_phnum"] & 0xFFFF)
     if bits == 32:
-        hdr = ident + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, entry, phoff, 0, 0, ehsize, phentsize, nsegs, 0, 0, 0)
+        hdr = ident + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, *e, 0, 0, 0)
     else:
-        hdr = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, entry, phoff, 0, 0, ehsize, phentsize, nsegs, 0, 0, 0)
-    image = bytearray(hdr + phdrs + blob)
+        hdr = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, *e, 0, 0, 0)
+    image = bytearray(hdr + phdrs + note + body)
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 3]))):
-        image[draw(st.integers(0, len(image) - 1))] = draw(st.integers(0, 255))
-    if draw(st.integers(0, 7)) == 0:
+        image[draw(st.integers(0, len(image) - 1).map(lambda i: len(image) - 1 - i))] = draw(st.integers(0, 255))
+    if draw(st.sampled_from([False] * 7 + [True])):
         image = image[:draw(st.integers(1, len(image)))]
     return bytes(image)
 
@@ -113,23 +125,27 @@ def test_pvh_loader_on_raw_bytes(mem, image):
 # ---------------------------------------------------------------- bzImage
 @st.composite
 def bzimages(draw):
+    """A setup header over random bytes, each checked field usually sane, then a
+    protected-mode kernel of drawn length (often shorter than the header claims)."""
     raw = draw(st.binary(min_size=SETUP_HEADER_SIZE, max_size=SETUP_HEADER_SIZE))
     hdr = SetupHeader.parse(raw)
-    hdr.header = HDRS_MAGIC if draw(st.integers(0, 9)) else hdr.header
-    hdr.version = draw(st.one_of(st.just(MIN_PROTOCOL), st.integers(0, 0xFFFF)))
-    hdr.loadflags |= LOADED_HIGH if draw(st.integers(0, 9)) else 0
-    hdr.xloadflags |= 1 if draw(st.integers(0, 9)) else 0                 # XLF_KERNEL_64
-    hdr.setup_sects = draw(st.one_of(st.integers(0, 8), st.integers(0, 255)))
-    hdr.syssize = draw(st.one_of(st.integers(0, 64), u32))
-    hdr.pref_address = draw(st.one_of(st.just(0x1000000), st.integers(0, MEM_SIZE), u64))
-    hdr.init_size = draw(st.one_of(st.integers(0, 0x100000), u32))
-    hdr.initrd_addr_max = draw(st.one_of(st.just(0x7FFFFFFF), st.integers(0, MEM_SIZE), u32))
-    hdr.cmdline_size = draw(st.one_of(st.just(2048), st.integers(0, 64), u32))
-    head = bytearray(draw(st.binary(min_size=0x200, max_size=0x200)))
-    head[SETUP_HEADER_OFFSET:] = b""
-    image = bytes(head) + SetupHeader.build(hdr)
-    image += draw(st.binary(min_size=0, max_size=(hdr.setup_sects + 2) * 512 + 64 - len(image) if hdr.setup_sects < 8
-                            else 64))
+    hdr.boot_flag = draw(mostly(BOOT_FLAG, st.integers(0, 0xFFFF)))
+    hdr.header = draw(mostly(HDRS_MAGIC, u32))
+    hdr.jump = draw(mostly(0x66EB, st.integers(0, 0xFFFF)))                  # jmp to 0x202 + 0x66
+    hdr.version = draw(mostly(MIN_PROTOCOL, st.integers(0, 0xFFFF)))
+    hdr.loadflags = draw(mostly(LOADED_HIGH, st.integers(0, 255)))
+    hdr.xloadflags = draw(mostly(1, st.integers(0, 0xFFFF)))                  # XLF_KERNEL_64
+    hdr.setup_sects = draw(mostly(1, st.integers(0, 255)))
+    hdr.syssize = draw(mostly(0, st.one_of(st.integers(0, 64), u32)))
+    hdr.pref_address = draw(mostly(0x200000, st.one_of(st.integers(0, MEM_SIZE), u64)))
+    hdr.init_size = draw(mostly(0x100000, st.one_of(st.integers(0, MEM_SIZE), u32)))
+    hdr.initrd_addr_max = draw(mostly(0x7FFFFFFF, st.one_of(st.integers(0, MEM_SIZE), u32)))
+    hdr.cmdline_size = draw(mostly(2048, st.one_of(st.integers(0, 64), u32)))
+    head = draw(st.binary(min_size=SETUP_HEADER_OFFSET, max_size=SETUP_HEADER_OFFSET))
+    image = head + SetupHeader.build(hdr)
+    setup_end = ((hdr.setup_sects or 4) + 1) * 512
+    image += bytes(max(0, setup_end - len(image))) if draw(mostly(True, st.just(False))) else b""
+    image += draw(st.binary(min_size=0, max_size=256))
     return image
 
 
@@ -146,6 +162,23 @@ def test_bzimage_loader_accepts_or_says_why(mem, image, initrd, cmdline):
         assert hdr.ramdisk_size == len(initrd)
         assert layout.KERNEL_LOAD < hdr.ramdisk_image and hdr.ramdisk_image + len(initrd) <= mem.low_end
         assert mem.read(hdr.ramdisk_image, len(initrd)) == initrd
+
+
+def test_bzimage_header_too_short_for_its_protocol(mem):
+    """Found by the property above: a header claiming protocol 2.12 whose jump byte ends
+    it at 0x202 would have had the initrd and command line fields silently dropped."""
+    hdr = SetupHeader.parse(bytes(SETUP_HEADER_SIZE))
+    hdr.boot_flag, hdr.header, hdr.version, hdr.setup_sects = BOOT_FLAG, HDRS_MAGIC, MIN_PROTOCOL, 1
+    hdr.loadflags, hdr.xloadflags, hdr.initrd_addr_max, hdr.cmdline_size = LOADED_HIGH, 1, 0x7FFFFFFF, 2048
+    hdr.pref_address, hdr.init_size, hdr.jump = 0x200000, 0x100000, 0x00EB
+    image = bytes(SETUP_HEADER_OFFSET) + SetupHeader.build(hdr)
+    image += bytes(1024 - len(image) + 64)
+    with pytest.raises(UserError, match="setup header ends at 0x202"):
+        load_bzimage(mem, image, "short.bzImage", "", b"\0")
+    hdr.jump = 0x66EB
+    load_bzimage(mem, bytes(SETUP_HEADER_OFFSET) + SetupHeader.build(hdr) + image[SETUP_HEADER_OFFSET
+                                                                                   + SETUP_HEADER_SIZE:],
+                 "ok.bzImage", "", b"\0")
 
 
 # ---------------------------------------------------------------- initrd placement

@@ -7,7 +7,8 @@ Internal errors: a VMM bug seen by any thread is never swallowed.
 
 Every thread of ours that catches an unexpected exception so that it can keep
 serving the guest (a hypercall handler, the Xen timer thread, the irqchip's
-delivery thread, device threads) hands it to :func:`internal_error`: it is
+delivery thread, device threads, the console input thread, a vCPU thread's
+catch-all) hands it to :func:`internal_error`: it is
 printed with its traceback, counted (``--stats``: ``internal-errors``),
 traced (``vmm.internal_error``) and, when the VM ends, summarised in one
 line; ``vmm run`` then exits with ``VMM_ERROR`` (1) however the guest ended,

@@ -173,7 +173,20 @@ class EventChannels:
         with self.lock:
             was_pirq = self._close(port, compat)
         if was_pirq:
-            self.domain.pirqs.routes_changed()        # after unlock (QEMU's deadlock 2)
+            self._release_quarantined([port], compat)
+
+    def _release_quarantined(self, ports: list[int], compat: bool) -> None:
+        """Closed PIRQ ports: rebuild KVM's routes after unlock (QEMU's deadlock 2), then
+        free the ports.  Until the rebuild, a kernel irqfd route may still point at a
+        port; keeping it out of the free pool meanwhile means a message KVM takes in that
+        window can't land on a port re-bound to something else, and its pending bit is
+        cleared as the port is freed (Xen clears pirq->evtchn under its event lock)."""
+        self.domain.pirqs.routes_changed()
+        with self.lock:
+            for port in ports:
+                if self.ports[port].state == ECS_RESERVED:
+                    self.ports[port] = Channel()
+                    self.domain.shared.clear_pending(port, compat)
 
     def bind_pirq(self, pirq: int, flags: int, compat: bool) -> int:
         """EVTCHNOP_bind_pirq (event_channel.c evtchn_bind_pirq).  An HVM guest needs no
@@ -212,7 +225,8 @@ class EventChannels:
                 peer.state, peer.remote_port = ECS_UNBOUND, 0
         elif ch.state == ECS_PIRQ:
             self.domain.pirqs.unbound(ch.pirq, port)     # port lock -> PIRQ table lock: in order
-        self.ports[port] = Channel()
+        # A PIRQ port stays reserved until its KVM route is gone (_release_quarantined).
+        self.ports[port] = Channel(ECS_RESERVED) if ch.state == ECS_PIRQ else Channel()
         self.domain.shared.clear_pending(port, compat)
         if TP_CLOSE.enabled:
             TP_CLOSE.emit(port=port, kind=kind)
@@ -269,13 +283,13 @@ class EventChannels:
 
     def reset(self, dom: int) -> None:
         self._check_dom(dom)
-        any_pirq = False
+        quarantined = []
         with self.lock:
             for p in range(1, self.max_ports):
-                if self.ports[p].state not in (ECS_FREE, ECS_RESERVED):
-                    any_pirq |= self._close(p, False)
-        if any_pirq:
-            self.domain.pirqs.routes_changed()
+                if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and self._close(p, False):
+                    quarantined.append(p)
+        if quarantined:
+            self._release_quarantined(quarantined, False)
 
     # ------------------------------------------------------------ delivery
     def _set_pending(self, port: int) -> None:

@@ -814,7 +814,8 @@ void xen_user_fault_return(struct kit_frame *f, long value);
  * compatibility-mode segment in long mode), `call` TARGET (a 32-bit address)
  * with EBX ECX EDX ESI EDI = A1..A5, come back to 64-bit mode and return EAX.
  * Interrupts are disabled meanwhile.  xen_compat_hypercall() calls the
- * hypercall page entry NR this way (Xen's 32-bit ABI).
+ * hypercall page entry NR this way (Xen's 32-bit ABI).  Not reentrant: the
+ * target and the saved RSP are globals, so use it from one CPU at a time.
  */
 uint32_t xen_compat_call(uint32_t target, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t a4,
 			 uint32_t a5);

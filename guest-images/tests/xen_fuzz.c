@@ -86,6 +86,7 @@ static int verbose;
 static volatile int ap_ready, ap_stop, ap_done, ap_fail_code;
 static volatile uint64_t ap_progress;
 static volatile uint32_t downups;
+static volatile int compat_lock;
 static uint32_t errno_ok[4];		/* bitmap of Xen errnos, 0..127 */
 
 /* public/errno.h, as xen/abi/errno.py lists it (EINTR 4 and ERESTART 85 never reach a guest). */
@@ -360,9 +361,14 @@ static long issue(struct cpu *c, struct call *k)
 		describe(k, d, sizeof(d));
 		printf(NAME ": vcpu %u #%lu %s\n", c->vcpu, c->seq, d);
 	}
-	if (k->mode == 1)
+	if (k->mode == 1) {
+		/* xen_compat_call keeps its target and saved RSP in globals: one CPU at a time */
+		while (__atomic_exchange_n(&compat_lock, 1, __ATOMIC_ACQUIRE))
+			barrier();
 		rc = xen_compat_hypercall((unsigned)k->nr, (uint32_t)k->a[0], (uint32_t)k->a[1],
 					  (uint32_t)k->a[2], (uint32_t)k->a[3], (uint32_t)k->a[4]);
+		__atomic_store_n(&compat_lock, 0, __ATOMIC_RELEASE);
+	}
 	else if (k->mode == 2)
 		rc = hypercall_eax(k->nr, k->a[0], k->a[1], k->a[2], k->a[3], k->a[4]);
 	else
@@ -575,7 +581,7 @@ static void f_hvm_op(struct cpu *c, struct call *k)
 						    : (uint8_t)rnd(c);
 		}
 	} else {
-		p = chance(c, 20) ? hostile_ptr(c, 64) : place(c, k, 0, 64, 0);
+		p = place(c, k, 0, 64, 20);
 		if (op == HVMOP_pagetable_dying && !k->b[0].faults)
 			((struct xen_hvm_pagetable_dying *)(void *)p)->domid = pick_domid(c);
 	}
@@ -879,7 +885,8 @@ static void f_physdev_op(struct cpu *c, struct call *k)
 		}
 		break;
 	case PHYSDEVOP_eoi: case PHYSDEVOP_irq_status_query:
-		p = place(c, k, 0, 8, 15);
+		p = place(c, k, 0, cmd == PHYSDEVOP_eoi ? sizeof(struct physdev_eoi) :
+			  sizeof(struct physdev_irq_status_query), 15);
 		k->want_efault = k->b[0].faults;
 		if (!k->b[0].faults)
 			*(int32_t *)(void *)p = pick_pirq(c);
@@ -952,6 +959,11 @@ static void f_compat(struct cpu *c, struct call *k)
 	uint32_t a1 = 0, a2 = (uint32_t)P(p), a3 = 0;
 	unsigned nr;
 
+	if (!k->b[0].faults && P(p) >> 32) {	/* the window is above 4 GiB: not for 32-bit code */
+		k->b[0].faults = 1;
+		k->b[0].mapped = 0;
+		memset(p - SENT, PAT, 64 + 2 * SENT);
+	}
 	if (k->b[0].faults)			/* a 32-bit hostile address */
 		a2 = chance(c, 50) ? 0xfee00000 + rn(c, PAGE) : chance(c, 50) ? (uint32_t)unbacked_va : 0xfffffff0u + rn(c, 16);
 	switch (rn(c, 9)) {

@@ -20,6 +20,9 @@ SETUP_HEADER_OFFSET = 0x1F1
 HDRS_MAGIC = 0x53726448          # "HdrS"
 BOOT_FLAG = 0xAA55
 MIN_PROTOCOL = 0x020C            # 2.12: xloadflags, needed for the 64-bit entry
+# The header ends at 0x202 + the byte at 0x201 (boot.rst); a 2.11+ header reaches at least
+# the end of handover_offset (0x264..0x268).
+MIN_HEADER_END = 0x268
 XLF_KERNEL_64 = 1 << 0
 LOADED_HIGH = 1 << 0
 CAN_USE_HEAP = 1 << 7
@@ -129,6 +132,10 @@ def load_bzimage(mem: GuestMemory, data: bytes, path: str, cmdline: str,
     # declares: 0x202 + the jump's byte offset), then our fields.
     mem.fill(layout.ZERO_PAGE, 0x1000)
     hdr_end = min(0x202 + data[0x201], SETUP_HEADER_OFFSET + SETUP_HEADER_SIZE)
+    if hdr_end < MIN_HEADER_END:
+        # The fields we fill in (ramdisk, cmd_line_ptr, ...) would not reach the kernel.
+        raise UserError(f"{path}: setup header ends at {hdr_end:#x} (jump byte {data[0x201]:#x}), "
+                        f"short of the protocol 2.12 fields (to {MIN_HEADER_END:#x})")
     mem.write(layout.ZERO_PAGE + SETUP_HEADER_OFFSET, data[SETUP_HEADER_OFFSET:hdr_end])
     hdr.vid_mode = 0xFFFF                  # "normal"
     hdr.type_of_loader = 0xFF              # undefined/unregistered loader
