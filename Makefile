@@ -45,11 +45,11 @@ test: test-host test-nested
 bench: setup
 	$(PY) bench/pio_exit.py
 	$(PY) bench/hypercall.py
+	$(PY) bench/pirq.py
 
 SOAK_MINUTES ?= 10
 soak: setup
 	$(PY) bench/fuzz_soak.py --minutes $(SOAK_MINUTES) --cpus 2
-	$(PY) bench/pirq.py
 
 clean:
 	$(MAKE) -C guest-images clean

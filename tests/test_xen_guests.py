@@ -205,3 +205,19 @@ def test_xen_fuzz_seeds(vmm, guest, seed, cpus):
     # picking a new number per call must not grow the VMM's table without bound)
     assert "hcall:hypercall_beyond_page" in r.err, ctx
     assert not re.search(r"hcall:hypercall_(\d{4,}|[2-9]\d\d|1[3-9]\d|12[89])\b", r.err), ctx
+
+
+@pytest.mark.xen_kvm
+@pytest.mark.parametrize("transport", ["kernel", "port"])
+def test_xen_fuzz_fresh_seed_on_xen_capable_kvm(vmm, guest, transport):
+    """One fresh seed per CI run on each transport of a Xen-capable KVM too (the fixed
+    seed runs through GUESTS); printed so a failure reproduces."""
+    import random
+    seed, calls = random.SystemRandom().randrange(1, 1 << 32), 400
+    repro = (f"vmm run --xen --xen-hypercalls {transport} --cpus 2 --kernel guest-images/build/xen_fuzz.elf "
+             f"--cmdline 'seed={seed} calls={calls}'")
+    print(f"xen_fuzz seed {seed}: {repro}")
+    r = vmm("run", "--xen", "--xen-hypercalls", transport, "--cpus", "2", "--kernel", guest("xen_fuzz"),
+            "--cmdline", f"seed={seed} calls={calls}", "--timeout", "120", timeout=170)
+    ctx = f"\nseed {seed} (reproduce: {repro})\nexit {r.code}\nstdout:\n{r.out[-6000:]}\nstderr:\n{r.err[-3000:]}"
+    assert r.code == 0 and "PASS" in r.out and "FAIL" not in r.out, ctx

@@ -3,9 +3,10 @@
 Semantics follow xen/common/event_channel.c and event_2l.c:
 
 * port 0 is reserved; 2-level has 4096 ports with the 64-bit ABI (64 words of
-  64 bits) and 1024 with the 32-bit ABI (32 x 32) — the limit is taken from
-  the ABI of the vCPU that makes the call, as Xen sizes it by the guest's
-  word width;
+  64 bits) and 1024 with the 32-bit ABI (32 x 32) — the limit follows the
+  shared_info layout the domain latched (``XenDomain.compat``), as Xen sizes it
+  by the guest's word width; ports bound above 1024 before a switch to the
+  compat layout stay valid but are never pending (see ``_bound_beyond``);
 * set_pending: test_and_set the port's bit in shared_info.evtchn_pending;
   if it was clear and the port is unmasked, test_and_set its word's bit in
   the notified vCPU's vcpu_info.evtchn_pending_sel; if that was clear, set
@@ -15,10 +16,13 @@ Semantics follow xen/common/event_channel.c and event_2l.c:
 
 All bit updates are atomic RMWs on guest memory (the guest clears bits
 concurrently with lock-prefixed instructions).  The table itself is guarded
-by ``EventChannels.lock`` — the "port lock" of ARCHITECTURE.md's lock order:
+by ``EventChannels.lock`` — the "port lock" of the lock order (vmm/locks.py):
 taken after the domain lock, before device locks; upcall injection (an MSI
-ioctl, or a GSI level change through the I/OAPIC) happens with it held, which
-is safe because the irqchip never calls back into event channels.
+ioctl, or the callback line, never diverted) happens with it held, which is
+safe because the irqchip never calls back into event channels.  PIRQ ports are
+bound here (``bind_pirq``) and delivered by ``deliver_pirq``, which runs with no
+lock held (the irqchip's delivery thread, PHYSDEVOP_eoi) and looks the binding up
+again under the port lock.
 """
 
 from __future__ import annotations

@@ -221,15 +221,25 @@ class PirqTable:
         return p
 
     def status_flags(self, pirq: int) -> int:
-        """PHYSDEVOP_irq_status_query: every mapped PIRQ needs an EOI (physdev.c sets
-        XENIRQSTAT_needs_eoi unconditionally; XENIRQSTAT_shared never for emulated ones)."""
+        """PHYSDEVOP_irq_status_query: a GSI PIRQ needs an EOI (a level line still high is
+        sent again then); an MSI PIRQ does not.
+
+        Deliberate deviation: Xen's physdev.c sets XENIRQSTAT_needs_eoi for every mapped
+        PIRQ, because a *machine* MSI may need unmasking after a guest EOI ("In practice,
+        this only really makes a difference for maskable MSI sources").  An emulated MSI
+        has no machine IRQ: the EOI would do nothing here, but Linux
+        (events_base.c eoi_pirq) would issue it after every interrupt, a userspace exit
+        per MSI that the kernel fast path (irqfd + KVM_IRQ_ROUTING_XEN_EVTCHN) exists to
+        avoid.  QEMU answers the same way (xen_physdev_query_pirq: GSI PIRQs only).
+        XENIRQSTAT_shared is never set for emulated PIRQs."""
         if not 0 <= pirq < self.nr_pirqs:
             raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq}")
         with self.lock:
             info = self.pirqs.get(pirq)
             if info is None or info.emuirq == IRQ_UNBOUND:
                 raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq} is not mapped")
-        return abi.XENIRQSTAT_needs_eoi
+            is_gsi = info.emuirq >= 0
+        return abi.XENIRQSTAT_needs_eoi if is_gsi else 0
 
     def eoi(self, pirq: int) -> None:
         """PHYSDEVOP_eoi: a level GSI (>= 16) still asserted is sent again."""
