@@ -6,7 +6,7 @@
 #   test-host     host tier only
 #   guest-images  build the kit guests (guest-images/build/*.elf)
 #   bench         benchmarks (bench/), printing ratios against in-run baselines
-#   soak          10 minutes of seeded hypercall fuzzing on 2 vCPUs (bench/fuzz_soak.py), not in CI
+#   soak          10 minutes of seeded hypercall fuzzing on 2 vCPUs with a PIRQ storm (bench/fuzz_soak.py), not in CI
 
 PYTHON ?= python3
 VENV   := .venv
@@ -49,7 +49,7 @@ bench: setup
 
 SOAK_MINUTES ?= 10
 soak: setup
-	$(PY) bench/fuzz_soak.py --minutes $(SOAK_MINUTES) --cpus 2
+	$(PY) bench/fuzz_soak.py --minutes $(SOAK_MINUTES) --cpus 2 --storm
 
 clean:
 	$(MAKE) -C guest-images clean

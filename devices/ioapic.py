@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 
 from kvm_bindings import MsiRoute
-from vmm.irqchip import SplitIrqChip
+from vmm.irqchip import MSI_ADDR_BASE, NR_IOAPIC_PINS, SplitIrqChip
 from vmm.memory import IOAPIC_BASE
 from vmm.trace import tracepoint
 from vmm.locks import ordered_lock
@@ -51,11 +51,10 @@ RTE_MASKED = 1 << 16
 RTE_RO_BITS = RTE_DELIVERY_STATUS | RTE_REMOTE_IRR
 RTE_DEST_SHIFT = 56
 
-MSI_ADDR_BASE = 0xFEE00000
 
 
 class IoApic:
-    def __init__(self, irqchip: SplitIrqChip, nr_pins: int = 24, apic_id: int = 0):
+    def __init__(self, irqchip: SplitIrqChip, nr_pins: int = NR_IOAPIC_PINS, apic_id: int = 0):
         self.irqchip = irqchip
         self.nr_pins = nr_pins
         self.id = apic_id

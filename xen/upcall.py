@@ -25,6 +25,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, consts
+from vmm.irqchip import MSI_ADDR_BASE
 from vmm.locks import ordered_lock
 from vmm.trace import tracepoint
 from xen import abi
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 TP_UPCALL = tracepoint("xen.evtchn.upcall", "vcpu={vcpu} via={via}")
 TP_CALLBACK = tracepoint("xen.callback", "type={type} value={value:#x} {detail}")
 
-MSI_ADDR = 0xFEE00000
 
 
 class Upcall:
@@ -128,7 +128,7 @@ class Upcall:
         if vector is not None:
             via = f"vector {vector:#x}"
             apic_id = vcpu               # our APIC IDs are vCPU indices
-            self.vm.irqchip.lapic_msi(MSI_ADDR | apic_id << 12, vector)
+            self.vm.irqchip.lapic_msi(MSI_ADDR_BASE | apic_id << 12, vector)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             via = f"global vector {self.via_value & 0xFF:#x}"
             if self._kvm_global_vector:

@@ -3,7 +3,7 @@
  * finding it, its config space, its BAR0 registers and its MSI-X table/PBA in BAR4.
  * Register offsets and bits: PCI Local Bus spec 3.0 §6.8, Linux
  * include/uapi/linux/pci_regs.h; the BAR0 layout is the device's own (its docstring).
- * Header-only (static inline): include it after kit.h.  pci_msi.c predates it.
+ * Header-only (static inline): include it after kit.h.
  */
 #ifndef KIT_PCI_TESTDEV_H
 #define KIT_PCI_TESTDEV_H
@@ -31,13 +31,17 @@
 
 /* config space */
 #define PCI_COMMAND		0x04
+#define  PCI_COMMAND_INTX_DISABLE (1u << 10)
 #define PCI_STATUS		0x06
+#define  PCI_STATUS_INTERRUPT	(1u << 3)
 #define  PCI_STATUS_CAP_LIST	(1u << 4)
 #define PCI_INTERRUPT_LINE	0x3c
 #define PCI_CAP_ID_MSI		0x05
 #define PCI_CAP_ID_MSIX		0x11
 #define MSI_FLAGS		0x02
 #define  MSI_FLAGS_ENABLE	0x0001
+#define  MSI_FLAGS_QMASK	0x000e	/* multiple message capable */
+#define  MSI_FLAGS_QSIZE	0x0070	/* multiple message enable */
 #define  MSI_FLAGS_64BIT	0x0080
 #define  MSI_FLAGS_MASKBIT	0x0100
 #define MSI_ADDRESS_LO		0x04
@@ -46,6 +50,7 @@
 #define MSI_MASK_64		0x10
 #define MSI_PENDING_64		0x14
 #define MSIX_FLAGS		0x02
+#define  MSIX_FLAGS_QSIZE	0x07ff	/* table size - 1 */
 #define  MSIX_FLAGS_MASKALL	0x4000
 #define  MSIX_FLAGS_ENABLE	0x8000
 #define MSIX_TABLE		0x04
@@ -115,6 +120,8 @@ static inline void td_clear_counters(const struct testdev *d)
 /* MSI-X table entries */
 static inline volatile uint32_t *td_entry32(const struct testdev *d, int e, int off)
 	{ return (volatile uint32_t *)(d->table + (uint64_t)e * MSIX_ENTRY_SIZE + off); }
+static inline volatile uint64_t *td_entry64(const struct testdev *d, int e, int off)
+	{ return (volatile uint64_t *)(d->table + (uint64_t)e * MSIX_ENTRY_SIZE + off); }
 static inline void td_entry_mask(const struct testdev *d, int e, bool masked)
 	{ *td_entry32(d, e, MSIX_ENTRY_CTRL) = masked ? MSIX_ENTRY_MASKBIT : 0; }
 static inline bool td_entry_masked(const struct testdev *d, int e)
@@ -123,7 +130,7 @@ static inline bool td_entry_masked(const struct testdev *d, int e)
 static inline void td_entry_program(const struct testdev *d, int e, uint64_t addr, uint32_t data)
 {
 	td_entry_mask(d, e, true);
-	*(volatile uint64_t *)(d->table + (uint64_t)e * MSIX_ENTRY_SIZE) = addr;
+	*td_entry64(d, e, 0) = addr;
 	*td_entry32(d, e, MSIX_ENTRY_DATA) = data;
 }
 static inline uint64_t td_pba(const struct testdev *d) { return *(volatile uint64_t *)d->pba; }

@@ -21,6 +21,7 @@
  * writes (mode a): the LAPIC (EOI, timer) is KVM's, halts stay in the kernel.
  */
 #include "xen.h"
+#include "pci_testdev.h"
 
 /* bench/pirq.py: +0 phase marker (code << 1 | end), +4 null port, +8 result of the phase */
 #define BENCH_PORT	0x530
@@ -33,57 +34,13 @@
 #define PH_PLAIN_FD	7	/* PLAIN and PIRQ again once the vectors have irqfds */
 #define PH_PIRQ_FD	8
 
-#define TEST_VENDOR	0x1b36
-#define TEST_DEVICE	0x0005
-/* BAR0 registers and MSI-X layout: devices/pci_testdev.py */
-#define REG_COUNT	0x10
-#define REG_FIRE	0x14
-#define REG_PERIOD	0x18
-#define REG_TIMER	0x1c
-#define REG_SENT_MSIX	0x24
-#define TARGET_MSIX	(1u << 8)
-/* PCI 3.0 §6.8.2, Linux include/uapi/linux/pci_regs.h */
-#define PCI_CAP_ID_MSIX		0x11
-#define MSIX_FLAGS		0x02
-#define  MSIX_FLAGS_MASKALL	0x4000
-#define  MSIX_FLAGS_ENABLE	0x8000
-#define MSIX_TABLE		0x04
-#define MSIX_ENTRY_SIZE		16
-#define MSIX_ENTRY_DATA		0x8
-#define MSIX_ENTRY_CTRL		0xc
-
 #define ENTRY_PLAIN	0
 #define ENTRY_PIRQ	1
 #define VEC_PLAIN	0x80
 
-static int slot;
-static uint16_t io;
-static uint64_t table;
+static struct testdev td;
 static volatile uint32_t plain_count;
 static evtchn_port_t pirq_port;
-
-static uint32_t addr_of(int off) { return 0x80000000u | (uint32_t)slot << 11 | (off & 0xfc); }
-static uint32_t cfg_read32(int off) { outl(0xcf8, addr_of(off)); return inl(0xcfc); }
-static uint8_t cfg_read8(int off) { outl(0xcf8, addr_of(off)); return inb(0xcfc + (off & 3)); }
-static void cfg_write16(int off, uint16_t v) { outl(0xcf8, addr_of(off)); outw(0xcfc + (off & 2), v); }
-
-static int find_cap(int id)
-{
-	for (int ptr = cfg_read8(0x34) & 0xfc, n = 0; ptr && n < 48; ptr = cfg_read8(ptr + 1) & 0xfc, n++)
-		if (cfg_read8(ptr) == id)
-			return ptr;
-	return 0;
-}
-
-static volatile uint32_t *entry32(int e, int off) { return (volatile uint32_t *)(table + e * MSIX_ENTRY_SIZE + off); }
-
-static void write_entry(int e, uint64_t addr, uint32_t data)
-{
-	*entry32(e, MSIX_ENTRY_CTRL) = 1;		/* masked while written, as Linux does */
-	*entry32(e, 0) = (uint32_t)addr;
-	*entry32(e, 4) = (uint32_t)(addr >> 32);
-	*entry32(e, MSIX_ENTRY_DATA) = data;
-}
 
 static void plain_isr(struct kit_frame *f)
 {
@@ -122,7 +79,7 @@ static void self_ipi(int phase)
 
 static uint32_t target_of(int phase)
 {
-	return TARGET_MSIX | (phase == PH_PLAIN || phase == PH_PLAIN_FD ? ENTRY_PLAIN : ENTRY_PIRQ);
+	return TD_TARGET_MSIX | (phase == PH_PLAIN || phase == PH_PLAIN_FD ? ENTRY_PLAIN : ENTRY_PIRQ);
 }
 
 /* mode a: N messages one at a time, each waited for. */
@@ -137,7 +94,7 @@ static void fire_each(int phase, uint32_t n)
 		if (phase == PH_IPI_PLAIN || phase == PH_IPI_UPCALL)
 			self_ipi(phase);
 		else
-			outl(io + REG_FIRE, target);
+			td_write(&td, TD_FIRE, target);
 		if (!KIT_WAIT_FOR(*ctr != before, 1000))
 			kit_fail("bench_pirq: phase %d: message %u not delivered", phase, i);
 	}
@@ -179,20 +136,20 @@ static void halt_until(volatile uint32_t *ctr, uint32_t start, uint32_t want, ui
 static void burst(int phase, uint32_t m, uint32_t period_us)
 {
 	volatile uint32_t *ctr = counter_of(phase);
-	uint32_t start = *ctr, sent0 = inl(io + REG_SENT_MSIX);
+	uint32_t start = *ctr, sent0 = td_reg(&td, TD_SENT_MSIX);
 	uint64_t span = (uint64_t)m * period_us * 1000;
 
-	outl(io + REG_COUNT, m);
-	outl(io + REG_PERIOD, period_us);
+	td_write(&td, TD_COUNT, m);
+	td_write(&td, TD_PERIOD, period_us);
 	mark(phase, 0);
-	outl(io + REG_TIMER, target_of(phase));
+	td_write(&td, TD_TIMER, target_of(phase));
 	/* Late or coalesced messages: give up 200 ms (+ the span again) after the last was due. */
 	halt_until(ctr, start, m, xen_now() + 2 * span + XEN_MS(200));
 	mark(phase, 1);
 	result(*ctr - start);
-	if (inl(io + REG_TIMER))			/* still sending: stop it, it's late */
-		outl(io + REG_TIMER, 1u << 31);
-	printf("bench_pirq: phase %d: %u sent, %u received\n", phase, inl(io + REG_SENT_MSIX) - sent0,
+	if (td_reg(&td, TD_TIMER))			/* still sending: stop it, it's late */
+		td_write(&td, TD_TIMER, TD_TIMER_STOP);
+	printf("bench_pirq: phase %d: %u sent, %u received\n", phase, td_reg(&td, TD_SENT_MSIX) - sent0,
 	       *ctr - start);
 }
 
@@ -207,9 +164,9 @@ static void prime_irqfds(void)
 	for (int phase = PH_PLAIN; phase <= PH_PIRQ; phase++) {
 		volatile uint32_t *ctr = counter_of(phase);
 		uint32_t start = *ctr;
-		outl(io + REG_COUNT, 1);
-		outl(io + REG_PERIOD, 100);
-		outl(io + REG_TIMER, target_of(phase));
+		td_write(&td, TD_COUNT, 1);
+		td_write(&td, TD_PERIOD, 100);
+		td_write(&td, TD_TIMER, target_of(phase));
 		halt_until(ctr, start, 1, xen_now() + XEN_MS(2000));
 		if (*ctr == start)
 			kit_fail("bench_pirq: phase %d: the one-message burst was not delivered", phase);
@@ -218,16 +175,8 @@ static void prime_irqfds(void)
 
 static void setup(void)
 {
-	for (slot = 0; slot < 32; slot++)
-		if (cfg_read32(0) == (TEST_DEVICE << 16 | TEST_VENDOR))
-			break;
-	if (slot == 32)
+	if (!td_find(&td))
 		kit_fail("bench_pirq: no PCI test device (--pci-testdev)");
-	io = cfg_read32(0x10) & ~3u;
-	uint64_t bar4 = cfg_read32(0x20) & ~0xfu;
-	int msix = find_cap(PCI_CAP_ID_MSIX);
-	KIT_ASSERT(io && bar4 && msix);
-	table = bar4 + (cfg_read32(msix + MSIX_TABLE) & ~7u);
 
 	pic_mask_all();
 	kit_set_handler(VEC_PLAIN, plain_isr);
@@ -237,15 +186,15 @@ static void setup(void)
 	long rc = xen_get_free_pirq(MAP_PIRQ_TYPE_MSI, &pirq);
 	if (rc)
 		kit_fail("bench_pirq: PHYSDEVOP_get_free_pirq: %ld", rc);
-	cfg_write16(msix + MSIX_FLAGS, MSIX_FLAGS_ENABLE | MSIX_FLAGS_MASKALL);
-	write_entry(ENTRY_PLAIN, KIT_MSI_ADDR(lapic_id()), VEC_PLAIN);
-	write_entry(ENTRY_PIRQ, XEN_PIRQ_MSI_ADDR(pirq), XEN_PIRQ_MSI_DATA);
-	cfg_write16(msix + MSIX_FLAGS, MSIX_FLAGS_ENABLE);
+	td_msix_ctrl(&td, MSIX_FLAGS_ENABLE | MSIX_FLAGS_MASKALL);
+	td_entry_program(&td, ENTRY_PLAIN, KIT_MSI_ADDR(lapic_id()), VEC_PLAIN);	/* left masked */
+	td_entry_program(&td, ENTRY_PIRQ, XEN_PIRQ_MSI_ADDR(pirq), XEN_PIRQ_MSI_DATA);
+	td_msix_ctrl(&td, MSIX_FLAGS_ENABLE);
 	rc = xen_bind_pirq(pirq, 0, &pirq_port);
 	if (rc)
 		kit_fail("bench_pirq: EVTCHNOP_bind_pirq(%u): %ld", pirq, rc);
-	*entry32(ENTRY_PLAIN, MSIX_ENTRY_CTRL) = 0;
-	*entry32(ENTRY_PIRQ, MSIX_ENTRY_CTRL) = 0;
+	td_entry_mask(&td, ENTRY_PLAIN, false);
+	td_entry_mask(&td, ENTRY_PIRQ, false);
 	/* Linux (events_base.c __startup_pirq) asks now whether each interrupt needs a
 	 * PHYSDEVOP_eoi -- a hypercall, i.e. a userspace exit, per MSI.  An emulated MSI
 	 * PIRQ doesn't (xen/pirq.py status_flags), so a Linux guest's fast path stays 0. */
@@ -254,7 +203,7 @@ static void setup(void)
 	if (rc == 0 && (flags & XENIRQSTAT_needs_eoi))
 		kit_fail("bench_pirq: the MSI PIRQ asks for an EOI per interrupt (a userspace exit each)");
 	printf("bench_pirq: testdev 00:%02x.0, plain MSI-X -> vector %#x, MSI-X PIRQ %u -> port %u"
-	       " (irq_status_query %ld, flags %#x)\n", slot, VEC_PLAIN, pirq, pirq_port, rc, flags);
+	       " (irq_status_query %ld, flags %#x)\n", td.slot, VEC_PLAIN, pirq, pirq_port, rc, flags);
 }
 
 void kit_main(void)

@@ -26,8 +26,15 @@
  * (shared_info, grant frames, reservation ops) only ever name a scratch area reserved here or
  * gfns that are not RAM; upcall vectors below 0x20 (they would be exceptions).  shared_info
  * is put back at the kit's page right after every successful move.
+ *
+ * `storm=1` (needs `--pci-testdev`; the soak, bench/fuzz_soak.py, runs with it): a PIRQ storm
+ * underneath, see storm_tick().  Optional `storm_us=` (timer period, default 200) and
+ * `storm_count=` (messages per burst, default 4096).  Off by default: the storm draws nothing
+ * from the fuzzer's PRNG, and without it not one extra call is made, so a seed's calls are the
+ * same as before it existed.
  */
 #include "xen.h"
+#include "pci_testdev.h"
 
 #define NAME "xen_fuzz"
 #define PAGE 4096
@@ -1040,6 +1047,197 @@ static void f_compat(struct cpu *c, struct call *k)
 	k->a[4] = pick32(c);
 }
 
+/* ---- PIRQ storm (storm=1) ---------------------------------------------------------------------------- */
+/*
+ * MSI-X entry 0 of the PCI test device names a PIRQ (Linux's order: get_free_pirq(MSI), the
+ * message programmed with the entry masked, bind_pirq; the VMM unmasks the entry at bind, as
+ * Xen's arch_evtchn_bind_pirq does) bound to a port of vCPU 0.  The device's timer thread sends
+ * storm_count messages storm_us apart; vCPU 0 re-arms it between its calls whenever it ran out.
+ * MSI-X only: software must not enable MSI and MSI-X together (PCI 3.0 §6.8), and the device
+ * has one timer.
+ *
+ * The fuzzer may legitimately hit the storm: EVTCHNOP_close of a random port or EVTCHNOP_reset
+ * (the port is gone; its number may be reused at once), bind_vcpu to vCPU 1 (the kit's upcall
+ * leaves another vCPU's port pending), bind_pirq of our PIRQ to a port of its own after a close
+ * (-EEXIST for us), unmap_pirq (harmless: the next message maps it again).  storm_check()
+ * notices by EVTCHNOP_status and re-binds (the same PIRQ, or a fresh one whose message is
+ * programmed into the entry), moves the port back (mask, bind_vcpu, unmask: Linux's
+ * rebind_evtchn_to_cpu), and kicks a port left pending with no upcall (mask + EVTCHNOP_unmask
+ * re-raises it: event_2l.c evtchn_2l_unmask) - counted, since a kick may hide a lost upcall.
+ * Events are counted by a handler only while the port is ours; those taken in an interval
+ * that ended with the port lost may belong to whatever the fuzzer bound there and are kept
+ * apart.  Nothing here draws from the fuzzer's PRNG.
+ */
+#define STORM_ENTRY 0
+
+static int storm;
+static uint32_t storm_us, storm_count;
+static struct testdev td;
+static uint32_t storm_pirq;			/* 0: none yet (pirq 0 is never an MSI pirq) */
+static volatile evtchn_port_t storm_port;
+static volatile bool storm_bound;
+static volatile uint32_t storm_rx;		/* events since the last check (handler, vCPU 0) */
+static uint64_t storm_events, storm_unsure, storm_armed;
+static uint32_t storm_bursts, storm_binds, storm_lost, storm_moved_back, storm_new_pirqs, storm_bind_errs,
+	storm_kicks, storm_unmasked;
+static bool storm_was_pending;			/* pending and unmasked at the previous check */
+
+static void storm_event(evtchn_port_t p, void *arg)
+{
+	(void)arg;
+	if (storm_bound && p == storm_port)
+		__atomic_fetch_add(&storm_rx, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A fresh MSI pirq programmed into the entry (left masked: bind_pirq unmasks it). */
+static bool storm_new_pirq(void)
+{
+	uint32_t p;
+	if (xen_get_free_pirq(MAP_PIRQ_TYPE_MSI, &p) != 0)
+		return false;
+	storm_pirq = p;
+	storm_new_pirqs++;
+	td_entry_program(&td, STORM_ENTRY, XEN_PIRQ_MSI_ADDR(p), XEN_PIRQ_MSI_DATA);
+	return true;
+}
+
+static void storm_bind(void)
+{
+	evtchn_port_t p = 0;
+	long rc = -XEN_EEXIST;
+
+	cli();				/* the handler is set before an event can be taken */
+	if (storm_pirq)
+		rc = xen_bind_pirq(storm_pirq, 0, &p);
+	if (rc == -XEN_EEXIST && storm_new_pirq())	/* the fuzzer bound ours to a port of its own */
+		rc = xen_bind_pirq(storm_pirq, 0, &p);
+	if (rc == 0 && p >= XEN_KIT_MAX_PORTS) {	/* beyond the kit's counters: try later */
+		xen_evtchn_close(p);
+		rc = -XEN_ENOSPC;
+	}
+	if (rc != 0) {
+		sti();
+		storm_bind_errs++;
+		return;
+	}
+	storm_port = p;
+	storm_bound = true;
+	xen_evtchn_set_handler(p, storm_event, NULL);
+	sti();
+	if (xen_evtchn_masked(p))	/* a mask bit left from the port's earlier life */
+		storm_unmasked++;
+	xen_evtchn_unmask(p);
+	storm_binds++;
+}
+
+static void storm_arm(void)
+{
+	td_write(&td, TD_COUNT, storm_count);
+	td_write(&td, TD_TIMER, TD_TARGET_MSIX | STORM_ENTRY);
+	storm_armed += storm_count;
+	storm_bursts++;
+}
+
+/* Account the events since the last check and repair what the fuzzer did to the port. */
+static void storm_check(void)
+{
+	struct evtchn_status st;
+
+	if (storm_bound) {
+		evtchn_port_t p = storm_port;
+		long rc = xen_evtchn_status(p, &st);
+		uint32_t n = __atomic_exchange_n(&storm_rx, 0, __ATOMIC_SEQ_CST);
+		if (rc == 0 && st.status == EVTCHNSTAT_pirq && st.u.pirq == storm_pirq) {
+			storm_events += n;
+			if (st.vcpu != 0) {
+				xen_evtchn_mask(p);
+				if (xen_evtchn_bind_vcpu(p, 0) == 0)
+					storm_moved_back++;
+				xen_evtchn_unmask(p);
+			} else if (xen_evtchn_pending(p) && !xen_evtchn_masked(p) && storm_was_pending && n == 0) {
+				/* pending and unmasked at two checks with not one event taken between */
+				xen_evtchn_mask(p);
+				xen_evtchn_unmask(p);
+				storm_kicks++;
+			}
+			storm_was_pending = xen_evtchn_pending(p) && !xen_evtchn_masked(p);
+		} else {
+			storm_unsure += n;
+			storm_lost++;
+			storm_was_pending = false;
+			cli();
+			storm_bound = false;
+			xen_evtchn_set_handler(p, NULL, NULL);
+			sti();
+		}
+	}
+	if (!storm_bound)
+		storm_bind();
+}
+
+/* vCPU 0, between its calls. */
+static void storm_tick(void)
+{
+	storm_check();
+	if (td_reg(&td, TD_TIMER) == 0)
+		storm_arm();
+}
+
+static void storm_setup(void)
+{
+	if (!td_find(&td))
+		kit_fail(NAME ": storm=1 needs the PCI test device: run with --pci-testdev");
+	td_clear_counters(&td);
+	td_msix_ctrl(&td, MSIX_FLAGS_ENABLE);
+	td_write(&td, TD_PERIOD, storm_us);
+	if (!storm_new_pirq())
+		kit_fail(NAME ": storm: get_free_pirq(MSI) failed");
+	storm_new_pirqs = 0;
+	storm_bind();
+	if (!storm_bound)
+		kit_fail(NAME ": storm: bind_pirq(%u) failed", storm_pirq);
+	if (td_entry_masked(&td, STORM_ENTRY))
+		kit_fail(NAME ": storm: MSI-X entry still masked after bind_pirq(%u)", storm_pirq);
+	storm_arm();
+	printf(NAME ": storm: MSI-X entry %u -> pirq %u -> port %u, bursts of %u messages %u us apart\n",
+	       STORM_ENTRY, storm_pirq, storm_port, storm_count, storm_us);
+}
+
+static void storm_progress(void)
+{
+	printf(NAME ": storm: %lu events (+%lu unsure), %u bursts, port lost %u, re-bound %u, moved back %u, "
+	       "new pirqs %u, kicks %u\n", storm_events, storm_unsure, storm_bursts, storm_lost, storm_binds - 1,
+	       storm_moved_back, storm_new_pirqs, storm_kicks);
+}
+
+/* Stop the timer, take what is in flight, check the counts on both sides. */
+static void storm_end(void)
+{
+	td_write(&td, TD_TIMER, TD_TIMER_STOP);
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(50));
+	storm_check();
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(20));
+	storm_check();
+	uint32_t sent = td_reg(&td, TD_SENT_MSIX), pended = td_reg(&td, TD_PENDED_MSIX);
+	uint32_t dropped = td_reg(&td, TD_DROPPED), left = td_reg(&td, TD_TIMER);
+	printf(NAME ": storm: %lu events received (+%lu on a port lost meanwhile) from %u sent + %u pended "
+	       "MSI-X messages (%lu armed in %u bursts, %u dropped); port lost %u times, re-bound %u, moved back "
+	       "%u, new pirqs %u, bind errors %u, mask bits cleared %u, stuck-pending kicks %u\n",
+	       storm_events, storm_unsure, sent, pended, storm_armed, storm_bursts, dropped, storm_lost,
+	       storm_binds - 1, storm_moved_back, storm_new_pirqs, storm_bind_errs, storm_unmasked, storm_kicks);
+	if (left != 0)
+		kit_fail(NAME ": seed=%lu storm: the timer still has %u messages after TIMER_STOP", seed, left);
+	if (storm_events == 0)
+		kit_fail(NAME ": seed=%lu storm: no event received", seed);
+	if (storm_events > (uint64_t)sent + pended)
+		kit_fail(NAME ": seed=%lu storm: %lu events received > %u sent + %u pended", seed, storm_events,
+			 sent, pended);
+	if ((uint64_t)sent + pended > storm_armed)
+		kit_fail(NAME ": seed=%lu storm: %u sent + %u pended > %lu armed", seed, sent, pended, storm_armed);
+	if (dropped)
+		kit_fail(NAME ": seed=%lu storm: %u messages dropped", seed, dropped);
+}
+
 /* ---- Driver ----------------------------------------------------------------------------------------- */
 typedef void (*family_fn)(struct cpu *, struct call *);
 static const struct { family_fn fn; unsigned weight; } families[] = {
@@ -1136,8 +1334,13 @@ static void fuzz_loop(struct cpu *c, uint64_t n, volatile int *stop)
 			XEN_WAIT_UNTIL(false, xen_now() + rn(c, 300000));
 		if (!stop && ncpus > 1 && rn(c, 200) == 0)
 			downup(c);
-		if (!stop && verbose == 0 && i && i % 1000 == 0)
+		if (!stop && verbose == 0 && i && i % 1000 == 0) {
 			printf(NAME ": %lu calls (vCPU 1: %lu)\n", i, (uint64_t)ap_progress);
+			if (storm)
+				storm_progress();
+		}
+		if (!stop && storm && (i & 7) == 7)	/* not from the PRNG: the calls stay the seed's */
+			storm_tick();
 	}
 }
 
@@ -1171,6 +1374,9 @@ void kit_main(void)
 	seed = xen_cmdline_u64("seed", 1);
 	ncalls = xen_cmdline_u64("calls", 2000);
 	verbose = (int)xen_cmdline_u64("verbose", 0);
+	storm = (int)xen_cmdline_u64("storm", 0);
+	storm_us = (uint32_t)xen_cmdline_u64("storm_us", 200);
+	storm_count = (uint32_t)xen_cmdline_u64("storm_count", 4096);
 	printf(NAME ": seed=%lu calls=%lu\n", seed, ncalls);
 	xen_test_start(NAME);
 	pic_mask_all();
@@ -1199,6 +1405,8 @@ void kit_main(void)
 		ncpus = 2;
 	cpu_init(&cpus[0], 0);
 	printf(NAME ": %u vCPU(s), unbacked %#lx, scratch %p\n", ncpus, unbacked, scratch);
+	if (storm)
+		storm_setup();
 	if (ncpus > 1) {
 		if (kit_start_ap(1, ap_main) != 0)
 			kit_fail(NAME ": AP did not start");
@@ -1216,6 +1424,8 @@ void kit_main(void)
 		if (!seen)
 			kit_fail(NAME ": seed=%lu vCPU 1 made no calls", seed);
 	}
+	if (storm)
+		storm_end();
 	check_memory(&cpus[0], "end");
 	uint64_t ms = (xen_now() - t0) / 1000000;
 	uint64_t total = cpus[0].calls + cpus[1].calls, errs = cpus[0].errors + cpus[1].errors;
