@@ -20,12 +20,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from devices.trace_events import TP_ACPI_SLEEP as TP_SLEEP, TP_ACPI_RESET as TP_RESET
 from vmm.boot.acpi import (ACPI_PM_BASE, RESET_PORT, RESET_VALUE, S5_SLP_TYP, SLEEP_CONTROL_PORT,
                            SLP_EN, SLP_TYP_MASK, SLP_TYP_SHIFT)
-from vmm.trace import tracepoint
-
-TP_SLEEP = tracepoint("acpi.sleep", "value={value:#x} slp_typ={slp_typ} slp_en={slp_en} action={action}")
-TP_RESET = tracepoint("acpi.reset", "value={value:#x} action={action}")
 
 _SLEEP_CONTROL = SLEEP_CONTROL_PORT - ACPI_PM_BASE
 _RESET = RESET_PORT - ACPI_PM_BASE

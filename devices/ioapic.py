@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import threading
 
+from devices.trace_events import (
+    TP_IOAPIC_RTE as TP_RTE,
+    TP_IOAPIC_DELIVER as TP_DELIVER,
+    TP_IOAPIC_EOI as TP_EOI,
+)
 from kvm_bindings import MsiRoute
 from vmm.irqchip import MSI_ADDR_BASE, NR_IOAPIC_PINS, SplitIrqChip
 from vmm.memory import IOAPIC_BASE
-from vmm.trace import tracepoint
 from vmm.locks import ordered_lock
-
-TP_RTE = tracepoint("ioapic.rte", "pin={pin} vector={vector:#x} mode={mode} dest={dest} level={level} masked={masked}")
-TP_DELIVER = tracepoint("ioapic.deliver", "pin={pin} vector={vector:#x} dest={dest}")
-TP_EOI = tracepoint("ioapic.eoi", "vector={vector:#x} pins={pins}")
 
 IOAPIC_SIZE = 0x1000
 IOREGSEL = 0x00

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from vmm.trace import tracepoint
-
-TP_RESET = tracepoint("i8042.reset", "value={value:#x}")
-TP_DEBUG_EXIT = tracepoint("debug_exit.write", "value={value:#x}")
-TP_TESTDEV_MSI = tracepoint("testdev.msi", "addr={addr:#x} data={data:#x} delivered={ok}")
-TP_TESTDEV_GSI = tracepoint("testdev.gsi", "gsi={gsi} level={level}")
+from devices.trace_events import (
+    TP_I8042_RESET as TP_RESET,
+    TP_DEBUG_EXIT_WRITE as TP_DEBUG_EXIT,
+    TP_TESTDEV_MSI,
+    TP_TESTDEV_GSI,
+)
 
 I8042_DATA = 0x60
 I8042_COMMAND = 0x64

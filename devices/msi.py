@@ -52,16 +52,14 @@ from __future__ import annotations
 from typing import Callable
 
 from devices.pci import PciDevice
+from devices.trace_events import (
+    TP_PCI_MSI_CONFIG as TP_MSI_CONFIG,
+    TP_PCI_MSI_FIRE as TP_MSI_FIRE,
+    TP_PCI_MSIX_ENTRY as TP_MSIX_ENTRY,
+    TP_PCI_MSIX_CTRL as TP_MSIX_CTRL,
+    TP_PCI_MSIX_FIRE as TP_MSIX_FIRE,
+)
 from vmm.locks import ordered_lock
-from vmm.trace import tracepoint
-
-TP_MSI_CONFIG = tracepoint("pci.msi.config", "bdf={bdf} enable={enable} count={count} addr={addr:#x} "
-                                             "data={data:#x} mask={mask:#x} pending={pending:#x}")
-TP_MSI_FIRE = tracepoint("pci.msi.fire", "bdf={bdf} vector={vector} result={result}")
-TP_MSIX_ENTRY = tracepoint("pci.msix.entry", "bdf={bdf} entry={entry} addr={addr:#x} data={data:#x} "
-                                             "masked={masked}")
-TP_MSIX_CTRL = tracepoint("pci.msix.ctrl", "bdf={bdf} enable={enable} function_mask={function_mask}")
-TP_MSIX_FIRE = tracepoint("pci.msix.fire", "bdf={bdf} entry={entry} result={result}")
 
 # ---------------------------------------------------------------- linux/pci_regs.h
 PCI_CAP_ID_MSI = 0x05

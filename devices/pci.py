@@ -69,17 +69,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from devices.trace_events import (
+    TP_PCI_CONFIG_READ as TP_CFG_READ,
+    TP_PCI_CONFIG_WRITE as TP_CFG_WRITE,
+    TP_PCI_BAR_MAP as TP_BAR_MAP,
+    TP_PCI_BAR_UNMAP as TP_BAR_UNMAP,
+    TP_PCI_INTX as TP_INTX,
+)
 from vmm.bus import BusError, Device
 from vmm.memory import IOAPIC_BASE, LAPIC_BASE, PCI_MMIO_BASE
-from vmm.trace import tracepoint
 from vmm.vm import IDENTITY_MAP_ADDR, Vm
 from vmm.locks import ordered_lock, ordered_rlock
-
-TP_CFG_READ = tracepoint("pci.config.read", "bdf={bdf} offset={offset:#04x} size={size} value={value:#x}")
-TP_CFG_WRITE = tracepoint("pci.config.write", "bdf={bdf} offset={offset:#04x} size={size} value={value:#x}")
-TP_BAR_MAP = tracepoint("pci.bar.map", "bdf={bdf} bar={bar} kind={kind} addr={addr:#x} size={size:#x} result={result}")
-TP_BAR_UNMAP = tracepoint("pci.bar.unmap", "bdf={bdf} bar={bar} kind={kind} addr={addr:#x} size={size:#x}")
-TP_INTX = tracepoint("pci.intx", "bdf={bdf} pin={pin} gsi={gsi} level={level} line={line}")
 
 # ---------------------------------------------------------------- ports
 CONFIG_ADDRESS = 0xCF8

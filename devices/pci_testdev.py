@@ -52,14 +52,13 @@ import time
 
 from devices.msi import DROPPED, PENDING, SENT, MsiCapability, MsixCapability
 from devices.pci import BAR_IO, BAR_MEM32, BAR_MEM64, INTA, PciBus, PciDevice
+from devices.trace_events import (
+    TP_PCI_TESTDEV_INTX as TP_TESTDEV_INTX,
+    TP_PCI_TESTDEV_FIRE as TP_TESTDEV_FIRE,
+    TP_PCI_TESTDEV_TIMER as TP_TESTDEV_TIMER,
+)
 from vmm.errors import internal_error
 from vmm.locks import ordered_lock
-from vmm.trace import tracepoint
-
-TP_TESTDEV_INTX = tracepoint("pci_testdev.intx", "level={level} output={output}")
-TP_TESTDEV_FIRE = tracepoint("pci_testdev.fire", "kind={kind} index={index} count={count} via={via}")
-TP_TESTDEV_TIMER = tracepoint("pci_testdev.timer", "{event} kind={kind} index={index} count={count} "
-                                                   "period_us={period_us}")
 
 PCI_TESTDEV_VENDOR_ID = 0x1B36
 PCI_TESTDEV_DEVICE_ID = 0x0005

@@ -24,10 +24,8 @@ import calendar
 import threading
 import time
 
-from vmm.trace import tracepoint
+from devices.trace_events import TP_RTC_WRITE as TP_RTC
 from vmm.locks import ordered_lock
-
-TP_RTC = tracepoint("rtc.write", "reg={reg:#x} value={value:#x}")
 
 RTC_BASE = 0x70
 RTC_SIZE = 2

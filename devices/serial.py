@@ -13,13 +13,13 @@ import threading
 from collections import deque
 from typing import Callable
 
-from vmm.trace import tracepoint
+from devices.trace_events import (
+    TP_SERIAL_TX as TP_TX,
+    TP_SERIAL_RX as TP_RX,
+    TP_SERIAL_IRQ as TP_IRQ,
+    TP_SERIAL_REG as TP_REG,
+)
 from vmm.locks import ordered_lock
-
-TP_TX = tracepoint("serial.tx", "byte={byte:#04x}")
-TP_RX = tracepoint("serial.rx", "bytes={n} queued={queued}")
-TP_IRQ = tracepoint("serial.irq", "level={level} iir={iir:#x}")
-TP_REG = tracepoint("serial.reg", "{dir} reg={reg} value={value:#x}")
 
 COM1_BASE = 0x3F8
 COM1_IRQ = 4

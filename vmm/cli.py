@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(debug-exit port value, 0 on poweroff) or one of: 80 reset, "
                                    "81 triple fault, 82 KVM could not run the guest, 124 timeout, "
                                    "130 interrupted, 2 bad input, 1 VMM error.")
-    r.add_argument("--kernel", required=True, metavar="PATH", help="PVH ELF (32/64-bit) or bzImage")
+    r.add_argument("--kernel", metavar="PATH", help="PVH ELF (32/64-bit) or bzImage "
+                                                      "(required unless --trace list)")
     r.add_argument("--initrd", metavar="PATH", help="initial ramdisk / PVH module")
     r.add_argument("--cmdline", default="", metavar="STR", help="kernel command line")
     r.add_argument("--memory", "-m", default="256M", metavar="SIZE", help="guest RAM, e.g. 512M, 2G (default 256M)")
@@ -90,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "Linux then uses native MSIs instead of MSI PIRQs")
     r.add_argument("--trace", action="append", default=[], metavar="GLOB",
                    help="enable trace points matching GLOB (repeatable), e.g. 'vcpu.exit.*'; "
-                        "'list' prints the names")
-    r.add_argument("--trace-file", metavar="PATH", help="write trace output here instead of stderr")
+                        "'list' prints every point with its fields and exits (as `vmm trace-points`)")
+    r.add_argument("--trace-file", metavar="PATH", help="write trace output here instead of stderr "
+                   "(a .json file gets the perfetto format)")
+    r.add_argument("--trace-format", choices=trace.FORMATS, default=None,
+                   help="text: one line per event (default); perfetto: Chrome/Perfetto trace-event JSON, "
+                        "one track per vCPU and thread, for ui.perfetto.dev (default for a .json --trace-file)")
     r.add_argument("--stats", action="store_true", help="print exit counts per reason and device at the end")
     r.add_argument("--no-acpi", action="store_true",
                    help="give the guest no ACPI tables (no MADT, no ACPI poweroff/reset)")
@@ -105,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("caps", help="show what the host KVM offers")
     c.set_defaults(func=cmd_caps)
 
+    t = sub.add_parser("trace-points", help="list every trace point with its fields (no VM)",
+                       description="Every trace point, from the declaration tables of vmm/, devices/ and "
+                                   "xen/ (*/trace_events.py): name(fields) \"format\".")
+    t.add_argument("--doc", action="store_true", help="print the names as ARCHITECTURE.md's Tracing list")
+    t.set_defaults(func=cmd_trace_points)
+
     try:
         from vmm.testhost.cli import add_parser as add_testhost
     except ImportError:
@@ -117,6 +128,36 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- run
 def cmd_run(args) -> int:
     # Everything here may raise UserError; main() turns it into one line + exit 2.
+    if "list" in args.trace:
+        print(trace.listing(trace_tables()), end="")
+        return 0
+    if args.kernel is None:
+        raise UserError("run: --kernel is required")
+    fmt = trace.output_format(args.trace_file, args.trace_format)
+    if fmt == "perfetto" and not args.trace_file:
+        raise UserError("--trace-format perfetto needs a --trace-file")
+    memory = parse_size(args.memory, "--memory")
+    if args.irqchip is None:
+        args.irqchip = "split" if args.xen else "kernel"
+    xen_version = _parse_xen_version(args.xen_version) if args.xen else None
+    if args.no_pci and (args.pci_testdev or args.xen_platform_device):
+        raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
+    if not os.path.exists(args.kernel):
+        raise UserError(f"kernel not found: {args.kernel}")
+    if args.initrd and not os.path.exists(args.initrd):
+        raise UserError(f"initrd not found: {args.initrd}")
+    if args.trace_file:
+        try:
+            trace.open_output(args.trace_file, fmt)
+        except OSError as e:
+            raise UserError(f"--trace-file: cannot open {args.trace_file}: {e.strerror}") from None
+    try:
+        return _run(args, memory, xen_version)
+    finally:
+        trace.close_output()      # the JSON's closing bracket, however the run ended
+
+
+def _run(args, memory: int, xen_version) -> int:
     from devices.board import attach_pc_devices
     from devices.pci_testdev import attach_pci_testdev
     from devices.serial import COM1_BASE, COM1_IRQ
@@ -129,27 +170,8 @@ def cmd_run(args) -> int:
     from vmm.vm import Vm, VmConfig, VmSetupError
     from xen.platform_pci import attach_xen_platform
 
-    memory = parse_size(args.memory, "--memory")
-    if args.irqchip is None:
-        args.irqchip = "split" if args.xen else "kernel"
-    xen_version = _parse_xen_version(args.xen_version) if args.xen else None
-    if args.no_pci and (args.pci_testdev or args.xen_platform_device):
-        raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
-    if not os.path.exists(args.kernel):
-        raise UserError(f"kernel not found: {args.kernel}")
-    if args.initrd and not os.path.exists(args.initrd):
-        raise UserError(f"initrd not found: {args.initrd}")
-    trace_file = None
-    if args.trace_file:
-        try:
-            trace_file = open(args.trace_file, "w", buffering=1)
-        except OSError as e:
-            raise UserError(f"--trace-file: cannot open {args.trace_file}: {e.strerror}") from None
-        trace.set_sink(trace_file)
-    list_traces = "list" in args.trace
     for pattern in args.trace:
-        if pattern != "list":
-            trace.enable(pattern)
+        trace.enable(pattern)
 
     console = Console(args.serial)
     try:
@@ -173,9 +195,6 @@ def cmd_run(args) -> int:
             xen = _attach_xen(vm, args, xen_version, console.write, pc, platform)
         if args.pci_testdev:
             attach_pci_testdev(pc.pci)
-        if list_traces:
-            for name in sorted(trace.points()):
-                print(name, file=sys.stderr)
         rsdp = 0 if args.no_acpi else write_acpi_tables(
             vm.memory, args.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
             pci_routing=pc.pci.routing_table() if pc.pci is not None else None,
@@ -202,10 +221,23 @@ def cmd_run(args) -> int:
         # However the guest ended, a VMM bug happened on the way: say so, and fail.
         print(f"vmm: {len(errors)} internal error(s), first: {errors[0]}", file=sys.stderr)
         code = exitcodes.VMM_ERROR
-    if trace_file:
-        trace_file.close()
     vm.close()
     return code
+
+
+def trace_tables() -> list:
+    """Every package's trace-point table (importing a table declares its points)."""
+    import devices.trace_events  # noqa: F401
+    import vmm.trace_events  # noqa: F401
+    import xen.trace_events  # noqa: F401
+    order = ("vmm", "devices", "xen")        # the layering's order, whatever was imported first
+    return sorted(trace.tables(), key=lambda t: order.index(t.package))
+
+
+def cmd_trace_points(args) -> int:
+    tabs = trace_tables()
+    print(trace.doc_list(tabs) if args.doc else trace.listing(tabs), end="")
+    return 0
 
 
 def _parse_xen_version(text: str) -> tuple[int, int]:

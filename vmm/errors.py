@@ -23,10 +23,7 @@ import sys
 import threading
 import traceback
 
-from vmm.trace import tracepoint
-
-TP_INTERNAL_ERROR = tracepoint("vmm.internal_error", "where={where} error={error}")
-
+from vmm.trace_events import TP_VMM_INTERNAL_ERROR as TP_INTERNAL_ERROR
 
 
 class UserError(Exception):

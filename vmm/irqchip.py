@@ -54,14 +54,13 @@ from typing import Callable, Iterable, Protocol
 from kvm_bindings import IrqchipRoute, KvmError, MsiRoute, Route, VmFd, consts
 from vmm.errors import internal_error
 from vmm.locks import ordered_lock
-from vmm.trace import tracepoint
-
-TP_SET_GSI = tracepoint("irq.gsi", "gsi={gsi} level={level} source={source}")
-TP_DIVERT = tracepoint("irq.divert", "{what} diverted={diverted}")
-TP_MSI = tracepoint("irq.msi", "addr={addr:#x} data={data:#x} delivered={delivered}")
-TP_MSI_VECTOR = tracepoint("irq.msi_vector", "{owner} {kind}[{index}] addr={addr:#x} data={data:#x} "
-                                             "masked={masked} irqfd={irqfd}")
-TP_EOI = tracepoint("irq.eoi", "vector={vector:#x}")
+from vmm.trace_events import (
+    TP_IRQ_GSI as TP_SET_GSI,
+    TP_IRQ_DIVERT as TP_DIVERT,
+    TP_IRQ_MSI as TP_MSI,
+    TP_IRQ_MSI_VECTOR as TP_MSI_VECTOR,
+    TP_IRQ_EOI as TP_EOI,
+)
 
 NR_IOAPIC_PINS = 24          # the I/OAPIC's pins (KVM's KVM_IOAPIC_NUM_PINS), GSIs 0-23
 MSI_ADDR_BASE = 0xFEE00000   # the LAPICs' MSI window (Intel SDM vol. 3, 11.11.1)

@@ -22,22 +22,22 @@ from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
 from kvm_bindings._kvm import lib
-from vmm import exitcodes
+from vmm import exitcodes, trace
 from vmm.errors import internal_error
-from vmm.trace import tracepoint
+from vmm.trace_events import (
+    TP_VCPU_EXIT_IO as TP_EXIT_IO,
+    TP_VCPU_EXIT_MMIO as TP_EXIT_MMIO,
+    TP_VCPU_EXIT_MSR as TP_EXIT_MSR,
+    TP_VCPU_EXIT_OTHER as TP_EXIT_OTHER,
+    TP_VCPU_EXIT_IOAPIC_EOI as TP_EXIT_EOI,
+    TP_VCPU_EXIT_XEN as TP_EXIT_XEN,
+    TP_VCPU_STATE,
+)
 
 if TYPE_CHECKING:
     from vmm.vm import Vm
 
 KICK_SIGNAL = signal.SIGUSR1
-
-TP_EXIT_IO = tracepoint("vcpu.exit.io", "port={port:#x} size={size} dir={dir} value={value:#x} count={count} dev={dev}")
-TP_EXIT_MMIO = tracepoint("vcpu.exit.mmio", "addr={addr:#x} len={len} dir={dir} value={value:#x} dev={dev}")
-TP_EXIT_MSR = tracepoint("vcpu.exit.msr", "index={index:#x} dir={dir} value={value:#x} handled={handled}")
-TP_EXIT_OTHER = tracepoint("vcpu.exit.other", "reason={reason}")
-TP_EXIT_EOI = tracepoint("vcpu.exit.ioapic_eoi", "vector={vector:#x}")
-TP_EXIT_XEN = tracepoint("vcpu.exit.xen", "input={input} longmode={longmode} cpl={cpl}")
-TP_VCPU_STATE = tracepoint("vcpu.state", "{state}")
 
 EXIT_NAMES = {getattr(consts, n): n[len("KVM_EXIT_"):].lower() for n in dir(consts)
               if n.startswith("KVM_EXIT_") and n not in ("KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT", "KVM_EXIT_XEN_HCALL")}
@@ -212,6 +212,9 @@ class Vcpu:
         EINTR = -errno.EINTR
         EAGAIN = -errno.EAGAIN
         slow = vm.stats_enabled or TP_EXIT_IO.enabled
+        timed = TP_EXIT_IO.enabled       # the exit's handling becomes a span (a Perfetto slice)
+        clock = trace.now
+        t_exit = 0.0
         stats = self.stats
         cpu = self.id
         exits = 0
@@ -236,6 +239,8 @@ class Vcpu:
                 exits += 1
                 reason = run.exit_reason
                 if reason == EXIT_IO:
+                    if timed:
+                        t_exit = clock()
                     port = io.port
                     size = io.size
                     h = handlers.get(port)
@@ -268,7 +273,7 @@ class Vcpu:
                     if slow:
                         name = h[3] if h is not None else "unassigned"
                         if TP_EXIT_IO.enabled:
-                            TP_EXIT_IO.emit(cpu, port=port, size=size, dir="out" if out else "in",
+                            TP_EXIT_IO.emit(cpu, since=t_exit, port=port, size=size, dir="out" if out else "in",
                                             value=value, count=count, dev=name)
                         stats["io"] += 1
                         stats["io:" + name] += 1
@@ -288,15 +293,21 @@ class Vcpu:
             self.stats[name] += 1
         handler = self.exit_handlers.get(reason)
         if handler is not None:
-            handler(self)
+            if TP_EXIT_MSR.enabled or TP_EXIT_XEN.enabled or TP_EXIT_OTHER.enabled:
+                self._traced_handler(handler, reason, name)
+            else:
+                handler(self)
             return
         if reason == consts.KVM_EXIT_MMIO:
             self._mmio()
         elif reason == consts.KVM_EXIT_IOAPIC_EOI:
             vector = fd.eoi.vector
             if TP_EXIT_EOI.enabled:
-                TP_EXIT_EOI.emit(self.id, vector=vector)
-            vm.irqchip.ioapic_eoi(vector)
+                t0 = trace.now()
+                vm.irqchip.ioapic_eoi(vector)
+                TP_EXIT_EOI.emit(self.id, since=t0, vector=vector)
+            else:
+                vm.irqchip.ioapic_eoi(vector)
         elif reason == consts.KVM_EXIT_SHUTDOWN:
             self._trace_other(name)
             vm.request_exit(exitcodes.TRIPLE_FAULT, f"vcpu{self.id}: triple fault (KVM_EXIT_SHUTDOWN)")
@@ -340,6 +351,35 @@ class Vcpu:
             vm.request_exit(exitcodes.GUEST_FAILURE, f"vcpu{self.id}: unhandled exit {name}")
             self._stop = True
 
+    def _traced_handler(self, handler, reason: int, name: str) -> None:
+        """An exit a higher layer handles (the Xen MSR, a Xen hypercall, an interrupt
+        window), traced as a span around the handler."""
+        fd = self.fd
+        t0 = trace.now()
+        if reason in (consts.KVM_EXIT_X86_RDMSR, consts.KVM_EXIT_X86_WRMSR):
+            is_write = reason == consts.KVM_EXIT_X86_WRMSR
+            handler(self)
+            m = fd.msr
+            if TP_EXIT_MSR.enabled:
+                TP_EXIT_MSR.emit(self.id, since=t0, index=m.index, dir="wrmsr" if is_write else "rdmsr",
+                                 value=m.data, handled=not m.error)
+        elif reason == consts.KVM_EXIT_XEN:
+            x = fd.xen
+            is_hcall = x.type == consts.KVM_EXIT_XEN_HCALL
+            if is_hcall:        # read before the handler: it writes the result into the same union
+                h = x.u.hcall
+                nr, longmode, cpl = h.input, h.longmode, h.cpl
+            handler(self)
+            if TP_EXIT_XEN.enabled:
+                if is_hcall:
+                    TP_EXIT_XEN.emit(self.id, since=t0, input=nr, longmode=longmode, cpl=cpl)
+                else:
+                    TP_EXIT_XEN.emit(self.id, since=t0, input=f"type {x.type}", longmode="?", cpl="?")
+        else:
+            handler(self)
+            if TP_EXIT_OTHER.enabled:
+                TP_EXIT_OTHER.emit(self.id, since=t0, reason=name)
+
     def _rip(self) -> str:
         try:
             return f"{self.fd.get_regs().rip:#x}"
@@ -351,6 +391,7 @@ class Vcpu:
             TP_EXIT_OTHER.emit(self.id, reason=what)
 
     def _mmio(self) -> None:
+        t0 = trace.now() if TP_EXIT_MMIO.enabled else None
         mmio = self.fd.mmio
         addr = mmio.phys_addr
         length = mmio.len
@@ -370,5 +411,5 @@ class Vcpu:
         if self.vm.stats_enabled:
             self.stats["mmio:" + name] += 1
         if TP_EXIT_MMIO.enabled:
-            TP_EXIT_MMIO.emit(self.id, addr=addr, len=length, dir="write" if mmio.is_write else "read",
+            TP_EXIT_MMIO.emit(self.id, since=t0, addr=addr, len=length, dir="write" if mmio.is_write else "read",
                               value=value, dev=name)

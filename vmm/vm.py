@@ -20,11 +20,9 @@ from vmm.cpuid import configure_cpuid
 from vmm.errors import internal_errors
 from vmm.irqchip import IrqChip, create_irqchip
 from vmm.memory import GuestMemory, GuestMemoryError
-from vmm.trace import tracepoint
+from vmm.trace_events import TP_VM_EXIT
 from vmm.vcpu import Vcpu, install_kick_handler
 from vmm.locks import ordered_lock
-
-TP_VM_EXIT = tracepoint("vm.exit", "code={code} reason={reason}")
 
 TSS_ADDR = 0xFEFFD000          # as QEMU: three pages just below 4 GiB - 16 MiB... in the MMIO hole
 IDENTITY_MAP_ADDR = 0xFEFFC000

@@ -16,7 +16,6 @@ from typing import Callable
 
 from vmm.irqchip import IrqChipError
 from vmm.memory import IOAPIC_BASE, GuestMemoryError
-from vmm.trace import tracepoint
 from vmm.vm import Vm
 from vmm.locks import ordered_condition, ordered_lock
 from xen import abi
@@ -31,14 +30,13 @@ from xen.kvm_accel import available as accel_available
 from xen.pirq import PirqTable
 from xen.shared_info import SharedInfo
 from xen.time import Timers, XenTime
+from xen.trace_events import TP_XEN_DOMAIN as TP_XEN
 from xen.transport import KernelTransport, PortTransport, choose_transport
 from xen.upcall import Upcall
 
 PAGE_SIZE = 4096
 MAX_PLACED_GPA = 1 << 39          # within any x86-64 host's guest physical address width
 PLATFORM_MMIO_BAR = "xen-platform.bar1"   # where Linux HVM places its grant frames
-
-TP_XEN = tracepoint("xen.domain", "{what}")
 
 DOMID = 1          # our guest's domain id (dom0 would be the VMM's own backends)
 

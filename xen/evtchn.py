@@ -31,19 +31,21 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vmm.trace import tracepoint
 from vmm.locks import ordered_lock
+from vmm.trace import now
 from xen import abi
 from xen.hypercall import XenError
+from xen.trace_events import (
+    TP_XEN_EVTCHN_BIND as TP_BIND,
+    TP_XEN_EVTCHN_CLOSE as TP_CLOSE,
+    TP_XEN_EVTCHN_SEND as TP_SEND,
+    TP_XEN_EVTCHN_SET_PENDING as TP_SET_PENDING,
+    TP_XEN_EVTCHN_UNMASK as TP_UNMASK,
+    TP_XEN_PIRQ_DELIVER,
+)
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-TP_BIND = tracepoint("xen.evtchn.bind", "port={port} kind={kind} {detail} vcpu={vcpu}")
-TP_CLOSE = tracepoint("xen.evtchn.close", "port={port} was={kind}")
-TP_SEND = tracepoint("xen.evtchn.send", "port={port} -> port={target}")
-TP_SET_PENDING = tracepoint("xen.evtchn.set_pending", "port={port} vcpu={vcpu} {result}")
-TP_UNMASK = tracepoint("xen.evtchn.unmask", "port={port} {result}")
 
 ECS_FREE = abi.EVTCHNSTAT_closed
 ECS_UNBOUND = abi.EVTCHNSTAT_unbound
@@ -336,15 +338,15 @@ class EventChannels:
         """event_channel.c send_guest_pirq: the PIRQ's port, if bound, becomes pending on
         its vCPU.  Run with no lock held (the irqchip's delivery thread, PHYSDEVOP_eoi); the
         binding is looked up now, under the port lock, not when the interrupt was decided."""
-        from xen.pirq import TP_DELIVER
+        t0 = now() if TP_XEN_PIRQ_DELIVER.enabled else None     # a span in a Perfetto trace
         with self.lock:
             port = self.domain.pirqs.port_of(pirq)
             ch = self.ports[port] if 0 < port < self.max_ports else None
             ok = ch is not None and ch.state == ECS_PIRQ and ch.pirq == pirq
             if ok:
                 self._set_pending(port)
-        if TP_DELIVER.enabled:
-            TP_DELIVER.emit(pirq=pirq, port=port, via=via, result="" if ok else "not bound: dropped")
+        if TP_XEN_PIRQ_DELIVER.enabled:
+            TP_XEN_PIRQ_DELIVER.emit(since=t0, pirq=pirq, port=port, via=via, result="" if ok else "not bound: dropped")
 
     def any_pending(self, ports: list[int], compat: bool) -> bool:
         """SCHEDOP_poll: is any of ``ports`` pending (masked or not, as Xen's do_poll)?"""

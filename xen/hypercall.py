@@ -23,11 +23,11 @@ from collections import Counter
 from typing import Callable
 
 from vmm.errors import internal_error
-from vmm.trace import tracepoint
+from vmm.trace import now
 from xen.abi import HYPERCALL_NAMES, HYPERCALL_STUB_SIZE, XenErrno
 from xen.guest_access import GuestAccess, GuestFault
+from xen.trace_events import TP_XEN_HCALL as TP_HCALL
 
-TP_HCALL = tracepoint("xen.hcall", "{name}({args}) = {result}")
 HYPERCALL_PAGE_ENTRIES = 4096 // HYPERCALL_STUB_SIZE     # the hypercall page's 128 stubs
 
 
@@ -101,6 +101,7 @@ class HypercallTable:
 
     def dispatch(self, call: Hypercall) -> int:
         """Run one hypercall; returns the value for RAX (two's complement, ABI width)."""
+        t0 = now() if call.tracing else None        # the call becomes a span (a Perfetto slice)
         if self.count_enabled:
             with self._lock:
                 self.counts[_count_name(call.nr)] += 1
@@ -125,7 +126,7 @@ class HypercallTable:
             shown = ", ".join(f"{a:#x}" for a in call.args[:5])
             if call.detail:
                 shown += " [" + "; ".join(call.detail) + "]"
-            TP_HCALL.emit(call.vcpu.id, name=name, args=shown, result=_errstr(result))
+            TP_HCALL.emit(call.vcpu.id, since=t0, name=name, args=shown, result=_errstr(result))
         return result & (MASK64 if call.abi == "64" else MASK32)
 
 

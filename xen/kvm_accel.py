@@ -28,13 +28,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, consts, ffi
-from vmm.trace import tracepoint
 from vmm.locks import ordered_lock
+from xen.trace_events import TP_XEN_KVM as TP_ACCEL
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-TP_ACCEL = tracepoint("xen.kvm", "{what}")
 
 NEEDED = (consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL | consts.KVM_XEN_HVM_CONFIG_SHARED_INFO
           | consts.KVM_XEN_HVM_CONFIG_EVTCHN_2LEVEL | consts.KVM_XEN_HVM_CONFIG_EVTCHN_SEND

@@ -39,23 +39,23 @@ from typing import TYPE_CHECKING, Callable
 
 from kvm_bindings import XenEvtchnRoute
 from vmm.locks import ordered_lock
-from vmm.trace import tracepoint
 from xen import abi
 from xen.hypercall import XenError
+from xen.trace_events import (
+    TP_XEN_PIRQ_MAP as TP_MAP,
+    TP_XEN_PIRQ_UNMAP as TP_UNMAP,
+    TP_XEN_PIRQ_BIND as TP_BIND,
+    TP_XEN_PIRQ_UNBIND as TP_UNBIND,
+    TP_XEN_PIRQ_ASSERT as TP_ASSERT,
+    TP_XEN_PIRQ_MSI_SNOOP as TP_MSI_SNOOP,
+    TP_XEN_PIRQ_DELIVER as TP_DELIVER,
+    TP_XEN_PIRQ_EOI as TP_EOI,
+    TP_XEN_PIRQ_REASSERT as TP_REASSERT,
+)
 
 if TYPE_CHECKING:
     from vmm.irqchip import MsiVector
     from xen.domain import XenDomain
-
-TP_MAP = tracepoint("xen.pirq.map", "pirq={pirq} -> {what} {result}")
-TP_UNMAP = tracepoint("xen.pirq.unmap", "pirq={pirq} was={what}")
-TP_BIND = tracepoint("xen.pirq.bind", "pirq={pirq} port={port} {detail}")
-TP_UNBIND = tracepoint("xen.pirq.unbind", "pirq={pirq} port={port}")
-TP_ASSERT = tracepoint("xen.pirq.assert", "gsi={gsi} level={level} pirq={pirq} {result}")
-TP_MSI_SNOOP = tracepoint("xen.pirq.msi_snoop", "{vec} pirq={pirq} {what}")
-TP_DELIVER = tracepoint("xen.pirq.deliver", "pirq={pirq} port={port} via={via} {result}")
-TP_EOI = tracepoint("xen.pirq.eoi", "pirq={pirq} {result}")
-TP_REASSERT = tracepoint("xen.pirq.reassert", "pirq={pirq} gsi={gsi}")
 
 # xen/arch/x86/include/asm/irq.h: values of struct pirq's arch.hvm.emuirq besides a GSI.
 IRQ_UNBOUND = -1

@@ -42,12 +42,12 @@ from collections import deque
 from typing import Callable, Iterable
 
 from devices.pci import BAR_IO, BAR_MEM32, INTA, FnRegion, PciBus, PciDevice
-from vmm.trace import tracepoint
 from vmm.locks import ordered_lock
-
-TP_UNPLUG = tracepoint("xen.platform.unplug", "mask={mask:#x} devices={devices} via={via}")
-TP_LOG = tracepoint("xen.platform.log", "{line}")
-TP_DRIVER = tracepoint("xen.platform.driver", "product={product:#x} ({name}) build={build:#x} blacklisted={blacklisted}")
+from xen.trace_events import (
+    TP_XEN_PLATFORM_UNPLUG as TP_UNPLUG,
+    TP_XEN_PLATFORM_LOG as TP_LOG,
+    TP_XEN_PLATFORM_DRIVER as TP_DRIVER,
+)
 
 XEN_PLATFORM_VENDOR_ID = 0x5853
 XEN_PLATFORM_DEVICE_ID = 0x0001

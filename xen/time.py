@@ -25,17 +25,17 @@ import traceback
 from typing import TYPE_CHECKING, Callable
 
 from vmm.errors import internal_error
-from vmm.trace import tracepoint
 from vmm.locks import ordered_condition
 from xen import abi
+from xen.trace_events import (
+    TP_XEN_TIMER_SET as TP_TIMER_SET,
+    TP_XEN_TIMER_STOP as TP_TIMER_STOP,
+    TP_XEN_TIMER_FIRE as TP_TIMER_FIRE,
+    TP_XEN_PVCLOCK as TP_PVCLOCK,
+)
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-TP_TIMER_SET = tracepoint("xen.timer.set", "vcpu={vcpu} kind={kind} deadline_ns={deadline} in_ns={delta}")
-TP_TIMER_STOP = tracepoint("xen.timer.stop", "vcpu={vcpu} kind={kind}")
-TP_TIMER_FIRE = tracepoint("xen.timer.fire", "vcpu={vcpu} kind={kind} late_ns={late}")
-TP_PVCLOCK = tracepoint("xen.pvclock", "vcpu={vcpu} system_time={system_time} tsc={tsc} mul={mul:#x} shift={shift}")
 
 IA32_TSC = 0x10
 NSEC = 1_000_000_000

@@ -24,15 +24,12 @@ from typing import TYPE_CHECKING
 
 from kvm_bindings import consts
 from kvm_bindings.kvm import REG, REGS_STRUCT
-from vmm.trace import tracepoint
 from vmm.vcpu import current_vcpu
 from xen.hypercall import Hypercall
+from xen.trace_events import TP_XEN_HCALL_PAGE as TP_HCALL_PAGE, TP_XEN_MSR as TP_MSR
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-TP_HCALL_PAGE = tracepoint("xen.hcall_page", "gpa={gpa:#x} transport={transport} {result}")
-TP_MSR = tracepoint("xen.msr", "{dir} index={index:#x} value={value:#x} {result}")
 
 HYPERCALL_MSR = 0x40000000    # CPUID base+2 EBX tells the guest; must be non-zero for INTERCEPT_HCALL
 HCALL_PORT = 0xE4             # free on a PC, reachable with `out imm8` (avoid 0x7e: KVM treats it specially)

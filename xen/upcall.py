@@ -27,14 +27,11 @@ from typing import TYPE_CHECKING
 from kvm_bindings import KvmError, consts
 from vmm.irqchip import MSI_ADDR_BASE
 from vmm.locks import ordered_lock
-from vmm.trace import tracepoint
 from xen import abi
+from xen.trace_events import TP_XEN_EVTCHN_UPCALL as TP_UPCALL, TP_XEN_CALLBACK as TP_CALLBACK
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-TP_UPCALL = tracepoint("xen.evtchn.upcall", "vcpu={vcpu} via={via}")
-TP_CALLBACK = tracepoint("xen.callback", "type={type} value={value:#x} {detail}")
 
 
 
@@ -232,5 +229,6 @@ class Upcall:
             if self._line and self.domain.running:
                 self._start_poll()
         self._poll = threading.Timer(0.002, poll)
+        self._poll.name = "xen-callback-poll"     # one trace track for all of them, not Thread-N
         self._poll.daemon = True
         self._poll.start()

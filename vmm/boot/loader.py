@@ -8,9 +8,7 @@ from kvm_bindings import VcpuFd
 from vmm.boot import bzimage, cpu_state, pvh
 from vmm.errors import UserError
 from vmm.memory import GuestMemory
-from vmm.trace import tracepoint
-
-TP_BOOT = tracepoint("boot.load", "protocol={protocol} kernel={path} entry={entry:#x} {detail}")
+from vmm.trace_events import TP_BOOT_LOAD as TP_BOOT
 
 
 @dataclass

@@ -8,9 +8,7 @@ from xen.gnttab import MAX_FRAMES
 from xen.guest_access import GuestFault
 from xen.hypercall import Hypercall, XenError
 from xen.ops import check_domid
-from vmm.trace import tracepoint
-
-TP_CONSOLE = tracepoint("xen.console", "vcpu={vcpu} bytes={n}")
+from xen.trace_events import TP_XEN_CONSOLE as TP_CONSOLE
 
 CONSOLE_MAX = 16 << 10     # bytes taken from one CONSOLEIO_write (Xen copies in chunks; we cap)
 CONSOLE_LINE_MAX = 200     # a line longer than this is flushed unfinished (Xen's DOMAIN_PBUF_SIZE)
