@@ -29,6 +29,7 @@ import json
 import os
 import string
 import sys
+import textwrap
 import threading
 import time
 import zlib
@@ -37,6 +38,8 @@ from typing import IO
 _points: dict[str, "TracePoint"] = {}
 _tables: list["TraceTable"] = []
 _patterns: list[str] = []
+# The output's lock: a leaf (nothing is taken under it), plain because vmm.locks imports
+# vmm.errors, which declares its point through this module.
 _lock = threading.Lock()
 _t0 = time.monotonic()
 now = time.monotonic       # the clock of emit(since=...)
@@ -122,7 +125,6 @@ def listing(tabs: list[TraceTable]) -> str:
 def doc_list(tabs: list[TraceTable]) -> str:
     """The names, one Markdown item per table, for ARCHITECTURE.md's Tracing section
     (``vmm trace-points --doc``; tests/test_trace_points.py checks the two agree)."""
-    import textwrap
     out = []
     for t in tabs:
         names = ", ".join(f"`{n}`" for n in t.points)
