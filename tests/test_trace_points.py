@@ -196,3 +196,13 @@ def test_perfetto_trace_is_closed_when_the_guest_dies(vmm, guest, tmp_path):
 def test_perfetto_needs_a_file(vmm, guest):
     r = vmm("run", "--kernel", guest("hello"), "--trace-format", "perfetto")
     assert r.code == 2 and "--trace-file" in r.err
+
+
+def test_exits_handled_by_xen_are_traced(vmm, guest):
+    """vcpu.exit.msr: the hypercall-page MSR write of the port transport (any KVM) goes
+    through an exit handler xen/ installs, and is traced like any other exit."""
+    r = vmm("run", "--xen", "--xen-hypercalls", "port", "--kernel", guest("xen_smoke"),
+            "--trace", "vcpu.exit.msr", "--timeout", "60")
+    assert r.code == 0, r
+    assert any("vcpu.exit.msr index=0x40000000 dir=wrmsr" in l and "handled=True" in l
+               for l in r.err.splitlines()), r.err[-2000:]
