@@ -147,7 +147,7 @@ class VmFd:
     def create_irqchip(self) -> None:
         _check("KVM_CREATE_IRQCHIP", _ioctl_int(self.fd, lib.KVM_CREATE_IRQCHIP, 0))
 
-    def enable_split_irqchip(self, nr_ioapic_pins: int = 24) -> None:
+    def enable_split_irqchip(self, nr_ioapic_pins: int) -> None:
         self.enable_cap(lib.KVM_CAP_SPLIT_IRQCHIP, nr_ioapic_pins)
 
     def create_pit2(self) -> None:

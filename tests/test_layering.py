@@ -67,3 +67,21 @@ def test_vmm_does_not_depend_on_devices_or_xen():
 def test_devices_do_not_depend_on_xen():
     for rel, names in sources("devices"):
         assert "xen" not in names, rel
+
+
+def test_xen_abi_names_are_not_retyped():
+    """xen/abi is the one home of the Xen ABI: no other module assigns a name it exports
+    (``XENMAPIDX_grant_table_status = 1 << 31`` beside ``abi.XENMAPIDX_grant_table_status``)."""
+    from xen import abi
+    exported = set(abi.__dict__) - {n for n in abi.__dict__ if n.startswith("_")}
+    for pkg in ("vmm", "devices", "xen", "bench"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            rel = p.relative_to(ROOT).as_posix()
+            if rel.startswith("xen/abi/"):
+                continue
+            for node in ast.parse(p.read_text(), rel).body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                for t in targets:
+                    assert not (isinstance(t, ast.Name) and t.id in exported), \
+                        f"{rel}:{node.lineno} re-types abi.{t.id}"

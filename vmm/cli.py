@@ -226,16 +226,12 @@ def _attach_xen(vm, args, version, console_out, pc, platform):
     except ValueError as e:
         raise UserError(str(e)) from None
 
-    def intx_gsi(value: int):
-        # HVM_PARAM_CALLBACK_IRQ type PCI_INTX: bits 15:8 devfn, 1:0 pin (INTA = 0)
-        devfn, pin = (value >> 8) & 0xFF, value & 3
-        return pc.pci.intx_gsi(devfn >> 3, pin + 1)
     if not 16 <= args.xen_nr_pirqs <= 1 << 16:
         # Below 16 not even the ISA IRQs fit; Xen's own limit is nr_irqs (extra_guest_irqs).
         raise UserError(f"--xen-nr-pirqs: {args.xen_nr_pirqs} is out of range (16..65536)")
     xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel,
                                   nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt),
-                    console_out, intx_gsi)
+                    console_out, pc.pci.intx_gsi)
     vm.xen = xen
     return xen
 

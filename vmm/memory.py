@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from kvm_bindings import ffi
 from kvm_bindings._kvm import lib
+from vmm.x86 import PAGE_SIZE
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -105,7 +106,7 @@ class GuestMemory:
     def add_overlay(self, gpa: int, size: int) -> Region:
         """Back [gpa, gpa + size) with fresh zeroed memory; it must not touch any region.
         (The caller registers it with KVM: vmm.vm.Vm.map_overlay.)"""
-        if gpa & 0xFFF or size <= 0 or size & 0xFFF:
+        if gpa % PAGE_SIZE or size <= 0 or size % PAGE_SIZE:
             raise GuestMemoryError(f"overlay {gpa:#x}+{size:#x} is not page-aligned")
         if any(r.gpa < gpa + size and gpa < r.end for r in self.regions):
             raise GuestMemoryError(f"overlay {gpa:#x}+{size:#x} overlaps guest memory")

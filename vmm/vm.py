@@ -23,6 +23,7 @@ from vmm.memory import GuestMemory, GuestMemoryError
 from vmm.trace import tracepoint
 from vmm.vcpu import Vcpu, install_kick_handler
 from vmm.locks import ordered_lock
+from vmm.x86 import PAGE_SIZE
 
 TP_VM_EXIT = tracepoint("vm.exit", "code={code} reason={reason}")
 
@@ -90,7 +91,7 @@ class Vm:
         self.started_at = 0.0
 
     # ------------------------------------------------------------ overlay pages
-    def map_overlay(self, gpa: int, size: int = 4096):
+    def map_overlay(self, gpa: int, size: int = PAGE_SIZE):
         """Back [gpa, gpa + size), outside RAM, with fresh VMM memory and a KVM memory
         slot of its own, so the guest reads and writes it like RAM (Xen placing a
         grant frame in the platform device's BAR).  Returns the memory Region.

@@ -28,12 +28,11 @@ from kvm_bindings import ffi
 from kvm_bindings._kvm import lib
 from vmm.memory import GuestMemoryError
 from vmm.locks import ordered_lock
+from vmm.x86 import PAGE_SIZE
 from xen import abi
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
