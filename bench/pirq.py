@@ -127,7 +127,6 @@ def run_guest(args, cmdline: str, stats: bool):
     pc = attach_pc_devices(vm, console.extend)
     platform = attach_xen_platform(vm, pc.pci)   # noqa: F841 - the Xen platform device, as `vmm run --xen`
     xen = XenDomain(vm, XenConfig(hypercalls=args.transport), console.extend, pc.pci.intx_gsi)
-    vm.xen = xen
     dev = attach_pci_testdev(pc.pci)
     markers = Markers(vm, xen, dev)
     vm.pio_bus.register(BENCH_PORT, 12, markers, "bench")

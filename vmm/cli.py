@@ -232,7 +232,6 @@ def _attach_xen(vm, args, version, console_out, pc, platform):
     xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel,
                                   nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt),
                     console_out, pc.pci.intx_gsi)
-    vm.xen = xen
     return xen
 
 
