@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus", type=_positive_int, default=1, metavar="N", help="number of vCPUs (default 1)")
     r.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
                    help="where COM1 goes (default stdio; on a terminal Ctrl-A x quits)")
+    r.add_argument("--debugcon", default="off", metavar="off|stderr|file:PATH",
+                   help="where the 0xE9 debug port's output goes, a line at a time (default off)")
     r.add_argument("--irqchip", choices=("kernel", "split"), default=None,
                    help="interrupt controller: all in kernel, or I/OAPIC in user space "
                         "(default kernel; split with --xen)")
@@ -124,7 +126,7 @@ def cmd_run(args) -> int:
     from kvm_bindings import KvmError
     from vmm.boot import load_kernel
     from vmm.boot.acpi import write_acpi_tables
-    from vmm.console import Console
+    from vmm.console import Console, LineSink
     from vmm.irqchip import IrqChipError
     from vmm.vm import Vm, VmConfig, VmSetupError
     from xen.platform_pci import attach_xen_platform
@@ -152,6 +154,7 @@ def cmd_run(args) -> int:
             trace.enable(pattern)
 
     console = Console(args.serial)
+    debugcon = LineSink(args.debugcon)
     try:
         vm = Vm(VmConfig(memory=memory, cpus=args.cpus, irqchip=args.irqchip))
     except ValueError as e:
@@ -163,7 +166,8 @@ def cmd_run(args) -> int:
         return exitcodes.VMM_ERROR
     vm.stats_enabled = args.stats      # before devices and Xen are attached: they read it
     try:
-        pc = attach_pc_devices(vm, console.write, pci=not args.no_pci)
+        pc = attach_pc_devices(vm, console.write, pci=not args.no_pci,
+                               debugcon_out=debugcon.write if debugcon.enabled else None)
         xen = None
         if args.xen_platform_device or args.xen:
             if pc.pci is None:
@@ -193,6 +197,7 @@ def cmd_run(args) -> int:
         code = vm.wait(args.timeout)
     finally:
         console.close()
+        debugcon.close()
     if code not in (exitcodes.GUEST_POWEROFF,) and not vm.exit_reason.startswith("guest wrote"):
         print(f"vmm: {vm.exit_reason} (exit {code})", file=sys.stderr)
     if args.stats:
