@@ -1,6 +1,9 @@
 """The VMM's console: where guest output goes and where guest input comes from.
 
-``--serial stdio`` writes to stdout and reads stdin.  The 0xE9 debug port has a
+``--serial stdio`` writes to stdout and reads stdin.  On a terminal only the
+input side is raw: output processing (OPOST, with the terminal's ONLCR) stays
+on, as QEMU's stdio keeps it, so a guest printing a bare ``\n`` gets a new line
+rather than a staircase.  The 0xE9 debug port has a
 sink of its own (``--debugcon off|stderr|file:PATH``, as QEMU's ``-debugcon``),
 line-buffered and never on stdout: two byte-at-a-time sources on one stream
 interleave mid-line (``PPVVHH--``).  On a terminal, stdin is
@@ -22,6 +25,16 @@ from vmm.errors import UserError, internal_error
 
 CTRL_A = 0x01
 HELP = b"\r\nC-a x  exit\r\nC-a C-a  send C-a\r\nC-a h  this help\r\n"
+
+
+def raw_input_mode(fd: int) -> None:
+    """Raw input on the terminal ``fd`` (no echo, no line editing, no signals: Ctrl-C
+    goes to the guest), output post-processing kept: tty.setraw also clears OPOST."""
+    oflag = termios.tcgetattr(fd)[1]
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[1] = oflag | termios.OPOST
+    termios.tcsetattr(fd, termios.TCSAFLUSH, attrs)
 
 
 class Console:
@@ -63,7 +76,7 @@ class Console:
         is_tty = os.isatty(fd)
         if is_tty:
             self._saved_tty = (fd, termios.tcgetattr(fd))
-            tty.setraw(fd)
+            raw_input_mode(fd)
         t = threading.Thread(target=self._reader, args=(fd, is_tty, feed, quit_fn),
                              name="console-input", daemon=True)
         t.start()
