@@ -35,7 +35,8 @@ def test_callback_irq_rewrites_keep_one_eoi_listener():
 
 def test_callback_irq_gsi_is_the_whole_56_bit_field():
     """A GSI callback's GSI is val[55:0] (hvm/params.h): a value with bits above 31 set is
-    no I/OAPIC pin (it used to be masked to 32 bits and alias GSI 5).  PCI_INTX decodes
+    no I/OAPIC pin (it used to be masked to 32 bits and alias GSI 5; Xen itself keeps
+    only the low byte, xen/arch/x86/hvm/irq.c hvm_set_callback_via).  PCI_INTX decodes
     slot and pin through the same helpers (slot 3 INTB -> the swizzle's GSI)."""
     vm = Vm(VmConfig(memory=16 << 20, irqchip="split"))
     attach_ioapic(vm)

@@ -77,7 +77,10 @@ class Upcall:
         if value == 0:
             new_type = None
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_GSI:
-            gsi = abi.callback_irq_gsi(value)       # 56 bits: a huge one is no pin
+            # val[55:0] (params.h).  Xen's hvm_set_callback_via keeps only (uint8_t)via, so
+            # 0x105 aliases GSI 5 there; here a GSI beyond the pins names none (no guest we
+            # know sets those bits).
+            gsi = abi.callback_irq_gsi(value)
             if 0 < gsi < self.vm.irqchip.nr_pins:
                 new_gsi = gsi
             detail = f"gsi={gsi}"
