@@ -29,7 +29,7 @@ from vmm.trace import tracepoint
 from vmm.vcpu import current_vcpu
 from vmm.x86 import PAGE_SIZE
 from xen.abi import HYPERCALL_STUB_SIZE
-from xen.hypercall import HYPERCALL_PAGE_ENTRIES, Hypercall
+from xen.hypercall import HYPERCALL_PAGE_ENTRIES, MASK32, MASK64, Hypercall
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
@@ -39,7 +39,6 @@ TP_MSR = tracepoint("xen.msr", "{dir} index={index:#x} value={value:#x} {result}
 
 HYPERCALL_MSR = 0x40000000    # CPUID base+2 EBX tells the guest; must be non-zero for INTERCEPT_HCALL
 HCALL_PORT = 0xE4             # free on a PC, reachable with `out imm8` (avoid 0x7e: KVM treats it specially)
-MASK32 = 0xFFFFFFFF
 SYNC_REGS = consts.KVM_SYNC_X86_REGS
 _unpack_regs = REGS_STRUCT.unpack_from
 _RAX, _RBX, _RCX, _RDX, _RSI, _RDI, _RBP, _R8, _R9, _R10 = (
@@ -153,7 +152,7 @@ class KernelTransport:
             # The first call's mode, until the guest latches a layout (shared_info placement,
             # register_vcpu_info): later calls from a vCPU in another mode must not flip it.
             self.domain.accel.set_long_mode(bool(h.longmode))
-        mask = (1 << 64) - 1 if h.longmode else MASK32
+        mask = MASK64 if h.longmode else MASK32
         args = tuple(h.params[i] & mask for i in range(6))
         call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl, self.domain.vm.memory, vcpu.fd.sync_sregs)
         h.result = self.domain.hypercalls.dispatch(call)
