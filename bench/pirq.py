@@ -126,12 +126,7 @@ def run_guest(args, cmdline: str, stats: bool):
     console = bytearray()
     pc = attach_pc_devices(vm, console.extend)
     platform = attach_xen_platform(vm, pc.pci)   # noqa: F841 - the Xen platform device, as `vmm run --xen`
-
-    def intx_gsi(value: int):
-        devfn, pin = (value >> 8) & 0xFF, value & 3
-        return pc.pci.intx_gsi(devfn >> 3, pin + 1)
-    xen = XenDomain(vm, XenConfig(hypercalls=args.transport), console.extend, intx_gsi)
-    vm.xen = xen
+    xen = XenDomain(vm, XenConfig(hypercalls=args.transport), console.extend, pc.pci.intx_gsi)
     dev = attach_pci_testdev(pc.pci)
     markers = Markers(vm, xen, dev)
     vm.pio_bus.register(BENCH_PORT, 12, markers, "bench")

@@ -2,7 +2,7 @@
 
     0x060, 0x064   i8042 (reset only)
     0x080          POST code port (ignored)
-    0x0e9          debug console
+    0x0e9          debug console (its own sink: `--debugcon`, never the serial stream)
     0x070-0x071    CMOS RTC (no IRQ)
     0x3f8-0x3ff    COM1 16550A, IRQ 4
     0x501          debug-exit (test guests: exit code = value & 0xff)
@@ -38,7 +38,10 @@ class PcDevices:
     pci: PciBus | None = None        # unless attach_pc_devices(pci=False)
 
 
-def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True) -> PcDevices:
+def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True,
+                      debugcon_out: Callable[[bytes], None] | None = None) -> PcDevices:
+    """The PC set on ``vm``: COM1 writes to ``console_out``; the 0xE9 debug port to
+    ``debugcon_out`` (a sink of its own, never the serial stream: None drops it)."""
     irqchip = vm.irqchip
     ioapic = attach_ioapic(vm) if irqchip.name == "split" else None
     serial = Serial(console_out, irqchip.line(COM1_IRQ, "serial0").set)
@@ -52,7 +55,7 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     bus.register(I8042_COMMAND, 1, I8042(I8042_COMMAND, reset), "i8042")
     bus.register(POST_PORT, 1, PostCode(), "post")
     bus.register(RTC_BASE, RTC_SIZE, CmosRtc(), "rtc")
-    bus.register(DEBUGCON_PORT, 1, DebugCon(console_out), "debugcon")
+    bus.register(DEBUGCON_PORT, 1, DebugCon(debugcon_out), "debugcon")
     bus.register(COM1_BASE, 8, serial, "serial0")
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")
     bus.register(TESTDEV_BASE, TESTDEV_SIZE, testdev, "testdev")

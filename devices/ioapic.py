@@ -27,7 +27,8 @@ from devices.trace_events import (
     TP_IOAPIC_EOI as TP_EOI,
 )
 from kvm_bindings import MsiRoute
-from vmm.irqchip import MSI_ADDR_BASE, NR_IOAPIC_PINS, SplitIrqChip
+from vmm.irqchip import (MSI_DATA_LEVEL_ASSERT, MSI_DATA_MODE_MASK, MSI_DATA_TRIGGER_LEVEL, NR_IOAPIC_PINS,
+                         SplitIrqChip, msi_address)
 from vmm.memory import IOAPIC_BASE
 from vmm.locks import ordered_lock
 
@@ -92,10 +93,10 @@ class IoApic:
     @staticmethod
     def msi_of(rte: int) -> tuple[int, int]:
         dest = (rte >> RTE_DEST_SHIFT) & 0xFF
-        address = MSI_ADDR_BASE | dest << 12 | ((1 << 2) if rte & RTE_DEST_MODE else 0)
-        data = rte & 0x7FF                        # vector + delivery mode
+        address = msi_address(dest, logical=bool(rte & RTE_DEST_MODE))
+        data = rte & MSI_DATA_MODE_MASK           # vector + delivery mode: the same bits
         if rte & RTE_TRIGGER_LEVEL:
-            data |= (1 << 15) | (1 << 14)         # level, assert
+            data |= MSI_DATA_TRIGGER_LEVEL | MSI_DATA_LEVEL_ASSERT
         return address, data
 
     def _service(self, pin: int) -> None:

@@ -47,14 +47,18 @@ class I8042:
 
 
 class DebugCon:
-    def __init__(self, output: Callable[[bytes], None]):
+    """Port 0xE9: each byte written goes to ``output`` (None: dropped; reads still
+    answer 0xE9, so a guest probing for the port finds it)."""
+
+    def __init__(self, output: Callable[[bytes], None] | None):
         self._out = output
 
     def read(self, offset: int, size: int) -> int:
         return DEBUGCON_PORT   # Bochs convention: reading 0xE9 returns 0xE9
 
     def write(self, offset: int, size: int, value: int) -> None:
-        self._out(bytes((value & 0xFF,)))
+        if self._out is not None:
+            self._out(bytes((value & 0xFF,)))
 
 
 class DebugExit:

@@ -69,6 +69,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from devices.ioapic import IOAPIC_SIZE
 from devices.trace_events import (
     TP_PCI_CONFIG_READ as TP_CFG_READ,
     TP_PCI_CONFIG_WRITE as TP_CFG_WRITE,
@@ -145,7 +146,7 @@ PIO_LIMIT = 1 << 16
 
 # Guest-physical ranges a BAR must not claim although our MmioBus doesn't know
 # them: KVM handles them in the kernel (accesses would never reach the BAR).
-KERNEL_MMIO = ((IOAPIC_BASE, 0x1000, "I/O APIC"),
+KERNEL_MMIO = ((IOAPIC_BASE, IOAPIC_SIZE, "I/O APIC"),
                (LAPIC_BASE, 0x10_0000, "local APIC"),
                (IDENTITY_MAP_ADDR, 0x4000, "KVM identity map/TSS"))
 # Ports of KVM's in-kernel PIC, ELCR and PIT (KernelIrqChip only).

@@ -15,10 +15,17 @@ from kvm_bindings.kvm import (
     VcpuFd,
     VmFd,
     XenEvtchnRoute,
+    atomic_and32,
+    atomic_and64,
+    atomic_or32,
+    atomic_or64,
+    atomic_xchg8,
     buffer_address,
+    run_vcpu_fd,
 )
 
 __all__ = [
     "ffi", "consts", "Kvm", "KvmError", "VmFd", "VcpuFd", "IrqchipRoute", "MsiRoute",
-    "XenEvtchnRoute", "Route", "buffer_address",
+    "XenEvtchnRoute", "Route", "buffer_address", "run_vcpu_fd",
+    "atomic_or64", "atomic_and64", "atomic_or32", "atomic_and32", "atomic_xchg8",
 ]

@@ -19,6 +19,17 @@ from kvm_bindings._kvm import ffi, lib
 _ioctl = lib.vmm_ioctl
 _ioctl_int = lib.vmm_ioctl_int
 
+# The C helpers other packages call directly, under public names (the _kvm extension
+# stays private to kvm_bindings; tests/test_layering.py checks that nobody imports it).
+run_vcpu_fd = lib.vmm_kvm_run       # KVM_RUN on a vCPU fd: 0 or -errno; no Python frame, GIL released
+# Lock-prefixed read-modify-writes on memory a running guest shares (a cffi pointer of
+# the width's type: "__u64 *", "__u32 *", "__u8 *"); they return the old value.
+atomic_or64 = lib.vmm_atomic_or64
+atomic_and64 = lib.vmm_atomic_and64
+atomic_or32 = lib.vmm_atomic_or32
+atomic_and32 = lib.vmm_atomic_and32
+atomic_xchg8 = lib.vmm_atomic_xchg8
+
 
 class KvmError(OSError):
     """A KVM ioctl failed.  ``.ioctl`` names it, ``.errno`` says why."""
@@ -147,7 +158,7 @@ class VmFd:
     def create_irqchip(self) -> None:
         _check("KVM_CREATE_IRQCHIP", _ioctl_int(self.fd, lib.KVM_CREATE_IRQCHIP, 0))
 
-    def enable_split_irqchip(self, nr_ioapic_pins: int = 24) -> None:
+    def enable_split_irqchip(self, nr_ioapic_pins: int) -> None:
         self.enable_cap(lib.KVM_CAP_SPLIT_IRQCHIP, nr_ioapic_pins)
 
     def create_pit2(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vmm.bus import BusError, MmioBus, PioBus
-from vmm.memory import GiB, GuestMemory, GuestMemoryError, HIGH_RAM_BASE, LOW_RAM_MAX, MiB
+from vmm.memory import GiB, GuestMemory, GuestMemoryError, HIGH_RAM_BASE, HostPage, LOW_RAM_MAX, MiB
 from vmm.sizes import parse_size
 from vmm.errors import UserError
 
@@ -72,3 +72,23 @@ def test_parse_size():
     for bad in ("12X", "", "M", "1.5G", "-1M"):
         with pytest.raises(UserError):
             parse_size(bad)
+
+
+@pytest.mark.parametrize("kind", ["guest", "host-page"])
+def test_atomics_return_the_old_value_and_check_bounds(kind):
+    """GuestMemory and HostPage (shared_info's shadow) share one set of atomics."""
+    mem = GuestMemory(16 * MiB) if kind == "guest" else HostPage()
+    a = 0x1000 - 8
+    try:
+        mem.write(a, bytes(8))
+        assert mem.atomic_or64(a, 1 << 63) == 0 and mem.atomic_or64(a, 1) == 1 << 63
+        assert mem.atomic_and64(a, 1) == (1 << 63) | 1 and mem.read(a, 8) == (1).to_bytes(8, "little")
+        assert mem.atomic_or32(a + 4, 6) == 0 and mem.atomic_and32(a + 4, 2) == 6
+        assert mem.atomic_xchg8(a + 1, 1) == 0 and mem.atomic_xchg8(a + 1, 0) == 1
+        with pytest.raises(GuestMemoryError):
+            mem.atomic_or32(a + 2, 1)                   # unaligned
+        with pytest.raises(GuestMemoryError):
+            mem.atomic_or64(1 << 40 if kind == "guest" else 0x1000, 1)   # outside
+    finally:
+        if kind == "guest":
+            mem.close()

@@ -82,6 +82,11 @@ def test_bad_serial_spec(vmm, guest):
     assert_user_error(vmm("run", "--kernel", guest("hello"), "--serial", "tcp:1234"), "--serial")
 
 
+@pytest.mark.parametrize("spec", ["stdio", "file:", "tcp:1234"])
+def test_bad_debugcon_spec(vmm, guest, spec):
+    assert_user_error(vmm("run", "--kernel", guest("hello"), "--debugcon", spec), "--debugcon")
+
+
 def test_bad_cpus(vmm, guest):
     assert_user_error(vmm("run", "--kernel", guest("hello"), "--cpus", "0"), "--cpus")
 

@@ -179,11 +179,24 @@ def test_serial_input_reaches_guest(vmm, guest, irqchip):
 
 
 def test_string_io_and_unassigned_ranges(vmm, guest):
-    r = vmm("run", "--kernel", guest("string_io"), "--timeout", "60", "--trace", "vcpu.exit.io")
-    assert "rep-outsb-to-debugcon" in r.out
+    # The 0xE9 debug port has its own sink (--debugcon), a line at a time, never stdout.
+    r = vmm("run", "--kernel", guest("string_io"), "--timeout", "60", "--trace", "vcpu.exit.io",
+            "--debugcon", "stderr")
+    assert "rep-outsb-to-debugcon" not in r.out
+    assert "\nrep-outsb-to-debugcon\n" in r.err
     assert "all-ones from unassigned PIO and MMIO" in r.out
     # at least one exit carried several elements (rep insb of 8 from 0xe9)
     assert any("dev=debugcon" in l and "count=8" in l for l in r.err.splitlines()), r.err[-3000:]
+    assert_pass(r)
+
+
+def test_debugcon_is_off_by_default_and_goes_to_a_file(vmm, guest, tmp_path):
+    r = vmm("run", "--kernel", guest("string_io"), "--timeout", "60")
+    assert "rep-outsb-to-debugcon" not in r.out + r.err
+    assert_pass(r)
+    log = tmp_path / "debugcon.log"
+    r = vmm("run", "--kernel", guest("string_io"), "--timeout", "60", "--debugcon", f"file:{log}")
+    assert log.read_bytes() == b"rep-outsb-to-debugcon\n"
     assert_pass(r)
 
 

@@ -8,7 +8,6 @@ import os
 import pytest
 
 from kvm_bindings import IrqchipRoute, Kvm, KvmError, MsiRoute, consts, ffi
-from kvm_bindings._kvm import lib
 
 
 def test_layouts_match_uapi():
@@ -20,9 +19,9 @@ def test_layouts_match_uapi():
     assert ffi.sizeof("struct kvm_msi") == 32
     assert ffi.offsetof("struct kvm_irq_routing_entry", "u") == 16
     # kvm_run: exit union at 32, sync regs at 0x130 (kvm_valid_regs at 0x120)
-    assert lib.KVM_RUN_OFF_IO == 32 and lib.KVM_RUN_OFF_XEN == 32
+    assert consts.KVM_RUN_OFF_IO == 32 and consts.KVM_RUN_OFF_XEN == 32
     assert ffi.offsetof("struct kvm_run", "kvm_valid_regs") == 0x120
-    assert lib.KVM_RUN_OFF_SYNC_REGS == 0x130
+    assert consts.KVM_RUN_OFF_SYNC_REGS == 0x130
     assert consts.KVM_XEN_HVM_SET_ATTR == 0x4048AEC9
     assert consts.KVM_XEN_HVM_EVTCHN_SEND == 0x400CAED0
 

@@ -67,3 +67,36 @@ def test_vmm_does_not_depend_on_devices_or_xen():
 def test_devices_do_not_depend_on_xen():
     for rel, names in sources("devices"):
         assert "xen" not in names, rel
+
+
+def test_xen_abi_names_are_not_retyped():
+    """xen/abi is the one home of the Xen ABI: no other module assigns a name it exports
+    (``XENMAPIDX_grant_table_status = 1 << 31`` beside ``abi.XENMAPIDX_grant_table_status``)."""
+    from xen import abi
+    exported = set(abi.__dict__) - {n for n in abi.__dict__ if n.startswith("_")}
+    for pkg in ("vmm", "devices", "xen", "bench"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            rel = p.relative_to(ROOT).as_posix()
+            if rel.startswith("xen/abi/"):
+                continue
+            for node in ast.parse(p.read_text(), rel).body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                for t in targets:
+                    assert not (isinstance(t, ast.Name) and t.id in exported), \
+                        f"{rel}:{node.lineno} re-types abi.{t.id}"
+
+
+def test_the_cffi_extension_is_private_to_kvm_bindings():
+    """kvm_bindings._kvm (the compiled extension) is imported by kvm_bindings only; the
+    others use its public names (consts, ffi, run_vcpu_fd, atomic_*)."""
+    for pkg in ("vmm", "devices", "xen", "bench", "tests"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            rel = p.relative_to(ROOT).as_posix()
+            for node in ast.walk(ast.parse(p.read_text(), rel)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                if isinstance(node, ast.ImportFrom) and node.module == "kvm_bindings":
+                    mods += [f"kvm_bindings.{a.name}" for a in node.names]
+                assert not any(m == "kvm_bindings._kvm" or m.startswith("kvm_bindings._kvm.") for m in mods), \
+                    f"{rel}:{node.lineno} imports kvm_bindings._kvm"

@@ -33,6 +33,27 @@ def test_callback_irq_rewrites_keep_one_eoi_listener():
         vm.close()
 
 
+def test_callback_irq_gsi_is_the_whole_56_bit_field():
+    """A GSI callback's GSI is val[55:0] (hvm/params.h): a value with bits above 31 set is
+    no I/OAPIC pin (it used to be masked to 32 bits and alias GSI 5; Xen itself keeps
+    only the low byte, xen/arch/x86/hvm/irq.c hvm_set_callback_via).  PCI_INTX decodes
+    slot and pin through the same helpers (slot 3 INTB -> the swizzle's GSI)."""
+    vm = Vm(VmConfig(memory=16 << 20, irqchip="split"))
+    attach_ioapic(vm)
+    xen = XenDomain(vm, XenConfig(hypercalls="port"), lambda b: None,
+                    pci_intx_gsi=lambda slot, pin: 16 + (slot + pin - 1) % 4)
+    try:
+        xen.upcall.set_callback_irq(5)
+        assert xen.upcall.gsi == 5
+        xen.upcall.set_callback_irq(1 << 32 | 5)
+        assert xen.upcall.gsi is None
+        xen.upcall.set_callback_irq(abi.callback_irq_value(abi.HVM_PARAM_CALLBACK_TYPE_PCI_INTX, 3 << 11 | 1))
+        assert xen.upcall.gsi == 16 + (3 + 2 - 1) % 4
+    finally:
+        xen.stop()
+        vm.close()
+
+
 def test_timer_rearms_keep_the_heap_bounded():
     """Re-arming a far-future singleshot leaves stale heap entries behind (skipped when
     due); a guest doing it forever must not grow the heap forever."""

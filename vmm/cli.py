@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus", type=_positive_int, default=1, metavar="N", help="number of vCPUs (default 1)")
     r.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
                    help="where COM1 goes (default stdio; on a terminal Ctrl-A x quits)")
+    r.add_argument("--debugcon", default="off", metavar="off|stderr|file:PATH",
+                   help="where the 0xE9 debug port's output goes, a line at a time (default off)")
     r.add_argument("--irqchip", choices=("kernel", "split"), default=None,
                    help="interrupt controller: all in kernel, or I/OAPIC in user space "
                         "(default kernel; split with --xen)")
@@ -165,7 +167,7 @@ def _run(args, memory: int, xen_version) -> int:
     from kvm_bindings import KvmError
     from vmm.boot import load_kernel
     from vmm.boot.acpi import write_acpi_tables
-    from vmm.console import Console
+    from vmm.console import Console, LineSink
     from vmm.irqchip import IrqChipError
     from vmm.vm import Vm, VmConfig, VmSetupError
     from xen.platform_pci import attach_xen_platform
@@ -174,6 +176,7 @@ def _run(args, memory: int, xen_version) -> int:
         trace.enable(pattern)
 
     console = Console(args.serial)
+    debugcon = LineSink(args.debugcon)
     try:
         vm = Vm(VmConfig(memory=memory, cpus=args.cpus, irqchip=args.irqchip))
     except ValueError as e:
@@ -185,7 +188,8 @@ def _run(args, memory: int, xen_version) -> int:
         return exitcodes.VMM_ERROR
     vm.stats_enabled = args.stats      # before devices and Xen are attached: they read it
     try:
-        pc = attach_pc_devices(vm, console.write, pci=not args.no_pci)
+        pc = attach_pc_devices(vm, console.write, pci=not args.no_pci,
+                               debugcon_out=debugcon.write if debugcon.enabled else None)
         xen = None
         if args.xen_platform_device or args.xen:
             if pc.pci is None:
@@ -212,6 +216,7 @@ def _run(args, memory: int, xen_version) -> int:
         code = vm.wait(args.timeout)
     finally:
         console.close()
+        debugcon.close()
     if code not in (exitcodes.GUEST_POWEROFF,) and not vm.exit_reason.startswith("guest wrote"):
         print(f"vmm: {vm.exit_reason} (exit {code})", file=sys.stderr)
     if args.stats:
@@ -258,17 +263,12 @@ def _attach_xen(vm, args, version, console_out, pc, platform):
     except ValueError as e:
         raise UserError(str(e)) from None
 
-    def intx_gsi(value: int):
-        # HVM_PARAM_CALLBACK_IRQ type PCI_INTX: bits 15:8 devfn, 1:0 pin (INTA = 0)
-        devfn, pin = (value >> 8) & 0xFF, value & 3
-        return pc.pci.intx_gsi(devfn >> 3, pin + 1)
     if not 16 <= args.xen_nr_pirqs <= 1 << 16:
         # Below 16 not even the ISA IRQs fit; Xen's own limit is nr_irqs (extra_guest_irqs).
         raise UserError(f"--xen-nr-pirqs: {args.xen_nr_pirqs} is out of range (16..65536)")
     xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel,
                                   nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt),
-                    console_out, intx_gsi)
-    vm.xen = xen
+                    console_out, pc.pci.intx_gsi)
     return xen
 
 

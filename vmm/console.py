@@ -1,6 +1,12 @@
 """The VMM's console: where guest output goes and where guest input comes from.
 
-``--serial stdio`` writes to stdout and reads stdin.  On a terminal, stdin is
+``--serial stdio`` writes to stdout and reads stdin.  On a terminal only the
+input side is raw: output processing (OPOST, with the terminal's ONLCR) stays
+on, as QEMU's stdio keeps it, so a guest printing a bare ``\n`` gets a new line
+rather than a staircase.  The 0xE9 debug port has a
+sink of its own (``--debugcon off|stderr|file:PATH``, as QEMU's ``-debugcon``),
+line-buffered and never on stdout: two byte-at-a-time sources on one stream
+interleave mid-line (``PPVVHH--``).  On a terminal, stdin is
 put in raw mode and Ctrl-A is the escape (as QEMU): Ctrl-A x quits, Ctrl-A
 Ctrl-A sends a literal Ctrl-A, Ctrl-A h prints help.  A non-terminal stdin
 (a pipe, a file) is forwarded as is until EOF.
@@ -19,6 +25,16 @@ from vmm.errors import UserError, internal_error
 
 CTRL_A = 0x01
 HELP = b"\r\nC-a x  exit\r\nC-a C-a  send C-a\r\nC-a h  this help\r\n"
+
+
+def raw_input_mode(fd: int) -> None:
+    """Raw input on the terminal ``fd`` (no echo, no line editing, no signals: Ctrl-C
+    goes to the guest), output post-processing kept: tty.setraw also clears OPOST."""
+    oflag = termios.tcgetattr(fd)[1]
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[1] = oflag | termios.OPOST
+    termios.tcsetattr(fd, termios.TCSAFLUSH, attrs)
 
 
 class Console:
@@ -60,7 +76,7 @@ class Console:
         is_tty = os.isatty(fd)
         if is_tty:
             self._saved_tty = (fd, termios.tcgetattr(fd))
-            tty.setraw(fd)
+            raw_input_mode(fd)
         t = threading.Thread(target=self._reader, args=(fd, is_tty, feed, quit_fn),
                              name="console-input", daemon=True)
         t.start()
@@ -109,3 +125,64 @@ class Console:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class LineSink:
+    """Where the debug port's bytes go (``--debugcon``): ``off``, ``stderr`` or
+    ``file:PATH``.  Written a whole line at a time (so a line never mixes with the
+    VMM's trace lines on stderr); a line longer than MAX_LINE is cut there, and the
+    last partial line is written by ``close()``."""
+
+    MAX_LINE = 4096
+
+    def __init__(self, spec: str, option: str = "--debugcon"):
+        self.spec = spec
+        self._fd: int | None = None
+        self._file = None
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        if spec == "stderr":
+            self._fd = sys.stderr.fileno()
+        elif spec.startswith("file:") and len(spec) > 5:
+            path = spec[5:]
+            try:
+                self._file = open(path, "wb", buffering=0)
+            except OSError as e:
+                raise UserError(f"{option}: cannot open {path}: {e.strerror}") from None
+        elif spec != "off":
+            raise UserError(f"{option}: expected off, stderr or file:PATH, got {spec!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self._fd is not None or self._file is not None
+
+    def write(self, data: bytes) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._buf += data
+            end = self._buf.rfind(b"\n") + 1
+            if not end and len(self._buf) >= self.MAX_LINE:
+                end = len(self._buf)
+            if end:
+                self._emit(bytes(self._buf[:end]))
+                del self._buf[:end]
+
+    def _emit(self, data: bytes) -> None:
+        if self._fd is not None:
+            try:
+                os.write(self._fd, data)
+            except (BlockingIOError, BrokenPipeError):
+                pass
+        elif self._file is not None:
+            self._file.write(data)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._buf:
+                self._emit(bytes(self._buf))
+                self._buf.clear()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._fd = None

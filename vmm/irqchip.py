@@ -54,6 +54,7 @@ from typing import Callable, Iterable, Protocol
 from kvm_bindings import IrqchipRoute, KvmError, MsiRoute, Route, VmFd, consts
 from vmm.errors import internal_error
 from vmm.locks import ordered_lock
+from vmm.memory import LAPIC_BASE
 from vmm.trace_events import (
     TP_IRQ_GSI as TP_SET_GSI,
     TP_IRQ_DIVERT as TP_DIVERT,
@@ -63,7 +64,22 @@ from vmm.trace_events import (
 )
 
 NR_IOAPIC_PINS = 24          # the I/OAPIC's pins (KVM's KVM_IOAPIC_NUM_PINS), GSIs 0-23
-MSI_ADDR_BASE = 0xFEE00000   # the LAPICs' MSI window (Intel SDM vol. 3, 11.11.1)
+# The MSI format (Intel SDM vol. 3, 11.11): one home for the I/OAPIC, Xen's upcalls and PIRQs.
+MSI_ADDR_BASE = LAPIC_BASE   # 0xFEE00000: the LAPICs' MSI window (11.11.1)
+MSI_ADDR_DEST_ID_SHIFT = 12  # address[19:12]: the destination APIC id
+MSI_ADDR_DEST_ID_MASK = 0xFF
+MSI_ADDR_DEST_MODE_LOGICAL = 1 << 2
+MSI_DATA_VECTOR_MASK = 0xFF  # data[7:0] (11.11.2)
+MSI_DATA_MODE_MASK = 0x7FF   # data[10:0]: the vector and the delivery mode (as an I/OAPIC RTE's)
+MSI_DATA_LEVEL_ASSERT = 1 << 14
+MSI_DATA_TRIGGER_LEVEL = 1 << 15
+
+
+def msi_address(dest: int, logical: bool = False) -> int:
+    """The MSI address that targets APIC id ``dest`` (physical or logical mode)."""
+    return (MSI_ADDR_BASE | (dest & MSI_ADDR_DEST_ID_MASK) << MSI_ADDR_DEST_ID_SHIFT
+            | (MSI_ADDR_DEST_MODE_LOGICAL if logical else 0))
+
 
 Delivery = Callable[[], None]
 
@@ -565,4 +581,6 @@ def create_irqchip(vm: VmFd, mode: str) -> IrqChip:
 
 
 __all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "InterruptDiverter", "IrqLine",
-           "MsiVector", "IrqChipError", "create_irqchip", "NR_IOAPIC_PINS", "MSI_ADDR_BASE"]
+           "MsiVector", "IrqChipError", "create_irqchip", "NR_IOAPIC_PINS", "MSI_ADDR_BASE",
+           "MSI_ADDR_DEST_ID_SHIFT", "MSI_ADDR_DEST_ID_MASK", "MSI_DATA_VECTOR_MASK", "MSI_DATA_MODE_MASK",
+           "MSI_DATA_LEVEL_ASSERT", "MSI_DATA_TRIGGER_LEVEL", "msi_address"]

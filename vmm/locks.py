@@ -29,7 +29,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "xen.pages",        # XenDomain._pages_lock: placed pages
     "vm.overlay",       # Vm._overlay_lock: overlay memory slots
     "xen.upcall",       # Upcall._lock: the callback line's level
-    "xen.kvm_accel",    # KvmXenAccel._lock
+    "xen.kvm_accel",    # KvmXenAccel._lock: KVM's long-mode latch; one ioctl under it
     "pci.config",       # PciBus._config_lock: config cycles, BAR (re)mapping (re-entrant)
     "device",           # a device's own lock (Serial, PCI devices, the Xen platform device)
     "pci.msi",          # an MSI/MSI-X capability's state (devices/msi.py)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 
-from kvm_bindings import ffi
-from kvm_bindings._kvm import lib
+from kvm_bindings import atomic_and32, atomic_and64, atomic_or32, atomic_or64, atomic_xchg8, ffi
+from vmm.x86 import PAGE_SIZE
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -67,7 +67,31 @@ class Region:
         return self.gpa + self.size
 
 
-class GuestMemory:
+class AtomicAccess:
+    """Atomics on memory the guest may be using concurrently (event-channel bitmaps,
+    upcall_pending): the same lock-prefixed RMW the guest does.  Each returns the old
+    value; ``addr`` must be aligned to the width.  A subclass gives ``_ptr``."""
+
+    def _ptr(self, addr: int, width: int, ctype: str):
+        raise NotImplementedError
+
+    def atomic_or64(self, addr: int, value: int) -> int:
+        return atomic_or64(self._ptr(addr, 8, "__u64 *"), value)
+
+    def atomic_and64(self, addr: int, value: int) -> int:
+        return atomic_and64(self._ptr(addr, 8, "__u64 *"), value)
+
+    def atomic_or32(self, addr: int, value: int) -> int:
+        return atomic_or32(self._ptr(addr, 4, "__u32 *"), value)
+
+    def atomic_and32(self, addr: int, value: int) -> int:
+        return atomic_and32(self._ptr(addr, 4, "__u32 *"), value)
+
+    def atomic_xchg8(self, addr: int, value: int) -> int:
+        return atomic_xchg8(self._ptr(addr, 1, "__u8 *"), value)
+
+
+class GuestMemory(AtomicAccess):
     def __init__(self, size: int):
         if size < MIN_MEMORY:
             raise ValueError(f"memory size {size} is below the minimum of {MIN_MEMORY // MiB} MiB")
@@ -105,7 +129,7 @@ class GuestMemory:
     def add_overlay(self, gpa: int, size: int) -> Region:
         """Back [gpa, gpa + size) with fresh zeroed memory; it must not touch any region.
         (The caller registers it with KVM: vmm.vm.Vm.map_overlay.)"""
-        if gpa & 0xFFF or size <= 0 or size & 0xFFF:
+        if gpa % PAGE_SIZE or size <= 0 or size % PAGE_SIZE:
             raise GuestMemoryError(f"overlay {gpa:#x}+{size:#x} is not page-aligned")
         if any(r.gpa < gpa + size and gpa < r.end for r in self.regions):
             raise GuestMemoryError(f"overlay {gpa:#x}+{size:#x} overlaps guest memory")
@@ -181,28 +205,12 @@ class GuestMemory:
     def write_u64(self, gpa: int, value: int) -> None:
         self.view(gpa, 8)[:] = value.to_bytes(8, "little")
 
-    # -- atomics on memory the guest may be using concurrently (event-channel
-    #    bitmaps, upcall_pending): the same lock-prefixed RMW the guest does.
     def _ptr(self, gpa: int, width: int, ctype: str):
+        """The cffi pointer for an atomic at ``gpa`` (AtomicAccess)."""
         if gpa % width:
             raise GuestMemoryError(f"unaligned atomic at {gpa:#x}")
         r = self._find(gpa, width)
         return ffi.cast(ctype, r.base + (gpa - r.gpa))
-
-    def atomic_or64(self, gpa: int, value: int) -> int:
-        return lib.vmm_atomic_or64(self._ptr(gpa, 8, "__u64 *"), value)
-
-    def atomic_and64(self, gpa: int, value: int) -> int:
-        return lib.vmm_atomic_and64(self._ptr(gpa, 8, "__u64 *"), value)
-
-    def atomic_or32(self, gpa: int, value: int) -> int:
-        return lib.vmm_atomic_or32(self._ptr(gpa, 4, "__u32 *"), value)
-
-    def atomic_and32(self, gpa: int, value: int) -> int:
-        return lib.vmm_atomic_and32(self._ptr(gpa, 4, "__u32 *"), value)
-
-    def atomic_xchg8(self, gpa: int, value: int) -> int:
-        return lib.vmm_atomic_xchg8(self._ptr(gpa, 1, "__u8 *"), value)
 
     def close(self, retired: list[Region] = ()) -> None:
         """Unmap every region, and ``retired`` ones (overlays removed earlier, kept mapped)."""
@@ -214,3 +222,30 @@ class GuestMemory:
             except BufferError:
                 pass
         self.regions = ()
+
+
+class HostPage(AtomicAccess):
+    """A page of VMM memory with GuestMemory's access methods, addressed by offset:
+    where a Xen page lives before the guest places it (shared_info's shadow)."""
+
+    def __init__(self, size: int = PAGE_SIZE):
+        self.size = size
+        self._mapping = mmap.mmap(-1, size)
+        self._base = ffi.cast("uint8_t *", ffi.from_buffer(self._mapping))
+
+    def view(self, offset: int, length: int) -> memoryview:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise GuestMemoryError(f"range {offset:#x}+{length:#x} is outside the {self.size:#x}-byte page")
+        return memoryview(self._mapping)[offset:offset + length]
+
+    def read(self, offset: int, length: int) -> bytes:
+        return bytes(self.view(offset, length))
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.view(offset, len(data))[:] = data
+
+    def _ptr(self, offset: int, width: int, ctype: str):
+        if offset % width:
+            raise GuestMemoryError(f"unaligned atomic at offset {offset:#x}")
+        self.view(offset, width)
+        return ffi.cast(ctype, self._base + offset)

@@ -21,7 +21,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
-from kvm_bindings._kvm import lib
+from kvm_bindings import run_vcpu_fd
 from vmm import exitcodes, trace
 from vmm.errors import internal_error
 from vmm.trace_events import (
@@ -199,7 +199,7 @@ class Vcpu:
         fd = self.fd
         run = fd.run
         io = fd.io
-        kvm_run = lib.vmm_kvm_run        # the C wrapper itself: no Python frame per KVM_RUN
+        kvm_run = run_vcpu_fd            # the C wrapper itself: no Python frame per KVM_RUN
         vcpu_fd = fd.fd
         handlers = vm.pio_bus.handlers   # port -> (read, write, offset, name)
         base = fd.run_buffer

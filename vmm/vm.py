@@ -23,6 +23,7 @@ from vmm.memory import GuestMemory, GuestMemoryError
 from vmm.trace_events import TP_VM_EXIT
 from vmm.vcpu import Vcpu, install_kick_handler
 from vmm.locks import ordered_lock
+from vmm.x86 import PAGE_SIZE
 
 TSS_ADDR = 0xFEFFD000          # as QEMU: three pages just below 4 GiB - 16 MiB... in the MMIO hole
 IDENTITY_MAP_ADDR = 0xFEFFC000
@@ -88,7 +89,7 @@ class Vm:
         self.started_at = 0.0
 
     # ------------------------------------------------------------ overlay pages
-    def map_overlay(self, gpa: int, size: int = 4096):
+    def map_overlay(self, gpa: int, size: int = PAGE_SIZE):
         """Back [gpa, gpa + size), outside RAM, with fresh VMM memory and a KVM memory
         slot of its own, so the guest reads and writes it like RAM (Xen placing a
         grant frame in the platform device's BAR).  Returns the memory Region.

@@ -17,6 +17,7 @@ from typing import Callable
 from vmm.irqchip import IrqChipError
 from vmm.memory import IOAPIC_BASE, GuestMemoryError
 from vmm.vm import Vm
+from vmm.x86 import PAGE_SIZE
 from vmm.locks import ordered_condition, ordered_lock
 from xen import abi
 from xen.cpuid import xen_leaves
@@ -34,7 +35,6 @@ from xen.trace_events import TP_XEN_DOMAIN as TP_XEN
 from xen.transport import KernelTransport, PortTransport, choose_transport
 from xen.upcall import Upcall
 
-PAGE_SIZE = 4096
 MAX_PLACED_GPA = 1 << 39          # within any x86-64 host's guest physical address width
 PLATFORM_MMIO_BAR = "xen-platform.bar1"   # where Linux HVM places its grant frames
 
@@ -71,11 +71,11 @@ class XenDomain:
     domid = DOMID
 
     def __init__(self, vm: Vm, config: XenConfig, console_out: Callable[[bytes], None],
-                 intx_gsi: Callable[[int], int | None] | None = None):
+                 pci_intx_gsi: Callable[[int, int], int] | None = None):
         self.vm = vm
         self.config = config
         self.console_out = console_out
-        self._intx_gsi = intx_gsi
+        self._pci_intx_gsi = pci_intx_gsi     # (slot, pin 1..4) -> GSI: the PCI bus's swizzle
         self.running = True
         self.compat = False                    # latched from the guest's mode (shared_info layout)
         self.lock = ordered_lock("xen.domain")
@@ -193,8 +193,12 @@ class XenDomain:
             self.accel.vcpu_info(vcpu, gpa)
 
     def intx_gsi(self, value: int) -> int | None:
-        """HVM_PARAM_CALLBACK_IRQ type PCI_INTX -> the GSI of that device's pin."""
-        return self._intx_gsi(value) if self._intx_gsi else None
+        """HVM_PARAM_CALLBACK_IRQ type PCI_INTX -> the GSI of that device's pin.  Like Xen
+        (hvm_set_callback_via) only the slot and the pin count: there is one bus 0."""
+        if self._pci_intx_gsi is None:
+            return None
+        _domain, _bus, devfn, intx = abi.callback_irq_pci_intx(value)
+        return self._pci_intx_gsi(devfn >> 3, intx + 1)        # intx 0 is INTA, pin 1
 
     def irqchip_eoi_listener(self, gsi: int, fn: Callable[[], None], add: bool = True) -> None:
         try:

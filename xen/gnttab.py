@@ -13,9 +13,9 @@ import threading
 from xen import abi
 from xen.hypercall import XenError
 from vmm.locks import ordered_lock
+from vmm.x86 import PAGE_SIZE
 
 MAX_FRAMES = 64            # QEMU's and Xen's default max_grant_frames
-XENMAPIDX_grant_table_status = 1 << 31
 INVALID_GFN = (1 << 64) - 1
 
 
@@ -30,7 +30,7 @@ class GrantTable:
     def map_frame(self, idx: int, gpa: int) -> None:
         """Frame ``idx`` moves to ``gpa`` (RAM, or a PCI MMIO page: domain.place_page)
         with its contents; a frame that was at ``gpa`` is no longer mapped anywhere."""
-        if idx & XENMAPIDX_grant_table_status:
+        if idx & abi.XENMAPIDX_grant_table_status:
             raise XenError(abi.XenErrno.EINVAL, "no status frames in v1")
         if idx >= MAX_FRAMES:
             raise XenError(abi.XenErrno.EINVAL, f"grant frame {idx} >= {MAX_FRAMES}")
@@ -38,7 +38,7 @@ class GrantTable:
         with self.lock:
             old = self.frames.get(idx)
             self.domain.place_page(gpa, ("grant", idx))
-            mem.write(gpa, mem.read(old, 4096) if old is not None else bytes(4096))
+            mem.write(gpa, mem.read(old, PAGE_SIZE) if old is not None else bytes(PAGE_SIZE))
             for other in [i for i, g in self.frames.items() if g == gpa and i != idx]:
                 del self.frames[other]
             self.frames[idx] = gpa

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from vmm.memory import GuestMemory, GuestMemoryError
 
-from vmm.x86 import (CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, PAGE_SIZE, PTE_P, PTE_PS,
-                     PTE_RW, PTE_US)
+from vmm.x86 import (CR0_PG, CR0_WP, CR3_PAE_PDPT_MASK, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, PAGE_SIZE,
+                     PDE_4M_ADDR_MASK_32, PTE_ADDR_MASK_32, PTE_P, PTE_PS, PTE_RW, PTE_US)
 from vmm.x86 import PTE_ADDR_MASK_64 as ADDR_MASK_64
 
 PAGE_MASK = ~(PAGE_SIZE - 1)
+LARGE_2M = 1 << 21            # a PAE PDE with PS maps 2 MiB
 MAX_COPY = 1 << 20            # no hypercall argument we accept is larger
 
 
@@ -89,23 +90,23 @@ class GuestAccess:
             return table | (gva & ~PAGE_MASK)
         gva &= 0xFFFFFFFF
         if self.cr4 & CR4_PAE:
-            pdpte = self._entry((self.cr3 & 0xFFFFFFE0) + 8 * (gva >> 30), 8)
+            pdpte = self._entry((self.cr3 & CR3_PAE_PDPT_MASK) + 8 * (gva >> 30), 8)
             if not pdpte & PTE_P:
                 raise GuestFault(f"PDPTE not present for {gva:#x}")
             pde = self._entry((pdpte & ADDR_MASK_64) + 8 * ((gva >> 21) & 511), 8)
             self._check(pde, write, "PDE", gva)
             if pde & PTE_PS:
-                return (pde & ADDR_MASK_64 & ~0x1FFFFF) | (gva & 0x1FFFFF)
+                return (pde & ADDR_MASK_64 & ~(LARGE_2M - 1)) | (gva & (LARGE_2M - 1))
             pte = self._entry((pde & ADDR_MASK_64) + 8 * ((gva >> 12) & 511), 8)
             self._check(pte, write, "PTE", gva)
-            return (pte & ADDR_MASK_64) | (gva & 0xFFF)
-        pde = self._entry((self.cr3 & 0xFFFFF000) + 4 * (gva >> 22), 4)
+            return (pte & ADDR_MASK_64) | (gva & ~PAGE_MASK)
+        pde = self._entry((self.cr3 & PTE_ADDR_MASK_32) + 4 * (gva >> 22), 4)
         self._check(pde, write, "PDE", gva)
         if pde & PTE_PS and self.cr4 & CR4_PSE:
-            return (pde & 0xFFC00000) | (gva & 0x3FFFFF)
-        pte = self._entry((pde & 0xFFFFF000) + 4 * ((gva >> 12) & 1023), 4)
+            return (pde & PDE_4M_ADDR_MASK_32) | (gva & ~PDE_4M_ADDR_MASK_32)
+        pte = self._entry((pde & PTE_ADDR_MASK_32) + 4 * ((gva >> 12) & 1023), 4)
         self._check(pte, write, "PTE", gva)
-        return (pte & 0xFFFFF000) | (gva & 0xFFF)
+        return (pte & PTE_ADDR_MASK_32) | (gva & ~PAGE_MASK)
 
     # ------------------------------------------------------------ copies
     def _chunks(self, gva: int, length: int, write: bool):

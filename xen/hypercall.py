@@ -24,11 +24,12 @@ from typing import Callable
 
 from vmm.errors import internal_error
 from vmm.trace import now
+from vmm.x86 import PAGE_SIZE
 from xen.abi import HYPERCALL_NAMES, HYPERCALL_STUB_SIZE, XenErrno
 from xen.guest_access import GuestAccess, GuestFault
 from xen.trace_events import TP_XEN_HCALL as TP_HCALL
 
-HYPERCALL_PAGE_ENTRIES = 4096 // HYPERCALL_STUB_SIZE     # the hypercall page's 128 stubs
+HYPERCALL_PAGE_ENTRIES = PAGE_SIZE // HYPERCALL_STUB_SIZE     # the hypercall page's 128 stubs
 
 
 class XenError(Exception):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from kvm_bindings import XenEvtchnRoute
+from vmm.irqchip import MSI_ADDR_DEST_ID_MASK, MSI_ADDR_DEST_ID_SHIFT, MSI_DATA_VECTOR_MASK
 from vmm.locks import ordered_lock
 from xen import abi
 from xen.hypercall import XenError
@@ -62,7 +63,6 @@ IRQ_UNBOUND = -1
 IRQ_MSI_EMU = -3
 # xen/arch/x86/include/asm/hvm/irq.h: ISA IRQs are edge triggered (no re-assert on EOI).
 NR_ISA_IRQS = 16
-MSI_DATA_VECTOR_MASK = 0xFF          # Intel SDM 11.11.2: data[7:0] is the vector
 
 
 def msi_pirq(address: int, data: int) -> int | None:
@@ -71,7 +71,7 @@ def msi_pirq(address: int, data: int) -> int | None:
     dest = address bits 19:12 (Linux: arch/x86/pci/xen.c xen_msi_compose_msg)."""
     if data & MSI_DATA_VECTOR_MASK:
         return None
-    return ((address >> 32) & 0xFFFFFF00) | ((address >> 12) & 0xFF)
+    return ((address >> 32) & 0xFFFFFF00) | ((address >> MSI_ADDR_DEST_ID_SHIFT) & MSI_ADDR_DEST_ID_MASK)
 
 
 @dataclass

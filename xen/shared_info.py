@@ -19,21 +19,17 @@ Offsets come from the construct layouts in xen/abi (64- and 32-bit).
 
 from __future__ import annotations
 
-import mmap
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kvm_bindings import ffi
-from kvm_bindings._kvm import lib
-from vmm.memory import GuestMemoryError
+from vmm.memory import GuestMemoryError, HostPage
 from vmm.locks import ordered_lock
+from vmm.x86 import PAGE_SIZE
 from xen import abi
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
-
-PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -80,8 +76,7 @@ class SharedInfo:
         self.mem = domain.vm.memory
         self.lock = ordered_lock("xen.shared_info")          # placement only; bit updates are atomic RMWs
         self.gpa: int | None = None
-        self._shadow = mmap.mmap(-1, PAGE_SIZE)
-        self._shadow_base = ffi.cast("uint8_t *", ffi.from_buffer(self._shadow))
+        self._shadow = HostPage(PAGE_SIZE)
         # per-vCPU explicit vcpu_info gpa (VCPUOP_register_vcpu_info)
         self.vcpu_info_gpa: dict[int, int] = {}
 
@@ -91,7 +86,7 @@ class SharedInfo:
         with self.lock:
             if self.gpa == gpa:
                 return
-            current = bytes(self._shadow) if self.gpa is None else self.mem.read(self.gpa, PAGE_SIZE)
+            current = self._shadow.read(0, PAGE_SIZE) if self.gpa is None else self.mem.read(self.gpa, PAGE_SIZE)
             self.mem.write(gpa, current)
             self.gpa = gpa
 
@@ -124,37 +119,33 @@ class SharedInfo:
         return loc
 
     # ------------------------------------------------------------ raw access
-    def _ptr(self, where, offset: int, width: int, ctype: str):
-        """A cffi pointer for an atomic on shared_info (``where`` = "si") or a gpa."""
+    def _at(self, where, offset: int):
+        """(memory, address) of ``offset`` into shared_info (``where`` = "si": the guest
+        page, or the shadow before the guest placed it) or past a gpa; both memories
+        have the same access methods and atomics (vmm.memory.AtomicAccess)."""
         if where == "si":
             if self.gpa is None:
-                return ffi.cast(ctype, self._shadow_base + offset)
-            return self.mem._ptr(self.gpa + offset, width, ctype)
-        return self.mem._ptr(where + offset, width, ctype)
+                return self._shadow, offset
+            return self.mem, self.gpa + offset
+        return self.mem, where + offset
 
     def read_raw(self, loc, n: int) -> bytes:
-        if isinstance(loc, tuple):
-            off = loc[1]
-            if self.gpa is None:
-                return bytes(self._shadow[off:off + n])
-            return self.mem.read(self.gpa + off, n)
-        return self.mem.read(loc, n)
+        mem, addr = self._at("si", loc[1]) if isinstance(loc, tuple) else self._at(loc, 0)
+        return mem.read(addr, n)
 
     def _or(self, where, offset: int, value: int, word: int) -> int:
-        if word == 8:
-            return lib.vmm_atomic_or64(self._ptr(where, offset, 8, "__u64 *"), value)
-        return lib.vmm_atomic_or32(self._ptr(where, offset, 4, "__u32 *"), value)
+        mem, addr = self._at(where, offset)
+        return mem.atomic_or64(addr, value) if word == 8 else mem.atomic_or32(addr, value)
 
     def _and(self, where, offset: int, value: int, word: int) -> int:
-        if word == 8:
-            return lib.vmm_atomic_and64(self._ptr(where, offset, 8, "__u64 *"), value)
-        return lib.vmm_atomic_and32(self._ptr(where, offset, 4, "__u32 *"), value)
+        mem, addr = self._at(where, offset)
+        return mem.atomic_and64(addr, value) if word == 8 else mem.atomic_and32(addr, value)
 
     def _test(self, offset: int, bit: int, word: int) -> bool:
         return bool(self._or("si", offset, 0, word) >> bit & 1)
 
     def _vi(self, vcpu: int, compat: bool):
-        """(where, base offset) of a vCPU's vcpu_info for _ptr, or None."""
+        """(where, base offset) of a vCPU's vcpu_info for _at, or None."""
         loc = self._vcpu_info_gpa(vcpu, compat)
         if loc is None:
             return None
@@ -210,8 +201,8 @@ class SharedInfo:
         if vi is None:
             return "no vcpu_info"
         where, base = vi
-        ptr = self._ptr(where, base + lay.upcall_pending, 1, "__u8 *")
-        if lib.vmm_atomic_xchg8(ptr, 1):
+        mem, addr = self._at(where, base + lay.upcall_pending)
+        if mem.atomic_xchg8(addr, 1):
             return "upcall already pending"
         self.domain.upcall.inject(vcpu)
         return "upcall"
@@ -255,7 +246,8 @@ class SharedInfo:
             return False
         where, base = vi
         try:
-            return self._ptr(where, base + LAYOUT[compat].upcall_pending, 1, "__u8 *")[0] != 0
+            mem, addr = self._at(where, base + LAYOUT[compat].upcall_pending)
+            return mem.view(addr, 1)[0] != 0
         except GuestMemoryError:
             return False
 
@@ -265,16 +257,12 @@ class SharedInfo:
         if vi is not None:
             where, base = vi
             try:
-                self._ptr(where, base + LAYOUT[compat].upcall_mask, 1, "__u8 *")[0] = 0
+                mem, addr = self._at(where, base + LAYOUT[compat].upcall_mask)
+                mem.view(addr, 1)[0] = 0
             except GuestMemoryError:
                 pass
 
     # ------------------------------------------------------------ plain field writes (time)
     def write_field(self, where, offset: int, data: bytes) -> None:
-        if where == "si":
-            if self.gpa is None:
-                self._shadow[offset:offset + len(data)] = data
-            else:
-                self.mem.write(self.gpa + offset, data)
-        else:
-            self.mem.write(where + offset, data)
+        mem, addr = self._at(where, offset)
+        mem.write(addr, data)

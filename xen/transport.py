@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 
 from kvm_bindings import consts
 from kvm_bindings.kvm import REG, REGS_STRUCT
+from vmm import exitcodes
 from vmm.vcpu import current_vcpu
-from xen.hypercall import Hypercall
+from vmm.x86 import PAGE_SIZE
+from xen.abi import HYPERCALL_STUB_SIZE
+from xen.hypercall import HYPERCALL_PAGE_ENTRIES, MASK32, MASK64, Hypercall
 from xen.trace_events import TP_XEN_HCALL_PAGE as TP_HCALL_PAGE, TP_XEN_MSR as TP_MSR
 
 if TYPE_CHECKING:
@@ -33,9 +36,6 @@ if TYPE_CHECKING:
 
 HYPERCALL_MSR = 0x40000000    # CPUID base+2 EBX tells the guest; must be non-zero for INTERCEPT_HCALL
 HCALL_PORT = 0xE4             # free on a PC, reachable with `out imm8` (avoid 0x7e: KVM treats it specially)
-STUB_SIZE = 32
-PAGE_SIZE = 4096
-MASK32 = 0xFFFFFFFF
 SYNC_REGS = consts.KVM_SYNC_X86_REGS
 _unpack_regs = REGS_STRUCT.unpack_from
 _RAX, _RBX, _RCX, _RDX, _RSI, _RDI, _RBP, _R8, _R9, _R10 = (
@@ -44,7 +44,7 @@ _RAX, _RBX, _RCX, _RDX, _RSI, _RDI, _RBP, _R8, _R9, _R10 = (
 
 def port_stub(nr: int) -> bytes:
     code = bytes([0xB8]) + nr.to_bytes(4, "little") + bytes([0xE7, HCALL_PORT, 0xC3])
-    return code + b"\xCC" * (STUB_SIZE - len(code))   # int3 padding, never reached
+    return code + b"\xCC" * (HYPERCALL_STUB_SIZE - len(code))   # int3 padding, never reached
 
 
 class PortTransport:
@@ -83,7 +83,7 @@ class PortTransport:
                 m.error = 1
                 result = "#GP (not RAM)"
             else:
-                mem.write(gpa, b"".join(port_stub(nr) for nr in range(PAGE_SIZE // STUB_SIZE)))
+                mem.write(gpa, b"".join(port_stub(nr) for nr in range(HYPERCALL_PAGE_ENTRIES)))
                 result = "filled"
             if TP_HCALL_PAGE.enabled:
                 TP_HCALL_PAGE.emit(vcpu.id, gpa=gpa, transport=self.name, result=result)
@@ -141,7 +141,7 @@ class KernelTransport:
     def _exit(self, vcpu) -> None:
         x = vcpu.fd.xen
         if x.type != consts.KVM_EXIT_XEN_HCALL:
-            self.domain.vm.request_exit(82, f"vcpu{vcpu.id}: unknown KVM_EXIT_XEN type {x.type}")
+            self.domain.vm.request_exit(exitcodes.GUEST_FAILURE, f"vcpu{vcpu.id}: unknown KVM_EXIT_XEN type {x.type}")
             return
         h = x.u.hcall
         abi = "64" if h.longmode else "32"
@@ -149,7 +149,7 @@ class KernelTransport:
             # The first call's mode, until the guest latches a layout (shared_info placement,
             # register_vcpu_info): later calls from a vCPU in another mode must not flip it.
             self.domain.accel.set_long_mode(bool(h.longmode))
-        mask = (1 << 64) - 1 if h.longmode else MASK32
+        mask = MASK64 if h.longmode else MASK32
         args = tuple(h.params[i] & mask for i in range(6))
         call = Hypercall(vcpu, h.input & MASK32, args, abi, h.cpl, self.domain.vm.memory, vcpu.fd.sync_sregs)
         h.result = self.domain.hypercalls.dispatch(call)

@@ -25,7 +25,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, consts
-from vmm.irqchip import MSI_ADDR_BASE
+from vmm.irqchip import msi_address
 from vmm.locks import ordered_lock
 from xen import abi
 from xen.trace_events import TP_XEN_EVTCHN_UPCALL as TP_UPCALL, TP_XEN_CALLBACK as TP_CALLBACK
@@ -67,14 +67,17 @@ class Upcall:
 
     def set_callback_irq(self, value: int) -> None:
         """HVM_PARAM_CALLBACK_IRQ (params.h: type in bits 63:56)."""
-        via_type = (value >> 56) & 0xFF
+        via_type = abi.callback_irq_type(value)
         new_type: int | None = via_type
         new_gsi: int | None = None
         detail = ""
         if value == 0:
             new_type = None
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_GSI:
-            gsi = value & 0xFFFFFFFF
+            # val[55:0] (params.h).  Xen's hvm_set_callback_via keeps only (uint8_t)via, so
+            # 0x105 aliases GSI 5 there; here a GSI beyond the pins names none (no guest we
+            # know sets those bits).
+            gsi = abi.callback_irq_gsi(value)
             if 0 < gsi < self.vm.irqchip.nr_pins:
                 new_gsi = gsi
             detail = f"gsi={gsi}"
@@ -101,7 +104,7 @@ class Upcall:
         if TP_CALLBACK.enabled:
             TP_CALLBACK.emit(type=via_type, value=value, detail=detail)
         if self.domain.accel_full:        # KVM injects the global vector itself, at VM entry
-            vector = value & 0xFF if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR else 0
+            vector = abi.callback_irq_vector(value) if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR else 0
             try:
                 self.domain.accel.global_vector(vector)
                 self._kvm_global_vector = bool(vector)
@@ -125,9 +128,9 @@ class Upcall:
         if vector is not None:
             via = f"vector {vector:#x}"
             apic_id = vcpu               # our APIC IDs are vCPU indices
-            self.vm.irqchip.lapic_msi(MSI_ADDR_BASE | apic_id << 12, vector)
+            self.vm.irqchip.lapic_msi(msi_address(apic_id), vector)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
-            via = f"global vector {self.via_value & 0xFF:#x}"
+            via = f"global vector {abi.callback_irq_vector(self.via_value):#x}"
             if self._kvm_global_vector:
                 self.vm.vcpus[vcpu].request(lambda v: None)   # KVM checks upcall_pending at entry
             else:
@@ -186,13 +189,13 @@ class Upcall:
         if ev.interrupt.injected:
             return
         ev.interrupt.injected = 1
-        ev.interrupt.nr = self.via_value & 0xFF
+        ev.interrupt.nr = abi.callback_irq_vector(self.via_value)
         ev.interrupt.soft = 0
         ev.flags = 0
         v.fd.set_vcpu_events(ev)
         self._window_pending.discard(v.id)
         if TP_UPCALL.enabled and not fresh:
-            TP_UPCALL.emit(vcpu=v.id, via=f"global vector {self.via_value & 0xFF:#x} (still pending)")
+            TP_UPCALL.emit(vcpu=v.id, via=f"global vector {abi.callback_irq_vector(self.via_value):#x} (still pending)")
 
     # -- GSI / INTx line following vCPU 0's upcall_pending
     def _set_line(self, level: bool) -> None:

@@ -61,6 +61,20 @@ def test_module_order_puts_dependencies_first(tmp_path):
         initramfs.module_order(tmp_path, ["nosuch"])
 
 
+@pytest.mark.skipif(not initramfs.BUSYBOX.exists(), reason="needs busybox-static")
+def test_linux_guest_initramfs_holds_init_busybox_modules_in_order(tmp_path):
+    """Both images come from one builder: init, busybox, the modules and their load order."""
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "kernel" / "a.ko").write_bytes(b"\x7fELF-a")
+    (tmp_path / "kernel" / "b.ko").write_bytes(b"\x7fELF-b")
+    (tmp_path / "modules.dep").write_text("kernel/b.ko: kernel/a.ko\nkernel/a.ko:\n")
+    out = initramfs.build_linux_guest(tmp_path, tmp_path / "guest.cpio", modules=["b"])
+    e = parse_newc(out.read_bytes())
+    assert e["init"][0] == 0o100755 and e["bin/busybox"][1] == initramfs.BUSYBOX.read_bytes()
+    assert e["lib/modules/a.ko"][1] == b"\x7fELF-a" and e["etc/modules.order"][1] == b"a.ko\nb.ko\n"
+    assert all(e[d][0] == 0o040755 for d in ("proc", "sys", "dev", "tmp", "root"))
+
+
 def test_stream_strips_the_end_token_across_chunks():
     class Sink:
         data = b""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kvm_bindings import VcpuFd
 from vmm.boot import layout
-from vmm.x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME
+from vmm.x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, PAGE_SIZE, PTE_P, PTE_PS, PTE_RW
 
 
 def _segment(seg, selector: int, type_: int, long_mode: bool = False) -> None:
@@ -57,13 +57,13 @@ def set_protected_mode_flat(vcpu: VcpuFd, entry: int, ebx: int) -> None:
 
 def build_identity_page_tables(memory) -> None:
     """Identity-map 0..4 GiB with 2 MiB pages at layout.PML4/PDPT/PD."""
-    memory.fill(layout.PML4, 0x1000 * 6)
-    memory.write_u64(layout.PML4, layout.PDPT | 0x3)
+    memory.fill(layout.PML4, PAGE_SIZE * 6)
+    memory.write_u64(layout.PML4, layout.PDPT | PTE_P | PTE_RW)
     for i in range(4):
-        memory.write_u64(layout.PDPT + 8 * i, (layout.PD + 0x1000 * i) | 0x3)
-    pd = bytearray(0x4000)
+        memory.write_u64(layout.PDPT + 8 * i, (layout.PD + PAGE_SIZE * i) | PTE_P | PTE_RW)
+    pd = bytearray(4 * PAGE_SIZE)
     for i in range(2048):
-        pd[8 * i:8 * i + 8] = ((i << 21) | 0x83).to_bytes(8, "little")  # present, rw, 2M page
+        pd[8 * i:8 * i + 8] = ((i << 21) | PTE_P | PTE_RW | PTE_PS).to_bytes(8, "little")  # 2 MiB pages
     memory.write(layout.PD, bytes(pd))
 
 

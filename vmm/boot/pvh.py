@@ -16,6 +16,7 @@ from construct import Int32ul, Int64ul, Struct
 from vmm.boot import layout
 from vmm.errors import UserError
 from vmm.memory import GuestMemory
+from vmm.x86 import PAGE_SIZE
 
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 XEN_HVM_START_MAGIC_VALUE = 0x336EC578
@@ -182,8 +183,8 @@ def write_cmdline(mem: GuestMemory, cmdline: str) -> bytes:
 def place_initrd(mem: GuestMemory, size: int, lowest: int, highest: int, what: str) -> int:
     """Highest page-aligned address in [lowest, highest) that fits ``size`` bytes."""
     top = min(highest, mem.low_end)
-    addr = (top - size) & ~0xFFF
-    lowest = (lowest + 0xFFF) & ~0xFFF
+    addr = (top - size) & ~(PAGE_SIZE - 1)
+    lowest = -(-lowest // PAGE_SIZE) * PAGE_SIZE
     if size <= 0 or addr < lowest:
         raise UserError(f"initrd ({size} bytes) does not fit in guest memory above the kernel "
                         f"({lowest:#x}..{top:#x}); use a larger --memory")

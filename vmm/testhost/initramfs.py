@@ -126,12 +126,11 @@ def _script_key(script: Path) -> str:
     return hashlib.sha256(script.read_bytes()).hexdigest()
 
 
-def build_outer(modules_dir: Path, kvm_modules: list[Path], out: Path) -> Path:
-    """The outer VM's initramfs: busybox, guest-images/testhost/init, modules in load order."""
+def build_busybox_initramfs(init: Path, modules: list[Path], dirs, out: Path) -> Path:
+    """busybox, ``init``, ``modules`` (loaded by init in this order, from
+    etc/modules.order) and empty ``dirs``; rebuilt only when an input changes."""
     _require_busybox()
-    init = guest_images_dir() / "testhost" / "init"
-    order = module_order(modules_dir, OUTER_MODULES)
-    inputs = [BUSYBOX, *(modules_dir / m for m in order), *kvm_modules]
+    inputs = [BUSYBOX, *modules]
     key = {"init": _script_key(init), "files": [file_key(p) for p in inputs]}
 
     def build() -> bytes:
@@ -139,38 +138,31 @@ def build_outer(modules_dir: Path, kvm_modules: list[Path], out: Path) -> Path:
         c.file("init", init.read_bytes(), 0o755)
         c.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
         names = []
-        for path in [*(modules_dir / m for m in order), *kvm_modules]:
+        for path in modules:
             name = path.name.split(".ko")[0] + ".ko"
             c.file(f"lib/modules/{name}", read_module(path))
             names.append(name)
-        c.file("etc/modules.order", ("\n".join(names) + "\n").encode())
-        for d in ("proc", "sys", "dev", "lower", "rw", "newroot", "tmp"):
+        c.file("etc/modules.order", ("\n".join(names) + "\n").encode() if names else b"")
+        for d in dirs:
             c.dir(d)
         return c.bytes()
 
     return write_if_changed(out, key, build)
+
+
+def build_outer(modules_dir: Path, kvm_modules: list[Path], out: Path) -> Path:
+    """The outer VM's initramfs: busybox, guest-images/testhost/init, modules in load order."""
+    _require_busybox()
+    order = module_order(modules_dir, OUTER_MODULES)
+    return build_busybox_initramfs(guest_images_dir() / "testhost" / "init",
+                                   [*(modules_dir / m for m in order), *kvm_modules],
+                                   ("proc", "sys", "dev", "lower", "rw", "newroot", "tmp"), out)
 
 
 def build_linux_guest(modules_dir: Path, out: Path, modules=()) -> Path:
     """``make linux-guest``: busybox + guest-images/linux/init (+ ``modules``)."""
     _require_busybox()
-    init = guest_images_dir() / "linux" / "init"
     order = module_order(modules_dir, modules) if modules else []
-    inputs = [BUSYBOX, *(modules_dir / m for m in order)]
-    key = {"init": _script_key(init), "files": [file_key(p) for p in inputs]}
-
-    def build() -> bytes:
-        c = Cpio()
-        c.file("init", init.read_bytes(), 0o755)
-        c.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
-        names = []
-        for m in order:
-            name = Path(m).name.split(".ko")[0] + ".ko"
-            c.file(f"lib/modules/{name}", read_module(modules_dir / m))
-            names.append(name)
-        c.file("etc/modules.order", ("\n".join(names) + "\n").encode() if names else b"")
-        for d in ("proc", "sys", "dev", "tmp", "root"):
-            c.dir(d)
-        return c.bytes()
-
-    return write_if_changed(out, key, build)
+    return build_busybox_initramfs(guest_images_dir() / "linux" / "init",
+                                   [modules_dir / m for m in order],
+                                   ("proc", "sys", "dev", "tmp", "root"), out)

@@ -130,6 +130,16 @@ def callback_irq_type(val: int) -> int:
     return (val & HVM_PARAM_CALLBACK_IRQ_TYPE_MASK) >> HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT
 
 
+def callback_irq_gsi(val: int) -> int:
+    """val[55:0] of a GSI HVM_PARAM_CALLBACK_IRQ value (hvm/params.h)."""
+    return val & HVM_PARAM_CALLBACK_GSI_MASK
+
+
+def callback_irq_vector(val: int) -> int:
+    """val[7:0] of a VECTOR HVM_PARAM_CALLBACK_IRQ value (hvm/params.h)."""
+    return val & HVM_PARAM_CALLBACK_VECTOR_MASK
+
+
 def callback_irq_pci_intx(val: int) -> tuple[int, int, int, int]:
     """(domain, bus, devfn, intx) of a PCI_INTX HVM_PARAM_CALLBACK_IRQ value."""
     return tuple((val >> s) & m for s, m in (HVM_PARAM_CALLBACK_INTX_DOMAIN, HVM_PARAM_CALLBACK_INTX_BUS,

@@ -52,6 +52,10 @@ class XENMAPSPACE(IntEnum):
     dev_mmio = 5        # device mmio region, ARM only
 
 
+# memory.h: the memory_op command word carries a continuation's start extent above these bits.
+MEMOP_EXTENT_SHIFT = 6
+MEMOP_CMD_MASK = (1 << MEMOP_EXTENT_SHIFT) - 1
+
 # memory.h: xen_add_to_physmap.idx flag for XENMAPSPACE_grant_table.
 XENMAPIDX_grant_table_status = 0x80000000
 

@@ -13,20 +13,18 @@ from xen import abi
 from xen.guest_access import MAX_COPY, GuestFault
 from xen.hypercall import Hypercall, XenError
 from xen.ops import check_domid
+from vmm.x86 import PAGE_SHIFT, PAGE_SIZE
 
-MEMOP_EXTENT_SHIFT = 6
-MEMOP_CMD_MASK = (1 << MEMOP_EXTENT_SHIFT) - 1
 MAX_ORDER = 9                      # common/memory.c max_order(): CONFIG_DOMU_MAX_ORDER, 9 by default
-XENMAPIDX_grant_table_status = 1 << 31
 
 
 def handlers(domain):
     mem = domain.vm.memory
-    ram_pages = sum(r.size for r in mem.ram_regions) >> 12
-    max_pfn = max(r.end for r in mem.ram_regions) >> 12
+    ram_pages = sum(r.size for r in mem.ram_regions) >> PAGE_SHIFT
+    max_pfn = max(r.end for r in mem.ram_regions) >> PAGE_SHIFT
 
     def add_to_physmap_one(call: Hypercall, space: int, idx: int, gpfn: int) -> None:
-        gpa = gpfn << 12
+        gpa = gpfn << PAGE_SHIFT
         if space == abi.XENMAPSPACE_shared_info:
             if idx != 0:
                 raise XenError(abi.XenErrno.EINVAL, "shared_info idx")
@@ -73,7 +71,7 @@ def handlers(domain):
                 # guest_remove_page() fails on a gfn that holds no RAM (a hole, or one
                 # given back already): the call stops there.  So the work of any call
                 # is bounded by the RAM it really returns.
-                if not mem.is_ram(gpfn << 12, len(pages) << 12) or any(p in domain.removed_gfns for p in pages):
+                if not mem.is_ram(gpfn << PAGE_SHIFT, len(pages) << PAGE_SHIFT) or any(p in domain.removed_gfns for p in pages):
                     break
                 domain.removed_gfns.update(pages)
             else:                                 # increase / populate: only what was given back
@@ -81,14 +79,14 @@ def handlers(domain):
                     break
                 domain.removed_gfns.difference_update(pages)
                 for p in pages:                   # a repopulated page is a fresh one: zeroed
-                    if mem.is_ram(p << 12, 4096):
-                        mem.fill(p << 12, 4096)
+                    if mem.is_ram(p << PAGE_SHIFT, PAGE_SIZE):
+                        mem.fill(p << PAGE_SHIFT, PAGE_SIZE)
             done += 1
         call.tracing and call.note(f"{done}/{r.nr_extents} extents of order {r.extent_order}")
         return done
 
     def memory_op(call: Hypercall) -> int:
-        cmd = call.args[0] & MEMOP_CMD_MASK
+        cmd = call.args[0] & abi.MEMOP_CMD_MASK
         arg = call.args[1]
         call.tracing and call.note(f"cmd={abi.XENMEM(cmd).name if cmd in abi.XENMEM._value2member_map_ else cmd}")
         if cmd in (abi.XENMEM_decrease_reservation, abi.XENMEM_increase_reservation,

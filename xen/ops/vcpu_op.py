@@ -12,11 +12,11 @@ from xen.guest_access import GuestFault
 from xen.hypercall import Hypercall, XenError, signed
 from xen.ops.sched_op import shutdown
 from xen.time import MIN_PERIOD_NS
+from vmm.x86 import PAGE_SHIFT, PAGE_SIZE
 
 STIME_DELTA_MAX = (1 << 62) - 1
 HUGE_TIMEOUT_BITS = 50              # do_set_timer_op: more than 2^50 ns (~13 days) ahead is "huge"
 HUGE_TIMEOUT_FALLBACK_NS = 100_000_000   # ... and fires in 100 ms instead
-VCPU_SSHOTTMR_future = 1 << 0
 
 
 def handlers(domain):
@@ -57,12 +57,12 @@ def handlers(domain):
             st = abi.layout(abi.vcpu_register_vcpu_info, call.abi)
             r = call.mem.read_struct(st, arg)
             size = abi.layout(abi.vcpu_info, call.abi).sizeof()
-            gpa = (r.mfn << 12) + r.offset
+            gpa = (r.mfn << PAGE_SHIFT) + r.offset
             # common/domain.c map_vcpu_info.  Xen 4.18 made a bad offset -ENXIO and added the
             # alignment check; we need the alignment on every version (the event bits are
             # atomic RMWs on guest memory), so 4.17 gets -EINVAL for it.
             bad_offset = abi.XenErrno.ENXIO if domain.config.version >= (4, 18) else abi.XenErrno.EINVAL
-            if r.offset > 4096 - size or r.offset & (call.compat and 3 or 7):
+            if r.offset > PAGE_SIZE - size or r.offset & (call.compat and 3 or 7):
                 raise XenError(bad_offset, f"vcpu_info offset {r.offset:#x}")
             if not domain.vm.memory.check(gpa, size):
                 raise XenError(abi.XenErrno.EINVAL, f"vcpu_info at {r.mfn:#x}:{r.offset:#x}")
@@ -93,7 +93,7 @@ def handlers(domain):
                         gpa = call.mem.translate(gva, write=True)
                     except GuestFault:
                         gpa = None        # unmapped now: ours to (try to) update, as Xen's
-                    if gpa is not None and (gva & 0xFFF) + size <= 4096:
+                    if gpa is not None and gva % PAGE_SIZE + size <= PAGE_SIZE:
                         xv.runstate_kvm = domain.accel.runstate_area(vcpuid, gpa)
                 if gva and not xv.runstate_kvm:
                     try:
@@ -127,7 +127,7 @@ def handlers(domain):
         if cmd == abi.VCPUOP_set_singleshot_timer:
             t = call.mem.read_struct(abi.layout(abi.vcpu_set_singleshot_timer, call.abi), arg)
             call.tracing and call.note(f"timeout={t.timeout_abs_ns} flags={t.flags:#x}")
-            if t.flags & VCPU_SSHOTTMR_future and t.timeout_abs_ns < domain.clock.now():
+            if t.flags & abi.VCPU_SSHOTTMR_future and t.timeout_abs_ns < domain.clock.now():
                 raise XenError(abi.XenErrno.ETIME, "in the past")
             # set_timer() takes an s_time_t: from 2^63 on the deadline is negative, i.e. past.
             domain.timers.set_singleshot(vcpuid, signed(t.timeout_abs_ns, 64))

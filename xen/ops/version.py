@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from xen import abi
 from xen.hypercall import Hypercall, XenError
+from vmm.x86 import PAGE_SIZE
 
 EXTRAVERSION = b".0-vmm"
 CAPABILITIES = b"hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p"
@@ -61,7 +62,7 @@ def handlers(domain):
         elif cmd == abi.XENVER_pagesize:
             if arg != 0:                     # do_xen_version: a non-NULL handle is -EINVAL
                 raise XenError(abi.XenErrno.EINVAL, "pagesize takes no buffer")
-            return 4096
+            return PAGE_SIZE
         elif cmd == abi.XENVER_guest_handle:
             call.mem.write(arg, domain.handle)
         elif cmd == abi.XENVER_commandline:
