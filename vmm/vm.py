@@ -143,12 +143,8 @@ class Vm:
             self.exit_reason = reason
         if TP_VM_EXIT.enabled:
             TP_VM_EXIT.emit(code=code, reason=reason)
-        me = threading.current_thread()
         for v in self.vcpus:
-            if v.thread is not me:
-                v.stop()
-            else:
-                v._stop = True
+            v.stop()
         self._exit_event.set()
 
     def wait(self, timeout: float | None = None) -> int:

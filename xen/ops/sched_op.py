@@ -52,7 +52,7 @@ def handlers(domain):
         try:
             _wait(call.vcpu, cond, deadline_ns)
         finally:
-            if not call.vcpu.paused:      # taken down meanwhile: VCPUOP_down wrote "offline"
+            if not call.vcpu.offline:     # taken down meanwhile: VCPUOP_down wrote "offline"
                 domain.set_runstate(call.vcpu_id, abi.RUNSTATE_running, call.mem)
 
     def _wait(vcpu, cond, deadline_ns: int | None) -> None:
