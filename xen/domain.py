@@ -112,10 +112,8 @@ class XenDomain:
         vm.irqchip.set_diverter(self.pirqs)         # GSIs and MSIs the guest maps to PIRQs
         if self.accel_full:
             self.clock.follow_kvm_clock(vm.fd)
-        from vmm.cpuid import configure_cpuid
-        for v in vm.vcpus:
-            configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz,
-                                                               apic_virt=config.apic_virt))
+        vm.add_cpuid_leaves(lambda vcpu_id: xen_leaves(vcpu_id, config.version, self.domid, self.clock.tsc_khz,
+                                                       apic_virt=config.apic_virt))
         self.write_wallclock()
         vm.at_exit(self.stop)
         self.hypercalls.count_enabled = vm.stats_enabled
