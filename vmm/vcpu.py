@@ -10,6 +10,12 @@ vCPU thread.  Either KVM_RUN is already running and returns EINTR, or it is
 about to start and returns EINTR at once because of immediate_exit — so a vCPU
 spinning in the kernel (e.g. on a ``vmcall`` our PVM host never completes) is
 always interruptible.
+
+Control: a vCPU is CREATED, RUNNING, PARKED or EXITED (``VcpuState``; the table
+is in ARCHITECTURE.md, "Threads").  Other threads send it events -- stop, the
+VMM's pause/resume, the guest's take_offline/bring_online, ``call`` work -- as
+flags plus a kick; its own thread acts on them between two KVM_RUNs and is the
+only one to change its state.  The hot path tests one flag (``_stop``) per exit.
 """
 
 from __future__ import annotations
