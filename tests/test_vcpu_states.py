@@ -15,7 +15,7 @@ import pytest
 from kvm_bindings import consts
 from vmm.boot.cpu_state import set_protected_mode_flat
 from vmm.errors import internal_errors, reset_internal_errors
-from vmm.vcpu import VcpuState
+from vmm.vcpu import VcpuState, current_vcpu
 from vmm.vm import Vm, VmConfig
 
 CODE = 0x100000
@@ -194,3 +194,90 @@ def test_stop_of_a_running_vcpu_and_calls_queued_as_it_exits(vm):
     assert vm.wait(5) == 4
     assert v.state is VcpuState.EXITED
     assert v.call(lambda v: 7, timeout=0.5) == 7
+
+
+def test_two_vcpus_calling_each_other_dont_deadlock():
+    """Each vCPU, in an exit handler, calls onto the other at the same moment: a vCPU
+    thread waiting in call runs the calls queued for it, so both answer."""
+    reset_internal_errors()
+    vm = Vm(VmConfig(memory=16 << 20, cpus=2))
+    try:
+        barrier = threading.Barrier(2, timeout=5)
+        answers = {}
+
+        class CallOther:
+            def read(self, offset, size):
+                return 0
+
+            def write(self, offset, size, value):
+                me = current_vcpu()
+                if me.id in answers:
+                    return
+                barrier.wait()
+                t0 = time.monotonic()
+                answers[me.id] = (vm.vcpus[1 - me.id].call(lambda v: threading.current_thread().name, timeout=3),
+                                  time.monotonic() - t0)
+        vm.pio_bus.register(0x700, 1, CallOther(), "call-other")
+        vm.memory.write(CODE, bytes([0x66, 0xBA, 0x00, 0x07, 0xEE]) + HALT)   # out %al, $0x700; halt
+        vm.configure_cpuid()
+        for v in vm.vcpus:
+            set_protected_mode_flat(v.fd, CODE, 0)
+            v.fd.set_mp_state(consts.KVM_MP_STATE_RUNNABLE)                  # the AP too, no SIPI
+        vm.start()
+        assert wait_for(lambda: len(answers) == 2)
+        assert answers[0][0] == "vcpu1" and answers[1][0] == "vcpu0"
+        assert max(dt for _, dt in answers.values()) < 2
+    finally:
+        vm.request_exit(0, "test over")
+        vm.wait(5)
+        vm.close()
+    assert internal_errors() == []
+
+
+def test_xen_vcpu_is_up_down_and_a_vcpu_that_does_not_answer():
+    """XenDomain.vcpu_is_up asks through Vcpu.call: an AP waiting for INIT/SIPI is down;
+    VCPUOP_down (take_offline) is down whatever the VMM's pause says; a vCPU that doesn't
+    answer in time is busy with an exit of its own, so up."""
+    from xen.domain import XenConfig, XenDomain
+    reset_internal_errors()
+    vm = Vm(VmConfig(memory=16 << 20, cpus=3, irqchip="split"))
+    xen = XenDomain(vm, XenConfig(hypercalls="port"), lambda b: None)
+    busy, release = threading.Event(), threading.Event()
+    try:
+        class Busy:
+            def read(self, offset, size):
+                return 0
+
+            def write(self, offset, size, value):
+                if current_vcpu().id == 2:
+                    busy.set()
+                    release.wait(10)
+        vm.pio_bus.register(0x700, 1, Busy(), "busy")
+        vm.memory.write(CODE, bytes([0x66, 0xBA, 0x00, 0x07, 0xEE]) + HALT)   # out %al, $0x700; halt
+        set_protected_mode_flat(vm.boot_vcpu, CODE, 0)
+        set_protected_mode_flat(vm.vcpus[2].fd, CODE, 0)
+        vm.vcpus[2].fd.set_mp_state(consts.KVM_MP_STATE_RUNNABLE)            # vCPU 2 runs; 1 waits for SIPI
+        assert not xen.vcpu_is_up(1, caller=0)                              # CREATED: asked in this thread
+        vm.start()
+        assert busy.wait(5)
+        assert not xen.vcpu_is_up(1, caller=0)                              # in KVM_RUN: answers when kicked
+        t0 = time.monotonic()
+        assert xen.vcpu_is_up(2, caller=0)                                  # busy: no answer, up
+        assert time.monotonic() - t0 >= 0.9
+        release.set()
+        xen.vcpu_down(2)
+        assert wait_for(lambda: vm.vcpus[2].state is VcpuState.PARKED)
+        assert not xen.vcpu_is_up(2, caller=0)
+        vm.vcpus[2].pause(5)
+        vm.vcpus[2].resume()
+        assert not xen.vcpu_is_up(2, caller=0) and vm.vcpus[2].state is VcpuState.PARKED
+        assert xen.vcpu_up(2) and not xen.vcpu_up(2)
+        assert wait_for(lambda: vm.vcpus[2].state is VcpuState.RUNNING)
+        assert xen.vcpu_is_up(2, caller=0)
+    finally:
+        release.set()
+        vm.request_exit(0, "test over")
+        vm.wait(5)
+        xen.stop()
+        vm.close()
+    assert internal_errors() == []

@@ -153,7 +153,9 @@ class Vcpu:
         doesn't answer is busy in the VMM handling an exit of its own.)  A vCPU thread
         that waits here runs its own queued calls meanwhile, so two vCPUs calling each
         other don't deadlock.
-        wait=False: returns None at once; fn runs as above, its errors are internal errors."""
+        wait=False: returns None at once (on the vCPU's own thread: after fn, which ran
+        right here); fn runs as above, its errors are internal errors (on the own thread:
+        the caller's)."""
         if self.thread is threading.current_thread():
             return fn(self)
         with self._cond:
@@ -208,7 +210,8 @@ class Vcpu:
         return self._stop or self._pause_requested or self._offline
 
     def stop(self) -> None:
-        """Any state -> EXITED (at once if parked or not started; else at its next exit)."""
+        """-> EXITED: at once if PARKED, at its next exit if RUNNING, as it starts if
+        CREATED.  Doesn't wait (Vm.wait joins the thread)."""
         self._stop = True
         self._notice()
 
