@@ -1,6 +1,7 @@
 """Per-vCPU CPUID: what KVM supports, with the APIC ID filled in.
 
-Higher layers (xen/) may add hypervisor leaves through ``extra_leaves``.
+Higher layers (xen/) add hypervisor leaves through ``Vm.add_cpuid_leaves``; the Vm
+composes them and calls this once per vCPU (``Vm.configure_cpuid``).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "ioapic",           # IoApic._lock (reached through the line lock)
     "xen.timers",       # Timers._cv: released before a VIRQ is delivered
     "xen.events",       # XenDomain.events: a leaf Condition, notify only
+    "vcpu.state",       # Vcpu._cond: a vCPU's state and control flags; a leaf (calls run outside it)
 )
 RANK = {name: i for i, name in enumerate(LOCK_ORDER)}
 

@@ -10,13 +10,21 @@ vCPU thread.  Either KVM_RUN is already running and returns EINTR, or it is
 about to start and returns EINTR at once because of immediate_exit — so a vCPU
 spinning in the kernel (e.g. on a ``vmcall`` our PVM host never completes) is
 always interruptible.
+
+Control: a vCPU is CREATED, RUNNING, PARKED or EXITED (``VcpuState``; the table
+is in ARCHITECTURE.md, "Threads").  Other threads send it events -- stop, the
+VMM's pause/resume, the guest's take_offline/bring_online, ``call`` work -- as
+flags plus a kick; its own thread acts on them between two KVM_RUNs and is the
+only one to change its state.  The hot path tests one flag (``_stop``) per exit.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import signal
 import threading
+import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING
 
@@ -24,6 +32,7 @@ from kvm_bindings import KvmError, VcpuFd, consts, ffi
 from kvm_bindings import run_vcpu_fd
 from vmm import exitcodes, trace
 from vmm.errors import internal_error
+from vmm.locks import ordered_condition
 from vmm.trace_events import (
     TP_VCPU_EXIT_IO as TP_EXIT_IO,
     TP_VCPU_EXIT_MMIO as TP_EXIT_MMIO,
@@ -45,7 +54,16 @@ EXIT_NAMES = {getattr(consts, n): n[len("KVM_EXIT_"):].lower() for n in dir(cons
 _MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
+SERVICE_S = 0.005    # how often a vCPU thread waiting in ``call`` runs its own queued calls
+
 _current = threading.local()
+
+
+def _report_errors(vcpu: "Vcpu", fn) -> None:
+    try:
+        fn(vcpu)
+    except BaseException as e:   # noqa: BLE001 - nobody waits for it
+        internal_error(f"vcpu{vcpu.id} call", e)
 
 
 def current_vcpu() -> "Vcpu":
@@ -63,27 +81,41 @@ def install_kick_handler() -> None:
     signal.signal(KICK_SIGNAL, lambda signum, frame: None)
 
 
+class VcpuState(enum.Enum):
+    """Where a vCPU's thread is (ARCHITECTURE.md, "vCPU states").  Only in RUNNING may
+    its thread be inside KVM_RUN; in every other state its fd is idle, so any thread
+    may use it (``call`` does, borrowing the vCPU so that it can't leave the state)."""
+    CREATED = "created"      # no thread yet
+    RUNNING = "running"      # the thread runs guest code (KVM_RUN) and its exits
+    PARKED = "parked"        # the thread waits outside KVM_RUN: paused, offline, or borrowed
+    EXITED = "exited"        # the thread left its loop for good
+
+
 class Vcpu:
     def __init__(self, vm: "Vm", fd: VcpuFd):
         self.vm = vm
         self.fd = fd
         self.id = fd.id
         self.thread: threading.Thread | None = None
-        self._stop = False
-        self._pause_requested = False
-        self._paused = threading.Event()
-        self._resume = threading.Condition()
+        self.state = VcpuState.CREATED     # changed under _cond, by the vCPU's own thread
+        # The events.  Each is a flag the thread acts on at its next EINTR (a kick):
+        self._stop = False                 # stop: leave the loop (the loop tests it at every exit)
+        self._pause_requested = False      # the VMM's pause (snapshots); resume() clears it
+        self._offline = False              # the guest took the vCPU down (Xen VCPUOP_down); bring_online() clears it
+        self._borrowed = 0                 # callers running a ``call`` on the idle fd from their own thread
+        self._cond = ordered_condition("vcpu.state")
         self.stats: Counter[str] = Counter()
         self.exits = 0
         # Extra exit handlers (e.g. Xen hypercalls, MSR exits) installed by
         # higher layers: reason -> fn(vcpu) -> None.
         self.exit_handlers: dict[int, object] = {}
-        # Work that must run on this vCPU's own thread between two KVM_RUNs
+        # ``call`` work that must run on this vCPU's own thread between two KVM_RUNs
         # (vCPU ioctls from other threads would block on KVM's vcpu mutex).
         self._requests: deque = deque()
 
-    # ---------------------------------------------------------- control
+    # ---------------------------------------------------------- events
     def start(self) -> None:
+        """CREATED -> RUNNING (or PARKED, if paused or offline before it started)."""
         self.thread = threading.Thread(target=self._thread_main, name=f"vcpu{self.id}", daemon=True)
         self.thread.start()
 
@@ -99,98 +131,178 @@ class Vcpu:
             except ProcessLookupError:
                 pass
 
-    def request(self, fn) -> None:
-        """Run ``fn(vcpu)`` on the vCPU thread before its next KVM_RUN (kicks it)."""
-        self._requests.append(fn)
-        if self.thread is not threading.current_thread():
+    def _notice(self) -> None:
+        """Make the vCPU act on a changed flag before it next runs guest code."""
+        if self.thread is threading.current_thread():
+            if self.fd.run is not None:
+                self.fd.run.immediate_exit = 1   # own thread: the next KVM_RUN returns EINTR at once
+        else:
             self.kick()
-        elif self.fd.run is not None:
-            self.fd.run.immediate_exit = 1   # own thread: the next KVM_RUN returns EINTR at once
+        with self._cond:                         # a parked vCPU waits on the condition
+            self._cond.notify_all()
 
-    def _run_requests(self) -> None:
-        while self._requests:
-            self._requests.popleft()(self)
+    def call(self, fn, timeout: float = 1.0, wait: bool = True):
+        """The one way to run ``fn(vcpu)`` where a vCPU ioctl can't block: right here if
+        this is the vCPU's own thread or its fd is idle (CREATED, PARKED, EXITED: the
+        vCPU is borrowed meanwhile and can't go back to KVM_RUN), else on its thread,
+        kicked out of KVM_RUN, before its next entry.
 
-    def call(self, fn, timeout: float = 1.0):
-        """``fn(vcpu)`` where a vCPU ioctl can't block: right here if this is the vCPU's
-        own thread or it is parked (its fd idle), else on its thread, kicked out of
-        KVM_RUN.  Returns fn's result; raises TimeoutError if the vCPU didn't get to it
-        (a vCPU ioctl from another thread would wait for its KVM_RUN to end, forever
-        if it sits in HLT)."""
-        if self.thread is threading.current_thread() or self._paused.is_set():
+        wait=True: returns fn's result (or raises its exception); raises TimeoutError if
+        the vCPU didn't get to it within ``timeout`` s.  (A vCPU ioctl from another thread
+        would wait for its KVM_RUN to end, forever if it sits in HLT; a vCPU thread that
+        doesn't answer is busy in the VMM handling an exit of its own.)  A vCPU thread
+        that waits here runs its own queued calls meanwhile, so two vCPUs calling each
+        other don't deadlock.
+        wait=False: returns None at once (on the vCPU's own thread: after fn, which ran
+        right here); fn runs as above, its errors are internal errors (on the own thread:
+        the caller's)."""
+        if self.thread is threading.current_thread():
             return fn(self)
-        box: list = []
-        done = threading.Event()
+        with self._cond:
+            idle = self.state is not VcpuState.RUNNING
+            if idle:
+                self._borrowed += 1
+            else:
+                box: list = []
+                done = threading.Event()
 
-        def run(v) -> None:
+                def run(v) -> None:
+                    try:
+                        box.append((True, fn(v)))
+                    except BaseException as e:   # noqa: BLE001 - handed back to the caller
+                        box.append((False, e))
+                        if not wait:
+                            internal_error(f"vcpu{self.id} call", e)
+                    finally:
+                        done.set()
+                self._requests.append(run)
+        if idle:
             try:
-                box.append((True, fn(v)))
-            except BaseException as e:   # noqa: BLE001 - handed back to the caller
-                box.append((False, e))
+                return fn(self) if wait else _report_errors(self, fn)
             finally:
-                done.set()
-        self.request(run)
-        if not done.wait(timeout):
-            raise TimeoutError(f"vcpu{self.id} did not run the request within {timeout} s")
+                with self._cond:
+                    self._borrowed -= 1
+                    self._cond.notify_all()
+        self.kick()
+        if not wait:
+            return None
+        me = getattr(_current, "vcpu", None)
+        deadline = time.monotonic() + timeout
+        while not done.wait(SERVICE_S if me is not None else max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"vcpu{self.id} did not run the request within {timeout} s")
+            me._run_requests()
         ok, value = box[0]
         if not ok:
             raise value
         return value
 
+    def _run_requests(self) -> None:
+        while self._requests:
+            self._requests.popleft()(self)
+
     def service(self) -> bool:
         """For code that waits *on this vCPU's thread* outside KVM_RUN (Xen's
-        SCHEDOP_block and poll park there): run the requests that arrived meanwhile,
-        and say whether the vCPU must go back to its loop now (a pause or stop)."""
+        SCHEDOP_block and poll park there): run the calls that arrived meanwhile,
+        and say whether the vCPU must go back to its loop now (a pause, offline or stop)."""
         if self._requests:
             self._run_requests()
-        return self._stop or self._pause_requested
+        return self._stop or self._pause_requested or self._offline
 
     def stop(self) -> None:
+        """-> EXITED: at once if PARKED, at its next exit if RUNNING, as it starts if
+        CREATED.  Doesn't wait (Vm.wait joins the thread)."""
         self._stop = True
-        self.kick()
-        with self._resume:            # a parked vCPU must see the stop too
-            self._resume.notify_all()
+        self._notice()
 
-    def pause(self, timeout: float | None = 5.0) -> bool:
-        """Stop running guest code; returns once the vCPU is parked (timeout None:
-        don't wait — it parks before its next KVM_RUN, e.g. when it asked for it itself)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """RUNNING -> PARKED.  Returns once the vCPU runs no guest code (parked, exited, or
+        never started); raises TimeoutError if it isn't parked within ``timeout`` s.  From
+        the vCPU's own thread it returns at once: the vCPU parks before its next KVM_RUN."""
         self._pause_requested = True
-        self.kick()
-        if timeout is None:
-            return False
-        return self._paused.wait(timeout)
-
-    @property
-    def paused(self) -> bool:
-        return self._pause_requested
+        self._notice()
+        if self.thread is threading.current_thread():
+            return
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.state is not VcpuState.RUNNING or self._stop, timeout):
+                raise TimeoutError(f"vcpu{self.id} did not pause within {timeout} s")
 
     def resume(self) -> None:
-        with self._resume:
+        """Undo pause(): PARKED -> RUNNING, unless the guest has the vCPU offline."""
+        with self._cond:
             self._pause_requested = False
-            self._resume.notify_all()
+            self._cond.notify_all()
+
+    @property
+    def pause_requested(self) -> bool:
+        return self._pause_requested
+
+    def take_offline(self) -> None:
+        """The guest takes this vCPU down (Xen VCPUOP_down), maybe from its own thread:
+        it parks before its next KVM_RUN.  Guest-visible, unlike pause(): a VMM
+        pause/resume doesn't bring it back; only bring_online() does."""
+        self._offline = True
+        self._notice()
+
+    def bring_online(self) -> bool:
+        """Undo take_offline(); False if the vCPU wasn't offline."""
+        with self._cond:
+            was = self._offline
+            self._offline = False
+            self._cond.notify_all()
+        return was
+
+    @property
+    def offline(self) -> bool:
+        return self._offline
 
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None:
             self.thread.join(timeout)
 
-    # ---------------------------------------------------------- loop
+    # ---------------------------------------------------------- states
     def _thread_main(self) -> None:
         try:
+            self._park()                 # CREATED -> RUNNING, or PARKED first
             self._loop()
         except KvmError as e:
             self.vm.request_exit(exitcodes.VMM_ERROR, f"vcpu{self.id}: {e}")
         except BaseException as e:  # never let a vCPU thread die silently
             internal_error(f"vcpu{self.id}", e)     # printed, counted, and `vmm run` exits 1
             self.vm.request_exit(exitcodes.VMM_ERROR, f"vcpu{self.id}: internal error: {e!r}")
+        finally:
+            with self._cond:
+                self._set_state(VcpuState.EXITED)
+            try:
+                self._run_requests()     # calls queued as it stopped: the fd is idle now
+            except BaseException as e:  # noqa: BLE001
+                internal_error(f"vcpu{self.id}", e)
+
+    def _set_state(self, state: VcpuState) -> None:
+        """Under _cond.  Wakes whoever waits for a state (pause)."""
+        self.state = state
+        self._cond.notify_all()
 
     def _park(self) -> None:
+        """Wait outside KVM_RUN while the vCPU is paused, offline or borrowed; then RUNNING
+        (or leave it PARKED for the loop to end, on stop).  Called on every EINTR that
+        finds a hold, and once when the thread starts."""
+        with self._cond:
+            if self._stop:
+                return
+            if not (self._pause_requested or self._offline or self._borrowed):
+                self._set_state(VcpuState.RUNNING)
+                return
+            self._set_state(VcpuState.PARKED)
         if TP_VCPU_STATE.enabled:
             TP_VCPU_STATE.emit(self.id, state="paused")
-        self._paused.set()
-        with self._resume:
-            while self._pause_requested and not self._stop:
-                self._resume.wait()
-        self._paused.clear()
+        self._run_requests()             # queued while RUNNING: their callers wait for them
+        with self._cond:
+            while (self._pause_requested or self._offline or self._borrowed) and not self._stop:
+                self._cond.wait()
+            if self._stop:
+                return
+            self._set_state(VcpuState.RUNNING)
         if TP_VCPU_STATE.enabled:
             TP_VCPU_STATE.emit(self.id, state="running")
 
@@ -226,9 +338,9 @@ class Vcpu:
                 if r < 0:
                     if r == EINTR:
                         run.immediate_exit = 0
-                        if self._requests:         # first: a request may be what a pauser waits for
+                        if self._requests:         # first: a call may be what a pauser waits for
                             self._run_requests()
-                        if self._pause_requested and not self._stop:
+                        if (self._pause_requested or self._offline) and not self._stop:
                             self._park()
                         if self._requests:
                             self._run_requests()

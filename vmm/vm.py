@@ -1,8 +1,9 @@
 """A virtual machine: KVM VM fd, guest memory, interrupt controller, buses, vCPUs.
 
 Construction order matters to KVM and is fixed here: VM -> memory slots ->
-irqchip (must precede vCPUs) -> vCPUs (+ CPUID) -> devices (by the caller) ->
-boot state -> start.  The VM ends when some thread calls ``request_exit``: the
+irqchip (must precede vCPUs) -> vCPUs -> devices and higher layers (by the caller;
+Xen adds its CPUID leaves) -> CPUID, once (``configure_cpuid``; taking ``boot_vcpu``
+does it) -> boot state -> start.  The VM ends when some thread calls ``request_exit``: the
 first request wins and decides the process exit code; every vCPU is kicked.
 """
 
@@ -83,9 +84,9 @@ class Vm:
         self.mmio_bus = MmioBus()
         self.vcpus: list[Vcpu] = []
         for i in range(config.cpus):
-            fd = self.fd.create_vcpu(i)
-            configure_cpuid(self.kvm, fd, i)
-            self.vcpus.append(Vcpu(self, fd))
+            self.vcpus.append(Vcpu(self, self.fd.create_vcpu(i)))
+        self._cpuid_leaves: list = []           # fn(vcpu_id) -> {(function, index): (eax, ebx, ecx, edx)}
+        self._cpuid_configured = False
         self.started_at = 0.0
 
     # ------------------------------------------------------------ overlay pages
@@ -122,12 +123,34 @@ class Vm:
     def is_overlay(self, gpa: int) -> bool:
         return gpa in self._overlays
 
+    # ------------------------------------------------------------ CPUID
+    def add_cpuid_leaves(self, leaves) -> None:
+        """A higher layer's CPUID leaves (Xen's hypervisor range): ``leaves(vcpu_id)`` ->
+        {(function, index): (eax, ebx, ecx, edx)}, composed into the one configuration."""
+        if self._cpuid_configured:
+            raise VmSetupError("CPUID is configured already: add leaves before boot state is set")
+        self._cpuid_leaves.append(leaves)
+
+    def configure_cpuid(self) -> None:
+        """Set every vCPU's CPUID, once: KVM's supported leaves plus the added ones.  Before
+        any boot state (KVM checks e.g. EFER.LME against the guest's CPUID), so
+        ``boot_vcpu`` and ``start`` call it; later calls do nothing."""
+        if self._cpuid_configured:
+            return
+        self._cpuid_configured = True
+        for v in self.vcpus:
+            extra: dict = {}
+            for leaves in self._cpuid_leaves:
+                extra.update(leaves(v.id))
+            configure_cpuid(self.kvm, v.fd, v.id, extra)
+
     # ------------------------------------------------------------ lifecycle
     def at_exit(self, fn) -> None:
         """Run ``fn()`` once, in the thread that called ``wait``, after the guest ended."""
         self._at_exit.append(fn)
 
     def start(self) -> None:
+        self.configure_cpuid()
         install_kick_handler()
         self.started_at = time.monotonic()
         for v in self.vcpus:
@@ -142,12 +165,8 @@ class Vm:
             self.exit_reason = reason
         if TP_VM_EXIT.enabled:
             TP_VM_EXIT.emit(code=code, reason=reason)
-        me = threading.current_thread()
         for v in self.vcpus:
-            if v.thread is not me:
-                v.stop()
-            else:
-                v._stop = True
+            v.stop()
         self._exit_event.set()
 
     def wait(self, timeout: float | None = None) -> int:
@@ -191,6 +210,8 @@ class Vm:
 
     @property
     def boot_vcpu(self):
+        """vCPU 0's fd, for setting the boot state: CPUID is configured first."""
+        self.configure_cpuid()
         return self.vcpus[0].fd
 
 

@@ -9,7 +9,6 @@ Hypercall handlers run on the calling vCPU's thread; timers on the
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -111,10 +110,8 @@ class XenDomain:
         vm.irqchip.set_diverter(self.pirqs)         # GSIs and MSIs the guest maps to PIRQs
         if self.accel_full:
             self.clock.follow_kvm_clock(vm.fd)
-        from vmm.cpuid import configure_cpuid
-        for v in vm.vcpus:
-            configure_cpuid(vm.kvm, v.fd, v.id, xen_leaves(v.id, config.version, self.domid, self.clock.tsc_khz,
-                                                               apic_virt=config.apic_virt))
+        vm.add_cpuid_leaves(lambda vcpu_id: xen_leaves(vcpu_id, config.version, self.domid, self.clock.tsc_khz,
+                                                       apic_virt=config.apic_virt))
         self.write_wallclock()
         vm.at_exit(self.stop)
         self.hypercalls.count_enabled = vm.stats_enabled
@@ -237,41 +234,40 @@ class XenDomain:
 
     def vcpu_is_up(self, vcpu: int, caller: int) -> bool:
         """Xen: !_VPF_down.  An HVM AP is down until INIT/SIPI starts it, which
-        happens inside KVM; so ask the vCPU's own thread for its mp_state
-        (a vCPU ioctl from here would wait for its KVM_RUN to end)."""
+        happens inside KVM; so ask for its mp_state (through Vcpu.call: a vCPU ioctl
+        from here would wait for its KVM_RUN to end).  If the vCPU doesn't answer
+        within Vcpu.call's timeout, it is up: a vCPU waiting for INIT/SIPI sits in
+        KVM_RUN and answers at once when kicked, so one that doesn't is busy in the VMM
+        with an exit of its own, and only a started vCPU makes exits."""
         xv = self.vcpus[vcpu]
-        if self.vm.vcpus[vcpu].paused:
+        v = self.vm.vcpus[vcpu]
+        if v.offline:
             return False                 # VCPUOP_down
         if vcpu == caller or xv.up:
             xv.up = True
             return True
-        answer: list[int] = []
-        done = threading.Event()
-
-        def ask(v):
-            answer.append(v.fd.get_mp_state())
-            done.set()
-        self.vm.vcpus[vcpu].request(ask)
-        if not done.wait(1.0):
-            return True          # busy in a hypercall of its own: it is running
         from kvm_bindings import consts
-        up = answer[0] not in (consts.KVM_MP_STATE_UNINITIALIZED, consts.KVM_MP_STATE_INIT_RECEIVED)
+        try:
+            mp_state = v.call(lambda v: v.fd.get_mp_state())
+        except TimeoutError:
+            return True
+        up = mp_state not in (consts.KVM_MP_STATE_UNINITIALIZED, consts.KVM_MP_STATE_INIT_RECEIVED)
         xv.up = up
         return up
 
     def vcpu_down(self, vcpu: int) -> None:
-        """VCPUOP_down: park the vCPU (asynchronously: it may be the caller)."""
-        v = self.vm.vcpus[vcpu]
+        """VCPUOP_down: take the vCPU offline; it parks before its next KVM_RUN (it may
+        be the caller).  Not a VMM pause: a pause and resume leave it down."""
         self.set_runstate(vcpu, abi.RUNSTATE_offline)
-        v.pause(timeout=None)
+        self.vm.vcpus[vcpu].take_offline()
 
     def vcpu_up(self, vcpu: int) -> bool:
-        """VCPUOP_up: resume a vCPU taken down; False if it wasn't down."""
+        """VCPUOP_up: bring back a vCPU taken down; False if it wasn't down."""
         v = self.vm.vcpus[vcpu]
-        if not v.paused:
+        if not v.offline:
             return False
-        self.set_runstate(vcpu, abi.RUNSTATE_running)    # while parked: its fd is ours to use
-        v.resume()
+        self.set_runstate(vcpu, abi.RUNSTATE_running)    # while parked: Vcpu.call borrows its idle fd
+        v.bring_online()
         return True
 
     # ------------------------------------------------------------ runstate

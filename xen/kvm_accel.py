@@ -19,12 +19,11 @@ tests/test_xen_guests.py keeps the affected guests as strict xfails.
 
 uAPI: include/uapi/linux/kvm.h (KVM_XEN_ATTR_TYPE_*, KVM_XEN_VCPU_ATTR_TYPE_*),
 Documentation/virt/kvm/api.rst.  vCPU attributes must be set on the vCPU's own
-thread or while it is not in KVM_RUN: ``Vcpu.request`` takes care of that.
+thread or while it is not in KVM_RUN: ``Vcpu.call`` takes care of that.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, consts, ffi
@@ -81,14 +80,6 @@ class KvmXenAccel:
             setattr(attr.u, k, val)
         v.fd.xen_vcpu_set_attr(attr)
 
-    def _on_vcpu(self, vcpu: int, fn) -> None:
-        """Run fn(v) on vCPU ``vcpu``'s thread: now if we are on it, else before its next entry."""
-        v = self.vm.vcpus[vcpu]
-        if v.thread is None or v.thread is threading.current_thread():
-            fn(v)
-        else:
-            v.request(fn)
-
     # ------------------------------------------------------------ placement
     def set_long_mode(self, long_mode: bool) -> None:
         with self._lock:
@@ -104,7 +95,8 @@ class KvmXenAccel:
             self.vcpu_info(vcpu, vi)
 
     def vcpu_info(self, vcpu: int, gpa: int) -> None:
-        self._on_vcpu(vcpu, lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO, gpa=gpa))
+        self.vm.vcpus[vcpu].call(lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO, gpa=gpa),
+                                 wait=False)
         self._trace(f"vcpu{vcpu} vcpu_info {gpa:#x}")
 
     def runstate_area(self, vcpu: int, gpa: int) -> bool:
@@ -138,8 +130,8 @@ class KvmXenAccel:
 
     # ------------------------------------------------------------ upcalls and events
     def upcall_vector(self, vcpu: int, vector: int) -> None:
-        self._on_vcpu(vcpu, lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,
-                                                      vector=vector))
+        self.vm.vcpus[vcpu].call(lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,
+                                                           vector=vector), wait=False)
         self._trace(f"vcpu{vcpu} upcall vector {vector:#x}")
 
     def global_vector(self, vector: int) -> None:

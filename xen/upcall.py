@@ -132,7 +132,7 @@ class Upcall:
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             via = f"global vector {abi.callback_irq_vector(self.via_value):#x}"
             if self._kvm_global_vector:
-                self.vm.vcpus[vcpu].request(lambda v: None)   # KVM checks upcall_pending at entry
+                self.vm.vcpus[vcpu].call(lambda v: None, wait=False)   # KVM checks upcall_pending at entry
             else:
                 self._request_window(vcpu)
         elif self.gsi is not None and vcpu == 0:
@@ -158,7 +158,7 @@ class Upcall:
     # -- global vector: wait for an interrupt window, then inject like ExtINT
     def _request_window(self, vcpu: int) -> None:
         self._window_pending.add(vcpu)
-        self.vm.vcpus[vcpu].request(self._arm_window)
+        self.vm.vcpus[vcpu].call(self._arm_window, wait=False)
 
     def _arm_window(self, v) -> None:
         if v.id not in self._window_pending:

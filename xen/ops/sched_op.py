@@ -2,9 +2,9 @@
 
 block and poll park the calling vCPU's thread (it is not in KVM_RUN) on the
 domain's event condition; every event-channel delivery and the VM's end wake
-it, and it re-checks its condition.  Every few ms it also runs the requests
-other threads queued for this vCPU, and returns early (0, a spurious wake-up,
-which Xen allows) if the vCPU is being paused or stopped.  Interrupts KVM
+it, and it re-checks its condition.  Every few ms it also runs the calls
+other threads queued for this vCPU (Vcpu.service), and returns early (0, a spurious
+wake-up, which Xen allows) if the vCPU is being paused, taken down or stopped.  Interrupts KVM
 holds for the vCPU (LAPIC timer, IPIs) don't end the wait; on Xen they would.
 """
 
@@ -52,7 +52,7 @@ def handlers(domain):
         try:
             _wait(call.vcpu, cond, deadline_ns)
         finally:
-            if not call.vcpu.paused:      # taken down meanwhile: VCPUOP_down wrote "offline"
+            if not call.vcpu.offline:     # taken down meanwhile: VCPUOP_down wrote "offline"
                 domain.set_runstate(call.vcpu_id, abi.RUNSTATE_running, call.mem)
 
     def _wait(vcpu, cond, deadline_ns: int | None) -> None:
