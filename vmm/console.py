@@ -37,6 +37,21 @@ def raw_input_mode(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSAFLUSH, attrs)
 
 
+def open_sink(spec: str, option: str, streams: dict):
+    """An output named on the command line: one of ``streams`` (name -> a standard stream,
+    or None for no output) or ``file:PATH``.  Returns (fd, file); bad input is a UserError."""
+    if spec in streams:
+        stream = streams[spec]
+        return (stream.fileno() if stream is not None else None), None
+    if spec.startswith("file:") and len(spec) > 5:
+        path = spec[5:]
+        try:
+            return None, open(path, "wb", buffering=0)
+        except OSError as e:
+            raise UserError(f"{option}: cannot open {path}: {e.strerror}") from None
+    raise UserError(f"{option}: expected {', '.join(streams)} or file:PATH, got {spec!r}")
+
+
 class Console:
     def __init__(self, spec: str):
         self.spec = spec
@@ -44,16 +59,7 @@ class Console:
         self._fd: int | None = None
         self._saved_tty = None
         self._lock = threading.Lock()
-        if spec == "stdio":
-            self._fd = sys.stdout.fileno()
-        elif spec.startswith("file:") and len(spec) > 5:
-            path = spec[5:]
-            try:
-                self._file = open(path, "wb", buffering=0)
-            except OSError as e:
-                raise UserError(f"--serial: cannot open {path}: {e.strerror}") from None
-        elif spec != "none":
-            raise UserError(f"--serial: expected stdio, file:PATH or none, got {spec!r}")
+        self._fd, self._file = open_sink(spec, "--serial", {"stdio": sys.stdout, "none": None})
 
     def write(self, data: bytes) -> None:
         if self._fd is not None:
@@ -141,16 +147,7 @@ class LineSink:
         self._file = None
         self._buf = bytearray()
         self._lock = threading.Lock()
-        if spec == "stderr":
-            self._fd = sys.stderr.fileno()
-        elif spec.startswith("file:") and len(spec) > 5:
-            path = spec[5:]
-            try:
-                self._file = open(path, "wb", buffering=0)
-            except OSError as e:
-                raise UserError(f"{option}: cannot open {path}: {e.strerror}") from None
-        elif spec != "off":
-            raise UserError(f"{option}: expected off, stderr or file:PATH, got {spec!r}")
+        self._fd, self._file = open_sink(spec, option, {"stderr": sys.stderr, "off": None})
 
     @property
     def enabled(self) -> bool:
