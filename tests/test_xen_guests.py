@@ -57,7 +57,9 @@ GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     # Seeded hypercall fuzzing (guest-images/tests/xen_fuzz.c): one fixed seed in every tier
     # (~3 s here; sized for the nested host's slower calls); more seeds and a fresh one per
     # run in test_xen_fuzz_seeds.
-    "xen_fuzz": (["--cpus", "2"], "seed=1 calls=600", 0, ["PASS", "xen_fuzz: seed=1:"]),
+    # One vCPU: on a real KVM two vCPUs can hang after VCPUOP_down(1) (an open bug the fuzzer
+    # found, see test_xen_fuzz_fresh_seed_on_xen_capable_kvm); 2 vCPUs run in test_xen_fuzz_seeds.
+    "xen_fuzz": (["--cpus", "1"], "seed=1 calls=600", 0, ["PASS", "xen_fuzz: seed=1:"]),
 }
 
 # Timers must never fire early; how late they may be depends on where the VMM runs. Our
