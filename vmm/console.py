@@ -18,6 +18,7 @@ import os
 import sys
 import termios
 import threading
+import time
 import tty
 from typing import Callable
 
@@ -53,6 +54,16 @@ def open_sink(spec: str, option: str, streams: dict):
 
 
 class Console:
+    """The guest's console output (``--serial``).  Several guest sources may print to it
+    (COM1, Xen's console_io, the PV console): ``source(name)`` gives each its own writer,
+    and lines never mix byte by byte.  One source at a time owns the current line; its
+    bytes go straight through (so typing echoes at once), another source's bytes wait
+    until that line ends, or until the owner has been quiet for ``HANDOVER_S`` (a prompt
+    left without a newline); then the waiting source starts on a fresh line."""
+
+    HANDOVER_S = 0.2
+    MAX_WAITING = 64 * 1024          # a waiting source's bytes beyond this go out anyway
+
     def __init__(self, spec: str):
         self.spec = spec
         self._file = None
@@ -60,6 +71,72 @@ class Console:
         self._saved_tty = None
         self._lock = threading.Lock()
         self._fd, self._file = open_sink(spec, "--serial", {"stdio": sys.stdout, "none": None})
+        self._mux = threading.Lock()            # owner, waiting buffers (a leaf: only writes under it)
+        self._owner: str | None = None          # the source whose line is unfinished on screen
+        self._owner_at = 0.0
+        self._waiting: dict[str, bytearray] = {}
+        self._timer: threading.Timer | None = None
+
+    def source(self, name: str) -> Callable[[bytes], None]:
+        return lambda data: self._source_write(name, data)
+
+    def _source_write(self, name: str, data: bytes) -> None:
+        with self._mux:
+            if self._owner not in (None, name) and time.monotonic() - self._owner_at >= self.HANDOVER_S:
+                self._handover()
+            if self._owner in (None, name) and not self._waiting.get(name):
+                self._emit_as(name, data)
+            else:
+                buf = self._waiting.setdefault(name, bytearray())
+                buf += data
+                if len(buf) > self.MAX_WAITING:
+                    self._handover()
+                self._arm_timer()
+
+    def _emit_as(self, name: str, data: bytes) -> None:
+        """Write ``data`` for ``name`` (mux lock held); update who owns the line."""
+        if not data:
+            return
+        self.write(data)
+        if data.endswith(b"\n"):
+            self._owner = None
+            self._flush_waiting()
+        else:
+            self._owner, self._owner_at = name, time.monotonic()
+
+    def _flush_waiting(self) -> None:
+        """The line is free: give it to waiting sources, each up to its last newline."""
+        for name, buf in list(self._waiting.items()):
+            if self._owner not in (None, name) or not buf:
+                continue
+            data = bytes(buf)
+            buf.clear()
+            self._emit_as(name, data)
+
+    def _handover(self) -> None:
+        """The owner went quiet mid-line: end its line for it, let the others in."""
+        self.write(b"\n")
+        self._owner = None
+        self._flush_waiting()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            return
+
+        def fire():
+            with self._mux:
+                self._timer = None
+                if any(self._waiting.values()):
+                    if self._owner is not None and time.monotonic() - self._owner_at >= self.HANDOVER_S:
+                        self._handover()
+                    elif self._owner is None:
+                        self._flush_waiting()
+                    if any(self._waiting.values()):
+                        self._arm_timer()
+        self._timer = threading.Timer(self.HANDOVER_S, fire)
+        self._timer.name = "console-mux"
+        self._timer.daemon = True
+        self._timer.start()
 
     def write(self, data: bytes) -> None:
         if self._fd is not None:
@@ -124,6 +201,11 @@ class Console:
                 feed(bytes(out))
 
     def close(self) -> None:
+        with self._mux:                      # what waits for a line goes out now
+            if self._timer is not None:
+                self._timer.cancel()
+            while any(self._waiting.values()):
+                self._handover() if self._owner is not None else self._flush_waiting()
         if self._saved_tty is not None:
             fd, attrs = self._saved_tty
             termios.tcsetattr(fd, termios.TCSADRAIN, attrs)

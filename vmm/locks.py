@@ -31,6 +31,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "xen.upcall",       # Upcall._lock: the callback line's level
     "xen.kvm_accel",    # KvmXenAccel._lock: KVM's long-mode latch; one ioctl under it
     "pci.config",       # PciBus._config_lock: config cycles, BAR (re)mapping (re-entrant)
+    "xen.pvconsole",    # PvConsole.lock: ring indices and the input backlog; a leaf (notify after)
     "device",           # a device's own lock (Serial, PCI devices, the Xen platform device)
     "pci.msi",          # an MSI/MSI-X capability's state (devices/msi.py)
     "pci.intx",         # PciBus._intx_lock: the OR of INTx pins per GSI

@@ -108,6 +108,7 @@ class GuestMemory(AtomicAccess):
             raise GuestMemoryError(f"{size >> 20} MiB is more guest memory than this host will map ({e})") from None
         self.low_end = low
         self.acpi_tables: tuple[int, int] | None = None
+        self.reserved: list[tuple[int, int]] = []    # more E820_RESERVED ranges (mark_reserved)
 
     def _add(self, gpa: int, size: int, overlay: bool = False) -> Region:
         try:
@@ -149,7 +150,16 @@ class GuestMemory(AtomicAccess):
         if len(ram) > 1:
             r = ram[1]
             table.append((r.gpa, r.size, E820_RAM))
-        return table
+        table += [(gpa, size, E820_RESERVED) for gpa, size in self.reserved]
+        return sorted(table)
+
+    def mark_reserved(self, gpa: int, size: int) -> None:
+        """Report [gpa, gpa + size) as E820_RESERVED: pages the VMM backs outside RAM for
+        the guest to find (Xen's special pages), which its allocator must leave alone.
+        Only outside RAM: a reserved range inside RAM would contradict the RAM entry."""
+        if size <= 0 or any(r.gpa < gpa + size and gpa < r.end for r in self.ram_regions):
+            raise GuestMemoryError(f"reserved range {gpa:#x}+{size:#x} overlaps RAM")
+        self.reserved.append((gpa, size))
 
     def mark_acpi_tables(self, gpa: int, size: int) -> None:
         """Report [gpa, gpa + size) as E820_ACPI from now on: the ACPI tables

@@ -58,6 +58,10 @@ TP_XEN_PVCLOCK = T.point("xen.pvclock", "vcpu={vcpu} system_time={system_time} t
 # xen/ops/misc.py
 TP_XEN_CONSOLE = T.point("xen.console", "vcpu={vcpu} bytes={n}")
 
+# xen/pv_console.py: the PV console ring (the VMM as xenconsoled)
+TP_XEN_PVCONSOLE_OUT = T.point("xen.pvconsole.out", "bytes={n} {result}")
+TP_XEN_PVCONSOLE_IN = T.point("xen.pvconsole.in", "bytes={n} queued={queued}")
+
 # xen/platform_pci.py
 TP_XEN_PLATFORM_UNPLUG = T.point("xen.platform.unplug", "mask={mask:#x} devices={devices} via={via}")
 TP_XEN_PLATFORM_LOG = T.point("xen.platform.log", "{line}")

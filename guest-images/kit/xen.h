@@ -924,6 +924,20 @@ uint64_t xen_cmdline_u64(const char *key, uint64_t def);
 
 /* ---- Layout checks (against the public headers) ------------------------------------------------- */
 #define XEN_OFF(t, m, o) _Static_assert(offsetof(struct t, m) == (o), #t "." #m)
+/* ---- public/io/console.h: the PV console ring page ------------------------------------------ */
+struct xencons_interface {
+	char in[1024];
+	char out[2048];
+	uint32_t in_cons, in_prod;
+	uint32_t out_cons, out_prod;
+	uint8_t connection;			/* XENCONSOLE_CONNECTED 0 / DISCONNECTED 1 */
+};
+#define XENCONS_MASK(idx, ring) ((idx) & (sizeof(ring) - 1))
+/* tools/include/xenguest.h, tools/libs/guest/xg_dom_x86.c: the toolstack's special pages */
+#define XEN_SPECIAL_PFN(x) (0xff000u - 8 + (x))
+#define XEN_SPECIALPAGE_XENSTORE 4
+#define XEN_SPECIALPAGE_CONSOLE 7
+
 #define XEN_SIZE(t, s) _Static_assert(sizeof(struct t) == (s), "sizeof " #t)
 XEN_SIZE(vcpu_time_info, 32);
 XEN_OFF(vcpu_time_info, system_time, 16);
