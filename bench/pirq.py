@@ -26,26 +26,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devices.board import attach_pc_devices  # noqa: E402
 from devices.msi import SENT  # noqa: E402
-from devices.pci_testdev import attach_pci_testdev  # noqa: E402
-from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE  # noqa: E402
-from devices.serial import COM1_BASE, COM1_IRQ  # noqa: E402
 from kvm_bindings import MsiRoute, XenEvtchnRoute  # noqa: E402
 from vmm import trace  # noqa: E402
-from vmm.boot import load_kernel  # noqa: E402
-from vmm.boot.acpi import write_acpi_tables  # noqa: E402
 from vmm.errors import internal_errors  # noqa: E402
+from vmm.machine import Machine, MachineBuilder, MachineSpec, XenConfig  # noqa: E402
 from vmm.vcpu import current_vcpu  # noqa: E402
-from vmm.vm import Vm, VmConfig  # noqa: E402
-from xen.domain import XenConfig, XenDomain  # noqa: E402
-from xen.platform_pci import attach_xen_platform  # noqa: E402
+from vmm.vm import Vm  # noqa: E402
+from xen.domain import XenDomain  # noqa: E402
 
 GUEST = ROOT / "guest-images" / "build" / "bench_pirq.elf"
 BENCH_PORT = 0x530          # guest-images/tests/bench_pirq.c: +0 marker, +4 null, +8 result
@@ -121,31 +116,32 @@ def route_of(vm: Vm, vec) -> str:
 
 
 def run_guest(args, cmdline: str, stats: bool):
-    vm = Vm(VmConfig(memory=64 << 20, cpus=1, irqchip="split"))
-    vm.stats_enabled = stats            # before devices and Xen are attached: they read it
-    console = bytearray()
-    pc = attach_pc_devices(vm, console.extend)
-    platform = attach_xen_platform(vm, pc.pci)   # noqa: F841 - the Xen platform device, as `vmm run --xen`
-    xen = XenDomain(vm, XenConfig(hypercalls=args.transport), console.extend, pc.pci.intx_gsi)
-    dev = attach_pci_testdev(pc.pci)
-    markers = Markers(vm, xen, dev)
-    vm.pio_bus.register(BENCH_PORT, 12, markers, "bench")
-    rsdp = write_acpi_tables(vm.memory, 1, serial_ports=[(COM1_BASE, COM1_IRQ)],
-                             pci_routing=pc.pci.routing_table(), legacy_pic=False, rtc=(RTC_BASE, RTC_CENTURY))
-    load_kernel(vm.memory, vm.boot_vcpu, str(GUEST), cmdline, None, rsdp_addr=rsdp)
-    xen.start()
-    vm.start()
-    code = vm.wait(args.timeout)
-    routes = {name: route_of(vm, dev.msix.vector(e)) for name, e in (("plain", ENTRY_PLAIN), ("pirq", ENTRY_PIRQ))}
-    info = {"transport": type(xen.transport).__name__, "accel_full": xen.accel_full, "routes": routes}
-    dev.stop_timer()
-    vm.close()
-    out = console.decode(errors="replace")
+    """One `vmm run --xen --pci-testdev`-like machine (vmm/machine.py) plus the marker port."""
+    markers: list[Markers] = []
+
+    def attach_markers(m: Machine) -> None:          # a device that reads the Xen domain's counters
+        markers.append(Markers(m.vm, m.xen, m.pci_testdev))
+        m.vm.pio_bus.register(BENCH_PORT, 12, markers[0], "bench")
+
+    with tempfile.NamedTemporaryFile(prefix="bench-pirq-", suffix=".com1") as com1:
+        spec = MachineSpec(kernel=str(GUEST), cmdline=cmdline, memory=64 << 20, serial=f"file:{com1.name}",
+                           pci_testdev=True, xen=XenConfig(hypercalls=args.transport), stats=stats)
+        machine = MachineBuilder(spec).add("hypervisor", attach_markers).build()
+        try:
+            machine.start()
+            code = machine.wait(args.timeout)
+            vm, xen, dev = machine.vm, machine.xen, machine.pci_testdev
+            routes = {name: route_of(vm, dev.msix.vector(e)) for name, e in (("plain", ENTRY_PLAIN),
+                                                                              ("pirq", ENTRY_PIRQ))}
+            info = {"transport": type(xen.transport).__name__, "accel_full": xen.accel_full, "routes": routes}
+        finally:
+            machine.close()        # stops the testdev's timer thread, closes the VM
+        out = Path(com1.name).read_bytes().decode(errors="replace")
     if code != 0 or internal_errors():
         sys.stdout.write(out)
         raise SystemExit(f"bench guest failed: exit {code} ({vm.exit_reason}); "
                          f"internal errors: {internal_errors()[:1]}")
-    return markers.phases, info, out
+    return markers[0].phases, info, out
 
 
 def best(phases: list[Phase], name: str, n: int) -> float:

@@ -402,7 +402,7 @@ def test_dsdt_pci_host_bridge():
 
 
 def test_pci_routing_is_the_bus_routing_table():
-    """What cmd_run passes (PciBus.routing_table) is the table the tests above use."""
+    """What the builder's firmware phase passes (PciBus.routing_table) is the table the tests above use."""
     from devices.pci import PciBus
     assert PciBus.routing_table(PciBus) == PCI_ROUTING     # it only uses the static intx_gsi
 
@@ -440,7 +440,7 @@ sys.exit(main(sys.argv[2:]))
 @pytest.mark.parametrize("extra, has_pci", [((), True), (("--pci-testdev", "--xen-platform-device"), True),
                                             (("--no-pci",), False)])
 def test_vmm_run_declares_the_pci_bus(tmp_path, guest, extra, has_pci):
-    """`vmm run` (cmd_run) hands the bus's routing table to the DSDT, and nothing with --no-pci."""
+    """`vmm run` (the firmware phase) hands the bus's routing table to the DSDT, and nothing with --no-pci."""
     import subprocess
     import sys
     from conftest import ROOT

@@ -3,7 +3,7 @@
 * only kvm_bindings talks ioctls (no fcntl/ctypes elsewhere);
 * kvm_bindings imports nothing of ours;
 * vmm's library modules import neither devices nor xen — only the composition
-  root (vmm/cli.py) assembles a machine from them.
+  root (vmm/machine.py, the machine builder) assembles a machine from them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSITION_ROOTS = {"vmm/cli.py"}
+COMPOSITION_ROOTS = {"vmm/machine.py"}
 # ctypes for something other than KVM: prctl(PR_SET_PDEATHSIG) so QEMU dies with its runner.
 CTYPES_NOT_FOR_KVM = {"vmm/testhost/launcher.py"}
 

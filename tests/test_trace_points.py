@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from vmm import trace
-from vmm.cli import trace_tables
+from vmm.machine import trace_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("vmm", "devices", "xen")

@@ -1,15 +1,14 @@
-"""`vmm` command line: run, caps, testhost.
+"""`vmm` command line: run, caps, trace-points, testhost.
 
-This module is the composition root: the one place in ``vmm`` that imports
-``devices`` (and, later, ``xen``) to assemble a machine.  Library modules of
-``vmm`` never do (tests/test_layering.py checks it).
+`vmm run` maps its arguments to a ``MachineSpec`` and builds the machine with
+vmm/machine.py, the composition root (the one module of ``vmm`` that imports
+``devices`` and ``xen``: tests/test_layering.py); this module imports neither.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from importlib import metadata
 
@@ -129,118 +128,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- run
 def cmd_run(args) -> int:
+    """`vmm run`: spec from the arguments -> build -> start -> wait -> report."""
     # Everything here may raise UserError; main() turns it into one line + exit 2.
     if "list" in args.trace:
-        print(trace.listing(trace_tables()), end="")
+        print(trace.listing(_trace_tables()), end="")
         return 0
     if args.kernel is None:
         raise UserError("run: --kernel is required")
     fmt = trace.output_format(args.trace_file, args.trace_format)
     if fmt == "perfetto" and not args.trace_file:
         raise UserError("--trace-format perfetto needs a --trace-file")
-    memory = parse_size(args.memory, "--memory")
-    if args.irqchip is None:
-        args.irqchip = "split" if args.xen else "kernel"
-    xen_version = _parse_xen_version(args.xen_version) if args.xen else None
-    if args.no_pci and (args.pci_testdev or args.xen_platform_device):
-        raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
-    if not os.path.exists(args.kernel):
-        raise UserError(f"kernel not found: {args.kernel}")
-    if args.initrd and not os.path.exists(args.initrd):
-        raise UserError(f"initrd not found: {args.initrd}")
+    spec = spec_from_args(args)
+    spec.validate()
     if args.trace_file:
         try:
             trace.open_output(args.trace_file, fmt)
         except OSError as e:
             raise UserError(f"--trace-file: cannot open {args.trace_file}: {e.strerror}") from None
     try:
-        return _run(args, memory, xen_version)
+        return _run(spec, args.timeout)
     finally:
         trace.close_output()      # the JSON's closing bracket, however the run ended
 
 
-def _run(args, memory: int, xen_version) -> int:
-    from devices.board import attach_pc_devices
-    from devices.pci_testdev import attach_pci_testdev
-    from devices.serial import COM1_BASE, COM1_IRQ
-    from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
-    from kvm_bindings import KvmError
-    from vmm.boot import load_kernel
-    from vmm.boot.acpi import write_acpi_tables
-    from vmm.console import Console, LineSink
-    from vmm.irqchip import IrqChipError
-    from vmm.vm import Vm, VmConfig, VmSetupError
-    from xen.platform_pci import attach_xen_platform
+def spec_from_args(args):
+    """The machine `vmm run` describes (vmm/machine.py MachineSpec); text parsed here."""
+    from vmm.machine import MachineSpec, XenConfig
+    memory = parse_size(args.memory, "--memory")
+    xen = None
+    if args.xen:
+        xen = XenConfig(version=_parse_xen_version(args.xen_version), hypercalls=args.xen_hypercalls,
+                        kvm_accel=args.xen_kvm_accel, nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt)
+    return MachineSpec(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline, memory=memory,
+                       cpus=args.cpus, irqchip=args.irqchip, serial=args.serial, debugcon=args.debugcon,
+                       acpi=not args.no_acpi, pci=not args.no_pci, pci_testdev=args.pci_testdev,
+                       xen_platform=args.xen_platform_device, xen=xen, stats=args.stats,
+                       trace=list(args.trace))
 
-    for pattern in args.trace:
-        trace.enable(pattern)
 
-    console = Console(args.serial)
-    debugcon = LineSink(args.debugcon)
+def _run(spec, timeout: float | None) -> int:
+    from vmm.machine import BuildError, build
     try:
-        vm = Vm(VmConfig(memory=memory, cpus=args.cpus, irqchip=args.irqchip))
-    except ValueError as e:
-        raise UserError(f"--memory: {e}") from None
-    except (VmSetupError, IrqChipError) as e:
-        raise UserError(str(e)) from None
-    except KvmError as e:
-        print(f"vmm: cannot create the VM: {e}", file=sys.stderr)
+        machine = build(spec)
+    except BuildError as e:
+        print(f"vmm: {e}", file=sys.stderr)
         return exitcodes.VMM_ERROR
-    vm.stats_enabled = args.stats      # before devices and Xen are attached: they read it
     try:
-        pc = attach_pc_devices(vm, console.write, pci=not args.no_pci,
-                               debugcon_out=debugcon.write if debugcon.enabled else None)
-        xen = None
-        if args.xen_platform_device or args.xen:
-            if pc.pci is None:
-                raise UserError("--xen needs the PCI bus (for the Xen platform device): drop --no-pci")
-            platform = attach_xen_platform(vm, pc.pci)
-        if args.xen:
-            xen = _attach_xen(vm, args, xen_version, console.write, pc, platform)
-        if args.pci_testdev:
-            attach_pci_testdev(pc.pci)
-        rsdp = 0 if args.no_acpi else write_acpi_tables(
-            vm.memory, args.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
-            pci_routing=pc.pci.routing_table() if pc.pci is not None else None,
-            legacy_pic=args.irqchip == "kernel", rtc=(RTC_BASE, RTC_CENTURY))
-        load_kernel(vm.memory, vm.boot_vcpu, args.kernel, args.cmdline, args.initrd, rsdp_addr=rsdp)
-
-        def stop(signum=None, frame=None):
-            vm.request_exit(exitcodes.INTERRUPTED, "interrupted")
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        console.start_input(pc.serial.feed, stop)
-        if xen is not None:
-            xen.start()
-        vm.start()
-        code = vm.wait(args.timeout)
+        machine.start()
+        code = machine.wait(timeout)
     finally:
-        console.close()
-        debugcon.close()
+        machine.close()
+    vm = machine.vm
     if code not in (exitcodes.GUEST_POWEROFF,) and not vm.exit_reason.startswith("guest wrote"):
         print(f"vmm: {vm.exit_reason} (exit {code})", file=sys.stderr)
-    if args.stats:
+    if spec.stats:
         print_stats(vm)
     errors = internal_errors()
     if errors:
         # However the guest ended, a VMM bug happened on the way: say so, and fail.
         print(f"vmm: {len(errors)} internal error(s), first: {errors[0]}", file=sys.stderr)
         code = exitcodes.VMM_ERROR
-    vm.close()
     return code
 
 
-def trace_tables() -> list:
-    """Every package's trace-point table (importing a table declares its points)."""
-    import devices.trace_events  # noqa: F401
-    import vmm.trace_events  # noqa: F401
-    import xen.trace_events  # noqa: F401
-    order = ("vmm", "devices", "xen")        # the layering's order, whatever was imported first
-    return sorted(trace.tables(), key=lambda t: order.index(t.package))
+def _trace_tables() -> list:
+    from vmm.machine import trace_tables
+    return trace_tables()
 
 
 def cmd_trace_points(args) -> int:
-    tabs = trace_tables()
+    tabs = _trace_tables()
     print(trace.doc_list(tabs) if args.doc else trace.listing(tabs), end="")
     return 0
 
@@ -253,23 +210,6 @@ def _parse_xen_version(text: str) -> tuple[int, int]:
     if not (3 <= major <= 255 and 0 <= minor <= 255):
         raise UserError(f"--xen-version: {text} is out of range")
     return major, minor
-
-
-def _attach_xen(vm, args, version, console_out, pc, platform):
-    from xen.domain import XenConfig, XenDomain
-    from xen.transport import choose_transport
-    try:
-        choose_transport(vm.kvm, args.xen_hypercalls)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-    if not 16 <= args.xen_nr_pirqs <= 1 << 16:
-        # Below 16 not even the ISA IRQs fit; Xen's own limit is nr_irqs (extra_guest_irqs).
-        raise UserError(f"--xen-nr-pirqs: {args.xen_nr_pirqs} is out of range (16..65536)")
-    xen = XenDomain(vm, XenConfig(version=version, hypercalls=args.xen_hypercalls, kvm_accel=args.xen_kvm_accel,
-                                  nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt),
-                    console_out, pc.pci.intx_gsi)
-    return xen
 
 
 def print_stats(vm) -> None:

@@ -1,9 +1,9 @@
 """A virtual machine: KVM VM fd, guest memory, interrupt controller, buses, vCPUs.
 
 Construction order matters to KVM and is fixed here: VM -> memory slots ->
-irqchip (must precede vCPUs) -> vCPUs -> devices and higher layers (by the caller;
-Xen adds its CPUID leaves) -> CPUID, once (``configure_cpuid``; taking ``boot_vcpu``
-does it) -> boot state -> start.  The VM ends when some thread calls ``request_exit``: the
+irqchip (must precede vCPUs) -> vCPUs -> devices and higher layers (by the caller:
+vmm/machine.py's phases; Xen adds its CPUID leaves) -> CPUID, once (``configure_cpuid``;
+taking ``boot_vcpu`` does it) -> boot state -> start.  The VM ends when some thread calls ``request_exit``: the
 first request wins and decides the process exit code; every vCPU is kicked.
 """
 
@@ -42,6 +42,7 @@ class VmConfig:
     memory: int = 256 << 20
     cpus: int = 1
     irqchip: str = "kernel"          # "kernel" or "split"
+    stats: bool = False              # count exits (and, in higher layers, e.g. hypercalls) from the start
 
 
 class Vm:
@@ -57,7 +58,7 @@ class Vm:
             raise VmSetupError(f"{config.cpus} vCPUs requested; this host allows 1..{min(max_vcpus, 255)}")
         self.fd = self.kvm.create_vm()
         self._closed = False
-        self.stats_enabled = False
+        self.stats_enabled = config.stats      # devices and Xen read it when attached
         self.stats: Counter[str] = Counter()
         self.stats_sources: list = []
         self.exit_code: int | None = None

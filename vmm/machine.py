@@ -1,0 +1,400 @@
+"""Building a machine: a plain spec in, a built ``Machine`` out, in named phases.
+
+This module is the **composition root**: the one module of ``vmm`` that imports
+``devices`` and ``xen`` (tests/test_layering.py), because it is where a machine is
+assembled from them.  ``vmm run`` (vmm/cli.py) maps its arguments to a
+:class:`MachineSpec` and calls :func:`build`; tests, benchmarks and later snapshot
+restore and a control API build their VMs the same way::
+
+    machine = build(MachineSpec(kernel="hello.elf", serial="file:out.txt"))
+    try:
+        machine.start()
+        code = machine.wait(60)
+    finally:
+        machine.close()
+
+The build runs in **phases**, kvmtool's init levels (``core_init`` ... ``late_init``).
+:data:`PHASES` is the one table of their order, each with what it needs from which
+earlier phase and why (tests/test_machine.py checks every need points backwards).
+Each phase's work is a list of *contributions*, functions of the ``Machine`` under
+construction registered with :func:`contributes`; within a phase they run in
+registration order.  :class:`MachineBuilder` can replace a phase's contributions
+(a restore swaps ``boot`` for loading saved state) or add to one (a test device).
+:func:`build` runs every phase but ``late``; ``Machine.start()`` runs ``late``.
+
+The spec holds plain values only (``to_dict``/``from_dict``), so a snapshot can save
+the spec it was built from and a restore can build the same machine again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from devices.board import PcDevices, attach_pc_devices
+from devices.pci_testdev import PciTestDev, attach_pci_testdev
+from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
+from devices.serial import COM1_BASE, COM1_IRQ
+from kvm_bindings import KvmError
+from vmm import exitcodes, trace
+from vmm.boot import BootInfo, load_kernel
+from vmm.boot.acpi import write_acpi_tables
+from vmm.console import Console, LineSink
+from vmm.errors import UserError
+from vmm.irqchip import IrqChipError
+from vmm.vm import Vm, VmConfig, VmSetupError
+from xen.domain import XenConfig, XenDomain
+from xen.platform_pci import XenPlatformDevice, attach_xen_platform
+from xen.transport import choose_transport
+
+
+class BuildError(RuntimeError):
+    """The VMM could not build the machine (not the user's input): ``vmm run`` exits 1."""
+
+
+# ---------------------------------------------------------------- the spec
+@dataclass
+class MachineSpec:
+    """What to build, independent of any command line.  Plain values only.
+
+    Bad values raise ``UserError`` from :meth:`validate` (or, for what only KVM can
+    judge, from :func:`build`); the messages name the ``vmm run`` option of each field.
+    """
+    kernel: str = ""                    # PVH ELF or bzImage
+    initrd: str | None = None
+    cmdline: str = ""
+    memory: int = 256 << 20             # bytes
+    cpus: int = 1
+    irqchip: str | None = None          # "kernel" | "split"; None: split with Xen, else kernel
+    serial: str = "stdio"               # COM1: stdio | file:PATH | none
+    debugcon: str = "off"               # the 0xE9 port: off | stderr | file:PATH
+    acpi: bool = True
+    pci: bool = True
+    pci_testdev: bool = False
+    xen_platform: bool = False          # the Xen platform PCI device without Xen (implied by xen)
+    xen: XenConfig | None = None        # a Xen HVM domain (xen/domain.py), or none
+    stats: bool = False                 # count exits, hypercalls (Vm.collect_stats)
+    trace: list[str] = field(default_factory=list)     # trace point globs to enable
+
+    def __post_init__(self):
+        if self.irqchip is None:
+            self.irqchip = "split" if self.xen is not None else "kernel"
+
+    @property
+    def wants_xen_platform(self) -> bool:
+        return self.xen_platform or self.xen is not None
+
+    def validate(self) -> None:
+        """The checks that need no KVM; ``UserError`` with one line on the first problem."""
+        if not self.pci and (self.pci_testdev or self.xen_platform):
+            raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
+        if not os.path.exists(self.kernel):
+            raise UserError(f"kernel not found: {self.kernel}")
+        if self.initrd and not os.path.exists(self.initrd):
+            raise UserError(f"initrd not found: {self.initrd}")
+        if self.xen is not None:
+            if not self.pci:
+                raise UserError("--xen needs the PCI bus (for the Xen platform device): drop --no-pci")
+            if not 16 <= self.xen.nr_pirqs <= 1 << 16:
+                # Below 16 not even the ISA IRQs fit; Xen's own limit is nr_irqs (extra_guest_irqs).
+                raise UserError(f"--xen-nr-pirqs: {self.xen.nr_pirqs} is out of range (16..65536)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MachineSpec":
+        d = dict(d)
+        if d.get("xen") is not None:
+            x = dict(d["xen"])
+            x["version"] = tuple(x["version"])
+            d["xen"] = XenConfig(**x)
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- the phases
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    does: str
+    needs: dict[str, str]          # an earlier phase -> why this one needs it
+
+
+PHASES: tuple[Phase, ...] = (
+    Phase("core", "trace points on, the console sinks, the Vm (VM fd, RAM slots, irqchip, vCPUs "
+                  "in the order KVM requires: vmm/vm.py), stats on from the start (VmConfig.stats)",
+          {}),
+    Phase("platform", "the PC devices on the PIO bus, the userspace I/OAPIC (split irqchip), the PCI "
+                      "host bridge and config ports (devices/board.py)",
+          {"core": "devices take their interrupt lines from the Vm's irqchip and write to the sinks"}),
+    Phase("pci", "PCI functions: the Xen platform device, then the PCI test device (slots and BARs "
+                 "are assigned at plug time, so plugging in this order keeps their addresses)",
+          {"platform": "they are plugged on the PCI bus"}),
+    Phase("hypervisor", "the Xen domain: transport, event channels, the PIRQ table as the irqchip's "
+                        "diverter, Xen's CPUID leaves",
+          {"platform": "its GSI/INTx callback line goes through the PCI bus's swizzle (PciBus.intx_gsi)",
+           "core": "it is built on the Vm (irqchip, vCPUs) and counts hypercalls if the Vm counts"}),
+    Phase("firmware", "the ACPI tables (RSDP, XSDT, MADT, FADT, DSDT) in guest RAM, describing the "
+                      "finished device set",
+          {"core": "one MADT entry per vCPU, the tables go into guest RAM",
+           "platform": "COM1, the RTC, legacy PIC or not (irqchip), the PCI bus's _PRT"}),
+    Phase("boot", "load the kernel and initrd, set vCPU 0's boot state (a restore replaces this "
+                  "phase with loading saved state)",
+          {"firmware": "the loader hands the guest the RSDP address (and E820 covers the tables)",
+           "hypervisor": "boot state configures CPUID, once: every CPUID leaf (Xen's) is added before"}),
+    Phase("late", "things that run: SIGINT/SIGTERM end the VM, console input, Xen's timer thread, the "
+                  "vCPUs (run by Machine.start(), not by build)",
+          {"boot": "a vCPU must not run before its boot state is set",
+           "platform": "console input feeds COM1",
+           "hypervisor": "the Xen timer thread delivers into the domain"}),
+)
+PHASE_NAMES = tuple(p.name for p in PHASES)
+BUILD_PHASES = PHASE_NAMES[:-1]       # build(); Machine.start() runs "late"
+
+Contribution = Callable[["Machine"], None]
+CONTRIBUTIONS: dict[str, list[Contribution]] = {name: [] for name in PHASE_NAMES}
+
+
+def contributes(phase: str):
+    """Register the decorated ``fn(machine)`` as a contribution to ``phase``."""
+    if phase not in CONTRIBUTIONS:
+        raise ValueError(f"no phase {phase!r} (phases: {', '.join(PHASE_NAMES)})")
+
+    def register(fn: Contribution) -> Contribution:
+        CONTRIBUTIONS[phase].append(fn)
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------- the machine
+class Machine:
+    """A built VM and everything attached to it.  Attributes a phase fills in stay
+    None when the spec doesn't ask for them (``xen`` without Xen, ``pci`` with
+    ``pci=False``)."""
+
+    def __init__(self, spec: MachineSpec, late: list[Contribution]):
+        self.spec = spec
+        self.vm: Vm | None = None
+        self.console: Console | None = None
+        self.debugcon: LineSink | None = None
+        self.pc: PcDevices | None = None
+        self.xen_platform: XenPlatformDevice | None = None
+        self.pci_testdev: PciTestDev | None = None
+        self.xen: XenDomain | None = None
+        self.rsdp = 0                            # 0: no ACPI
+        self.boot_info: BootInfo | None = None
+        self.phases_run: list[str] = []
+        self._late = late
+        self._cleanups: list[Callable[[], None]] = []
+        self._started = False
+        self._closed = False
+
+    @property
+    def pci(self):
+        return self.pc.pci if self.pc is not None else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` at close(); cleanups run last registered first."""
+        self._cleanups.append(fn)
+
+    def run_phase(self, name: str, contributions: list[Contribution]) -> None:
+        for fn in contributions:
+            fn(self)
+        self.phases_run.append(name)
+
+    def start(self) -> None:
+        """The ``late`` phase: signal handlers, console input, device threads, vCPUs."""
+        if self._started:
+            raise RuntimeError("the machine is started already")
+        self._started = True
+        self.run_phase("late", self._late)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Until the guest ends, or ``timeout`` seconds (exit 124); returns the exit code."""
+        return self.vm.wait(timeout)
+
+    def close(self) -> None:
+        """Release everything (idempotent): sinks flushed and closed, the tty restored,
+        signal handlers put back, the VM's fds and memory."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._cleanups:
+            self._cleanups.pop()()
+
+
+class MachineBuilder:
+    """The phases' contributions for one build, which a caller may change first."""
+
+    def __init__(self, spec: MachineSpec):
+        self.spec = spec
+        self.contributions = {name: list(fns) for name, fns in CONTRIBUTIONS.items()}
+
+    def replace(self, phase: str, *fns: Contribution) -> "MachineBuilder":
+        """Run ``fns`` instead of ``phase``'s contributions (a restore: ``boot``)."""
+        self.contributions[_known(phase)] = list(fns)
+        return self
+
+    def add(self, phase: str, fn: Contribution) -> "MachineBuilder":
+        """Run ``fn`` after ``phase``'s own contributions."""
+        self.contributions[_known(phase)].append(fn)
+        return self
+
+    def build(self) -> Machine:
+        """Validate the spec and run every phase but ``late``.  A failure closes what
+        was built and raises (``UserError``: bad input; ``BuildError``: the VMM's)."""
+        self.spec.validate()
+        m = Machine(self.spec, self.contributions["late"])
+        try:
+            for name in BUILD_PHASES:
+                m.run_phase(name, self.contributions[name])
+        except BaseException:
+            m.close()
+            raise
+        return m
+
+
+def _known(phase: str) -> str:
+    if phase not in CONTRIBUTIONS:
+        raise ValueError(f"no phase {phase!r} (phases: {', '.join(PHASE_NAMES)})")
+    return phase
+
+
+def build(spec: MachineSpec) -> Machine:
+    return MachineBuilder(spec).build()
+
+
+# ---------------------------------------------------------------- core
+@contributes("core")
+def _enable_trace(m: Machine) -> None:
+    for pattern in m.spec.trace:
+        trace.enable(pattern)
+
+
+@contributes("core")
+def _open_sinks(m: Machine) -> None:
+    m.console = Console(m.spec.serial)
+    m.on_close(m.console.close)
+    m.debugcon = LineSink(m.spec.debugcon)
+    m.on_close(m.debugcon.close)
+
+
+@contributes("core")
+def _create_vm(m: Machine) -> None:
+    s = m.spec
+    try:
+        m.vm = Vm(VmConfig(memory=s.memory, cpus=s.cpus, irqchip=s.irqchip, stats=s.stats))
+    except ValueError as e:
+        raise UserError(f"--memory: {e}") from None
+    except (VmSetupError, IrqChipError) as e:
+        raise UserError(str(e)) from None
+    except KvmError as e:
+        raise BuildError(f"cannot create the VM: {e}") from None
+    m.on_close(m.vm.close)
+
+
+# ---------------------------------------------------------------- platform
+@contributes("platform")
+def _pc_devices(m: Machine) -> None:
+    m.pc = attach_pc_devices(m.vm, m.console.write, pci=m.spec.pci,
+                             debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
+
+
+# ---------------------------------------------------------------- pci
+@contributes("pci")
+def _xen_platform_device(m: Machine) -> None:
+    if m.spec.wants_xen_platform:
+        m.xen_platform = attach_xen_platform(m.vm, m.pci)
+
+
+@contributes("pci")
+def _pci_testdev(m: Machine) -> None:
+    if m.spec.pci_testdev:
+        dev = m.pci_testdev = attach_pci_testdev(m.pci)
+        m.on_close(dev.stop_timer)          # its burst thread, if the guest started one
+
+
+# ---------------------------------------------------------------- hypervisor
+@contributes("hypervisor")
+def _xen_domain(m: Machine) -> None:
+    config = m.spec.xen
+    if config is None:
+        return
+    try:
+        choose_transport(m.vm.kvm, config.hypercalls)      # a clear error for an unusable transport
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    m.xen = XenDomain(m.vm, config, m.console.write, m.pci.intx_gsi)
+
+
+# ---------------------------------------------------------------- firmware
+@contributes("firmware")
+def _acpi_tables(m: Machine) -> None:
+    s = m.spec
+    if not s.acpi:
+        return
+    m.rsdp = write_acpi_tables(
+        m.vm.memory, s.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
+        pci_routing=m.pci.routing_table() if m.pci is not None else None,
+        legacy_pic=s.irqchip == "kernel", rtc=(RTC_BASE, RTC_CENTURY))
+
+
+# ---------------------------------------------------------------- boot
+@contributes("boot")
+def _load_kernel(m: Machine) -> None:
+    s = m.spec
+    m.boot_info = load_kernel(m.vm.memory, m.vm.boot_vcpu, s.kernel, s.cmdline, s.initrd, rsdp_addr=m.rsdp)
+
+
+# ---------------------------------------------------------------- late
+def _interrupted(m: Machine) -> None:
+    m.vm.request_exit(exitcodes.INTERRUPTED, "interrupted")
+
+
+@contributes("late")
+def _signals(m: Machine) -> None:
+    """SIGINT/SIGTERM end the VM (exit 130); put back at close.  Only Python's main
+    thread can set handlers: a machine built on another thread leaves them alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = lambda signum=None, frame=None: _interrupted(m)  # noqa: E731
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    m.on_close(lambda: [signal.signal(sig, h) for sig, h in saved.items()])
+
+
+@contributes("late")
+def _console_input(m: Machine) -> None:
+    m.console.start_input(m.pc.serial.feed, lambda: _interrupted(m))
+
+
+@contributes("late")
+def _xen_timers(m: Machine) -> None:
+    if m.xen is not None:
+        m.xen.start()
+
+
+@contributes("late")
+def _vcpus(m: Machine) -> None:
+    m.vm.start()
+
+
+# ---------------------------------------------------------------- trace tables
+def trace_tables() -> list:
+    """Every package's trace-point table (importing a table declares its points)."""
+    import devices.trace_events  # noqa: F401
+    import vmm.trace_events  # noqa: F401
+    import xen.trace_events  # noqa: F401
+    order = ("vmm", "devices", "xen")        # the layering's order, whatever was imported first
+    return sorted(trace.tables(), key=lambda t: order.index(t.package))
+
+
+__all__ = ["BuildError", "Machine", "MachineBuilder", "MachineSpec", "PHASES", "Phase", "XenConfig",
+           "build", "contributes", "trace_tables"]
