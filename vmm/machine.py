@@ -304,7 +304,7 @@ def _create_vm(m: Machine) -> None:
 # ---------------------------------------------------------------- platform
 @contributes("platform")
 def _pc_devices(m: Machine) -> None:
-    m.pc = attach_pc_devices(m.vm, m.console.write, pci=m.spec.pci,
+    m.pc = attach_pc_devices(m.vm, m.console.source("serial"), pci=m.spec.pci,
                              debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
 
 
@@ -332,7 +332,7 @@ def _xen_domain(m: Machine) -> None:
         choose_transport(m.vm.kvm, config.hypercalls)      # a clear error for an unusable transport
     except ValueError as e:
         raise UserError(str(e)) from None
-    m.xen = XenDomain(m.vm, config, m.console.write, m.pci.intx_gsi)
+    m.xen = XenDomain(m.vm, config, m.console.source("xen"), m.pci.intx_gsi)
 
 
 # ---------------------------------------------------------------- firmware
