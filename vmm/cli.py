@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(KVM then treats poll as a yield)")
     r.add_argument("--xen-nr-pirqs", type=int, default=256, metavar="N",
                    help="PIRQs of the Xen domain (default 256, as QEMU: keeps PIRQ MSI addresses 32-bit)")
+    r.add_argument("--xen-console", choices=("serial", "pv", "both"), default="both",
+                   help="where the terminal's input goes with --xen: COM1, the Xen PV console (hvc0), or "
+                        "both (default); the output of every console is shown, a line at a time")
     r.add_argument("--xen-apic-virt", action="store_true",
                    help="advertise APIC and x2APIC access virtualization in Xen's CPUID leaf base+4: "
                         "Linux then uses native MSIs instead of MSI PIRQs")
@@ -162,7 +165,8 @@ def spec_from_args(args):
     return MachineSpec(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline, memory=memory,
                        cpus=args.cpus, irqchip=args.irqchip, serial=args.serial, debugcon=args.debugcon,
                        acpi=not args.no_acpi, pci=not args.no_pci, pci_testdev=args.pci_testdev,
-                       xen_platform=args.xen_platform_device, xen=xen, stats=args.stats,
+                       xen_platform=args.xen_platform_device, xen=xen, xen_console=args.xen_console,
+                       stats=args.stats,
                        trace=list(args.trace))
 
 

@@ -49,6 +49,7 @@ from vmm.irqchip import IrqChipError
 from vmm.vm import Vm, VmConfig, VmSetupError
 from xen.domain import XenConfig, XenDomain
 from xen.platform_pci import XenPlatformDevice, attach_xen_platform
+from xen.toolstack import Toolstack
 from xen.transport import choose_transport
 
 
@@ -77,6 +78,7 @@ class MachineSpec:
     pci_testdev: bool = False
     xen_platform: bool = False          # the Xen platform PCI device without Xen (implied by xen)
     xen: XenConfig | None = None        # a Xen HVM domain (xen/domain.py), or none
+    xen_console: str = "both"           # with xen: terminal input to "serial", "pv" (hvc0) or "both"
     stats: bool = False                 # count exits, hypercalls (Vm.collect_stats)
     trace: list[str] = field(default_factory=list)     # trace point globs to enable
 
@@ -135,7 +137,8 @@ PHASES: tuple[Phase, ...] = (
                  "are assigned at plug time, so plugging in this order keeps their addresses)",
           {"platform": "they are plugged on the PCI bus"}),
     Phase("hypervisor", "the Xen domain: transport, event channels, the PIRQ table as the irqchip's "
-                        "diverter, Xen's CPUID leaves",
+                        "diverter, Xen's CPUID leaves; then what Xen's toolstack adds (special pages, "
+                        "the PV console and xenstore backends, their HVM params)",
           {"platform": "its GSI/INTx callback line goes through the PCI bus's swizzle (PciBus.intx_gsi)",
            "core": "it is built on the Vm (irqchip, vCPUs) and counts hypercalls if the Vm counts"}),
     Phase("firmware", "the ACPI tables (RSDP, XSDT, MADT, FADT, DSDT) in guest RAM, describing the "
@@ -185,6 +188,7 @@ class Machine:
         self.xen_platform: XenPlatformDevice | None = None
         self.pci_testdev: PciTestDev | None = None
         self.xen: XenDomain | None = None
+        self.toolstack: Toolstack | None = None
         self.rsdp = 0                            # 0: no ACPI
         self.boot_info: BootInfo | None = None
         self.phases_run: list[str] = []
@@ -335,6 +339,13 @@ def _xen_domain(m: Machine) -> None:
     m.xen = XenDomain(m.vm, config, m.console.source("xen"), m.pci.intx_gsi)
 
 
+@contributes("hypervisor")
+def _xen_toolstack(m: Machine) -> None:
+    """What libxl and dom0's daemons give a domU: special pages, the PV console (xen/toolstack.py)."""
+    if m.xen is not None:
+        m.toolstack = Toolstack(m.xen, m.console.source("hvc0"))
+
+
 # ---------------------------------------------------------------- firmware
 @contributes("firmware")
 def _acpi_tables(m: Machine) -> None:
@@ -372,7 +383,13 @@ def _signals(m: Machine) -> None:
 
 @contributes("late")
 def _console_input(m: Machine) -> None:
-    m.console.start_input(m.pc.serial.feed, lambda: _interrupted(m))
+    feeds = []
+    if m.toolstack is None or m.spec.xen_console in ("serial", "both"):
+        feeds.append(m.pc.serial.feed)
+    if m.toolstack is not None and m.spec.xen_console in ("pv", "both"):
+        feeds.append(m.toolstack.console_input)
+    feed = feeds[0] if len(feeds) == 1 else (lambda data: [f(data) for f in feeds])
+    m.console.start_input(feed, lambda: _interrupted(m))
 
 
 @contributes("late")

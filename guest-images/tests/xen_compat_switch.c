@@ -56,6 +56,9 @@ void kit_main(void)
 	/* 64-bit layout: ports 1..1027 unbound, then a loopback pair (1 <-> 1028: port 1 is
 	 * closed and reused) and VIRQ_TIMER on 1029. */
 	evtchn_port_t p, peer = 0, local, timer;
+	/* The toolstack's ports (PV console, xenstore) go first: the numbering below starts at 1. */
+	struct evtchn_reset rs = { .dom = DOMID_SELF };
+	XEN_EXPECT("reset(self)", HYPERVISOR_event_channel_op(EVTCHNOP_reset, &rs), 0);
 	for (int i = 1; i <= HIGH - 3; i++) {
 		long rc = xen_evtchn_alloc_unbound(DOMID_SELF, &p);
 		if (rc || p != (evtchn_port_t)i)
