@@ -46,6 +46,7 @@ bench: setup
 	$(PY) bench/pio_exit.py
 	$(PY) bench/hypercall.py
 	$(PY) bench/pirq.py
+	$(PY) bench/xen_services.py
 
 SOAK_MINUTES ?= 10
 soak: setup
