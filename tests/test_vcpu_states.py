@@ -235,7 +235,7 @@ def test_two_vcpus_calling_each_other_dont_deadlock():
 
 
 def test_xen_vcpu_is_up_down_and_a_vcpu_that_does_not_answer():
-    """XenDomain.vcpu_is_up asks through Vcpu.call: an AP waiting for INIT/SIPI is down;
+    """XenVcpus.is_up asks through Vcpu.call: an AP waiting for INIT/SIPI is down;
     VCPUOP_down (take_offline) is down whatever the VMM's pause says; a vCPU that doesn't
     answer in time is busy with an exit of its own, so up."""
     from xen.domain import XenConfig, XenDomain
@@ -257,23 +257,23 @@ def test_xen_vcpu_is_up_down_and_a_vcpu_that_does_not_answer():
         set_protected_mode_flat(vm.boot_vcpu, CODE, 0)
         set_protected_mode_flat(vm.vcpus[2].fd, CODE, 0)
         vm.vcpus[2].fd.set_mp_state(consts.KVM_MP_STATE_RUNNABLE)            # vCPU 2 runs; 1 waits for SIPI
-        assert not xen.vcpu_is_up(1, caller=0)                              # CREATED: asked in this thread
+        assert not xen.vcpus.is_up(1, caller=0)                              # CREATED: asked in this thread
         vm.start()
         assert busy.wait(5)
-        assert not xen.vcpu_is_up(1, caller=0)                              # in KVM_RUN: answers when kicked
+        assert not xen.vcpus.is_up(1, caller=0)                              # in KVM_RUN: answers when kicked
         t0 = time.monotonic()
-        assert xen.vcpu_is_up(2, caller=0)                                  # busy: no answer, up
+        assert xen.vcpus.is_up(2, caller=0)                                  # busy: no answer, up
         assert time.monotonic() - t0 >= 0.9
         release.set()
-        xen.vcpu_down(2)
+        xen.vcpus.down(2)
         assert wait_for(lambda: vm.vcpus[2].state is VcpuState.PARKED)
-        assert not xen.vcpu_is_up(2, caller=0)
+        assert not xen.vcpus.is_up(2, caller=0)
         vm.vcpus[2].pause(5)
         vm.vcpus[2].resume()
-        assert not xen.vcpu_is_up(2, caller=0) and vm.vcpus[2].state is VcpuState.PARKED
-        assert xen.vcpu_up(2) and not xen.vcpu_up(2)
+        assert not xen.vcpus.is_up(2, caller=0) and vm.vcpus[2].state is VcpuState.PARKED
+        assert xen.vcpus.up(2) and not xen.vcpus.up(2)
         assert wait_for(lambda: vm.vcpus[2].state is VcpuState.RUNNING)
-        assert xen.vcpu_is_up(2, caller=0)
+        assert xen.vcpus.is_up(2, caller=0)
     finally:
         release.set()
         vm.request_exit(0, "test over")

@@ -26,7 +26,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "xen.ports",        # EventChannels.lock: the port table; set_pending/unmask decisions
     "xen.shared_info",  # SharedInfo.lock: placement only (bits are atomic RMWs)
     "xen.gnttab",       # GrantTable.lock
-    "xen.pages",        # XenDomain._pages_lock: placed pages
+    "xen.pages",        # PagePlacement._lock (xen/placement.py): placed pages
     "vm.overlay",       # Vm._overlay_lock: overlay memory slots
     "xen.upcall",       # Upcall._lock: the callback line's level
     "xen.kvm_accel",    # KvmXenAccel._lock: KVM's long-mode latch; one ioctl under it

@@ -46,8 +46,10 @@ from xen.trace_events import (
 )
 
 if TYPE_CHECKING:
-    from xen.domain import XenDomain
     from xen.evtchn_abi import PortAbi
+    from xen.pirq import PirqTable
+    from xen.shared_info import SharedInfo
+    from xen.upcall import Upcall
 
 ECS_FREE = abi.EVTCHNSTAT_closed
 ECS_UNBOUND = abi.EVTCHNSTAT_unbound
@@ -85,8 +87,19 @@ class Backend:
 
 
 class EventChannels:
-    def __init__(self, domain: "XenDomain", port_abi: "PortAbi", kernel_delivery=None):
-        self.domain = domain
+    """``shared``: SharedInfo (whether KVM can deliver yet); ``wake()``: notify the domain's
+    blocked vCPUs (SCHEDOP_block/poll) after every delivery; ``upcall``: Upcall (after a KVM
+    delivery, the callback line is ours).  The PIRQ table is attached (``pirqs``) once made:
+    it delivers through us."""
+
+    def __init__(self, port_abi: "PortAbi", shared: "SharedInfo", nr_vcpus: int, domid: int,
+                 wake: Callable[[], None], upcall: "Upcall | None" = None, kernel_delivery=None):
+        self.shared = shared
+        self.nr_vcpus = nr_vcpus
+        self.domid = domid
+        self.wake = wake
+        self.upcall = upcall
+        self.pirqs: "PirqTable | None" = None
         self.lock = ordered_lock("xen.ports")
         self.port_abi = port_abi
         # KvmXenAccel when KVM delivers events (accel_full), while the ABI is 2-level
@@ -136,11 +149,11 @@ class EventChannels:
         return ch
 
     def _check_vcpu(self, vcpu: int) -> None:
-        if not 0 <= vcpu < len(self.domain.vcpus):
+        if not 0 <= vcpu < self.nr_vcpus:
             raise XenError(abi.XenErrno.ENOENT, f"no vCPU {vcpu}")
 
     def _check_dom(self, dom: int) -> None:
-        if dom not in (abi.DOMID_SELF, self.domain.domid):
+        if dom not in (abi.DOMID_SELF, self.domid):
             raise XenError(abi.XenErrno.ESRCH, f"domain {dom:#x}")
 
     def _trace_bind(self, port: int, ch: Channel, detail: str = "") -> None:
@@ -151,7 +164,7 @@ class EventChannels:
     def alloc_unbound(self, dom: int, remote_dom: int) -> int:
         self._check_dom(dom)
         if remote_dom == abi.DOMID_SELF:
-            remote_dom = self.domain.domid
+            remote_dom = self.domid
         # Any other remote domid is stored as given: Xen doesn't look it up either
         # (evtchn_alloc_unbound; the remote end binds later, or never).
         with self.lock:
@@ -167,10 +180,10 @@ class EventChannels:
             if not self._valid(remote_port):
                 raise XenError(abi.XenErrno.EINVAL, f"remote port {remote_port}")
             rch = self.ports[remote_port]
-            if rch.state != ECS_UNBOUND or rch.remote_dom != self.domain.domid:
+            if rch.state != ECS_UNBOUND or rch.remote_dom != self.domid:
                 raise XenError(abi.XenErrno.EINVAL, f"remote port {remote_port} is not unbound for us")
             port = self._alloc()
-            ch = self._install(port, Channel(ECS_INTERDOMAIN, 0, self.domain.domid, remote_port))
+            ch = self._install(port, Channel(ECS_INTERDOMAIN, 0, self.domid, remote_port))
             rch.state, rch.remote_port = ECS_INTERDOMAIN, port
             self._trace_bind(port, ch, f"remote_port={remote_port}")
             # Xen: the local port is marked pending so nothing sent before the bind is lost.
@@ -233,7 +246,7 @@ class EventChannels:
         port; keeping it out of the free pool meanwhile means a message KVM takes in that
         window can't land on a port re-bound to something else, and its pending bit is
         cleared as the port is freed (Xen clears pirq->evtchn under its event lock)."""
-        self.domain.pirqs.routes_changed()
+        self.pirqs.routes_changed()
         with self.lock:
             for port in ports:
                 if self.ports[port].state == ECS_RESERVED:
@@ -244,7 +257,7 @@ class EventChannels:
         """EVTCHNOP_bind_pirq (event_channel.c evtchn_bind_pirq).  An HVM guest needs no
         prior mapping; the port notifies vCPU 0; BIND_PIRQ__WILL_SHARE only matters to a
         PV guest's machine IRQ (pirq_guest_bind), so any flags are accepted."""
-        pirqs = self.domain.pirqs
+        pirqs = self.pirqs
         if not 0 <= pirq < pirqs.nr_pirqs:            # unsigned in the ABI: negative is huge
             raise XenError(abi.XenErrno.EINVAL, f"pirq {pirq}")
         with self.lock:
@@ -270,7 +283,7 @@ class EventChannels:
             # A global VIRQ stays keyed on vCPU 0 after bind_vcpu moved its port
             # (evtchn_close: v = d->vcpu[virq_is_global(virq) ? 0 : chn->notify_vcpu_id]).
             self.virq_ports.pop((ch.vcpu if ch.virq in PER_VCPU_VIRQS else 0, ch.virq), None)
-        elif ch.state == ECS_INTERDOMAIN and ch.remote_dom == self.domain.domid:
+        elif ch.state == ECS_INTERDOMAIN and ch.remote_dom == self.domid:
             peer = self.ports[ch.remote_port]
             if peer.state == ECS_INTERDOMAIN and peer.remote_port == port:
                 # The other end goes back to unbound, waiting for us again (Xen does the same).
@@ -278,7 +291,7 @@ class EventChannels:
         elif ch.state == ECS_INTERDOMAIN and ch.remote_dom == abi.DOMID_BACKEND:
             self.backends.pop(port, None)                # the backend re-binds when it wants
         elif ch.state == ECS_PIRQ:
-            self.domain.pirqs.unbound(ch.pirq, port)     # port lock -> PIRQ table lock: in order
+            self.pirqs.unbound(ch.pirq, port)     # port lock -> PIRQ table lock: in order
         # A PIRQ port stays reserved until its KVM route is gone (_release_quarantined).
         self.ports[port] = Channel(ECS_RESERVED) if ch.state == ECS_PIRQ else Channel()
         self.port_abi.clear_pending(port, ch)
@@ -291,7 +304,7 @@ class EventChannels:
         with self.lock:
             ch = self._get(port)
             if ch.state == ECS_INTERDOMAIN:
-                target = ch.remote_port if ch.remote_dom == self.domain.domid else None
+                target = ch.remote_port if ch.remote_dom == self.domid else None
                 backend = self.backends.get(port)
             elif ch.state == ECS_IPI:
                 target = port
@@ -324,10 +337,10 @@ class EventChannels:
                 raise XenError(abi.XenErrno.EINVAL, f"cannot move a {STATE_NAMES[ch.state]} port")
             ch.vcpu = vcpu
             if ch.state == ECS_PIRQ:
-                self.domain.pirqs.moved(ch.pirq, vcpu)
+                self.pirqs.moved(ch.pirq, vcpu)
             self._trace_bind(port, ch, "moved")
         if ch.state == ECS_PIRQ:
-            self.domain.pirqs.routes_changed()
+            self.pirqs.routes_changed()
 
     def unmask(self, port: int) -> None:
         if not self._in_range(port):
@@ -371,14 +384,14 @@ class EventChannels:
     def _set_pending(self, port: int) -> None:
         ch = self.ports[port]
         kd = self.kernel_delivery
-        if kd is not None and self.domain.shared.gpa is not None:
+        if kd is not None and self.shared.gpa is not None:
             # KVM sets the bits and raises the upcall, and wakes a vCPU polling in the kernel.
             error = kd.send(port, ch.vcpu)
             if error is None:
-                self.domain.upcall.after_kvm_delivery(ch.vcpu)
+                self.upcall.after_kvm_delivery(ch.vcpu)
                 result = "via KVM"
                 if TP_SET_PENDING.enabled:
-                    result += f" (upcall_pending={int(self.domain.shared.upcall_pending(ch.vcpu))})"
+                    result += f" (upcall_pending={int(self.shared.upcall_pending(ch.vcpu))})"
             else:   # e.g. KVM doesn't know this vCPU's vcpu_info: do it ourselves
                 result = self.port_abi.set_pending(port, ch) + f" (KVM: {error})"
         else:
@@ -387,7 +400,7 @@ class EventChannels:
             TP_SET_PENDING.emit(port=port, vcpu=ch.vcpu, result=result)
         # Wake SCHEDOP_block/poll sleepers, masked ports included (Xen's evtchn_check_pollers).
         # The events condition is a leaf lock: taking it under the port lock is in order.
-        self.domain.notify_events()
+        self.wake()
 
     def raise_virq(self, vcpu: int, virq: int) -> bool:
         """Deliver a VIRQ if the guest bound it (timer, debug, ...)."""
@@ -410,7 +423,7 @@ class EventChannels:
         binding is looked up now, under the port lock, not when the interrupt was decided."""
         t0 = now() if TP_XEN_PIRQ_DELIVER.enabled else None     # a span in a Perfetto trace
         with self.lock:
-            port = self.domain.pirqs.port_of(pirq)
+            port = self.pirqs.port_of(pirq)
             ch = self.ports[port] if 0 < port < self.max_ports else None
             ok = ch is not None and ch.state == ECS_PIRQ and ch.pirq == pirq
             if ok:

@@ -20,31 +20,34 @@ INVALID_GFN = (1 << 64) - 1
 
 
 class GrantTable:
-    def __init__(self, domain):
-        self.domain = domain
+    """``placement``: xen/placement.py PagePlacement (a frame outside RAM gets an overlay)."""
+
+    def __init__(self, memory, placement):
+        self.memory = memory
+        self.placement = placement
         self.lock = ordered_lock("xen.gnttab")
         self.version = 1
         self.nr_frames = 1
         self.frames: dict[int, int] = {}     # frame index -> gpa
 
     def map_frame(self, idx: int, gpa: int) -> None:
-        """Frame ``idx`` moves to ``gpa`` (RAM, or a PCI MMIO page: domain.place_page)
+        """Frame ``idx`` moves to ``gpa`` (RAM, or a PCI MMIO page: PagePlacement.place_page)
         with its contents; a frame that was at ``gpa`` is no longer mapped anywhere."""
         if idx & abi.XENMAPIDX_grant_table_status:
             raise XenError(abi.XenErrno.EINVAL, "no status frames in v1")
         if idx >= MAX_FRAMES:
             raise XenError(abi.XenErrno.EINVAL, f"grant frame {idx} >= {MAX_FRAMES}")
-        mem = self.domain.vm.memory
+        mem = self.memory
         with self.lock:
             old = self.frames.get(idx)
-            self.domain.place_page(gpa, ("grant", idx))
+            self.placement.place_page(gpa, ("grant", idx))
             mem.write(gpa, mem.read(old, PAGE_SIZE) if old is not None else bytes(PAGE_SIZE))
             for other in [i for i, g in self.frames.items() if g == gpa and i != idx]:
                 del self.frames[other]
             self.frames[idx] = gpa
             self.nr_frames = max(self.nr_frames, idx + 1)
             if old is not None and old != gpa:
-                self.domain.release_page(old, ("grant", idx))
+                self.placement.release_page(old, ("grant", idx))
 
     def frame_gfn(self, idx: int) -> int:
         gpa = self.frames.get(idx)

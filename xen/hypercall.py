@@ -45,7 +45,8 @@ class Hypercall:
     on first use: most calls never touch a pointer."""
     __slots__ = ("vcpu", "nr", "args", "abi", "cpl", "_sregs", "_memory", "_mem", "detail", "tracing")
 
-    def __init__(self, vcpu, nr: int, args: tuple, abi: str, cpl: int, memory, sregs):
+    def __init__(self, vcpu, nr: int, args: tuple, abi: str, cpl: int, memory, sregs,
+                 mem: GuestAccess | None = None):
         self.vcpu = vcpu                 # vmm.vcpu.Vcpu
         self.nr = nr
         self.args = args                 # raw register values, truncated for the 32-bit ABI
@@ -53,7 +54,7 @@ class Hypercall:
         self.cpl = cpl
         self._memory = memory
         self._sregs = sregs              # the caller's sregs at the exit (for page walks)
-        self._mem: GuestAccess | None = None
+        self._mem = mem                  # given: the caller's view is known already (unit tests)
         self.detail: list[str] | None = None    # made by note(), only when tracing
         self.tracing = TP_HCALL.enabled  # guard expensive decoding: `call.tracing and call.note(...)`
 

@@ -24,14 +24,9 @@ thread or while it is not in KVM_RUN: ``Vcpu.call`` takes care of that.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kvm_bindings import KvmError, consts, ffi
 from vmm.locks import ordered_lock
 from xen.trace_events import TP_XEN_KVM as TP_ACCEL
-
-if TYPE_CHECKING:
-    from xen.domain import XenDomain
 
 NEEDED = (consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL | consts.KVM_XEN_HVM_CONFIG_SHARED_INFO
           | consts.KVM_XEN_HVM_CONFIG_EVTCHN_2LEVEL | consts.KVM_XEN_HVM_CONFIG_EVTCHN_SEND
@@ -43,10 +38,9 @@ def available(kvm) -> bool:
 
 
 class KvmXenAccel:
-    def __init__(self, domain: "XenDomain", full: bool):
+    def __init__(self, vm, full: bool):
         """full: the host has everything in NEEDED; else only the long-mode flag is ours to set."""
-        self.domain = domain
-        self.vm = domain.vm
+        self.vm = vm
         self.full = full
         self._lock = ordered_lock("xen.kvm_accel")
         self.long_mode: int | None = None

@@ -10,6 +10,10 @@ with XEN_PVCLOCK_TSC_STABLE_BIT: the guest TSC is constant-rate.
 
 *Wallclock* (shared_info wc_*) is the UTC time at system time 0.
 
+``TimePublisher`` writes both into shared_info/vcpu_info (through SharedInfo's
+public ``si_at``/``vcpu_info_at``); with KVM's acceleration KVM writes the
+pvclock of the vcpu_infos it knows, so only the wallclock is ours.
+
 *Timers* (VCPUOP_set_singleshot_timer, set_timer_op, periodic timers) fire
 VIRQ_TIMER on their vCPU from one timer thread.
 """
@@ -35,7 +39,7 @@ from xen.trace_events import (
 )
 
 if TYPE_CHECKING:
-    from xen.domain import XenDomain
+    from xen.shared_info import SharedInfo
 
 IA32_TSC = 0x10
 NSEC = 1_000_000_000
@@ -63,17 +67,22 @@ def time_scale(tsc_hz: int) -> tuple[int, int]:
 
 
 class XenTime:
-    def __init__(self, domain: "XenDomain"):
-        self.domain = domain
-        vcpu0 = domain.vm.vcpus[0].fd
-        self.tsc_khz = vcpu0.get_tsc_khz()
-        # One sample pairs the guest TSC with our clock; the vCPUs aren't running yet.
-        self.tsc0 = vcpu0.get_msrs([IA32_TSC])[IA32_TSC]
+    """System time and the pvclock parameters, from the guest TSC's rate (kHz) and one
+    sample of it (``tsc0``) paired with our clock now."""
+
+    def __init__(self, tsc_khz: int, tsc0: int):
+        self.tsc_khz = tsc_khz
+        self.tsc0 = tsc0
         self.mono0 = time.monotonic_ns()
         self.wall0 = time.time_ns()
         self.mul, self.shift = time_scale(self.tsc_khz * 1000)
         self._versions: dict[tuple, int] = {}
         self.offset = 0
+
+    @classmethod
+    def from_vcpu(cls, vcpu_fd) -> "XenTime":
+        """From KVM_GET_TSC_KHZ and the guest TSC of a vCPU that isn't running yet."""
+        return cls(vcpu_fd.get_tsc_khz(), vcpu_fd.get_msrs([IA32_TSC])[IA32_TSC])
 
     def follow_kvm_clock(self, vm_fd) -> None:
         """With KVM's Xen acceleration KVM writes the pvclock (from its kvmclock, which
@@ -112,11 +121,49 @@ class XenTime:
         return divmod(self.wall0 - self.offset, NSEC)
 
 
-class Timers:
-    """Singleshot and periodic timers of every vCPU, one thread for all."""
+class TimePublisher:
+    """Time into the guest's pages: wallclock into shared_info, pvclock into vcpu_info
+    (``kvm_pvclock``: KVM writes those itself)."""
 
-    def __init__(self, domain: "XenDomain", clock: XenTime):
-        self.domain = domain
+    def __init__(self, clock: XenTime, shared: "SharedInfo", kvm_pvclock: bool = False):
+        self.clock = clock
+        self.shared = shared
+        self.kvm_pvclock = kvm_pvclock
+
+    def write_wallclock(self) -> None:
+        """shared_info wc_*, with the odd/even wc_version protocol."""
+        sec, nsec = self.clock.wallclock()
+        lay = self.shared.layout
+
+        def put(offset: int, value: int) -> None:
+            mem, addr = self.shared.si_at(offset)
+            mem.write(addr, value.to_bytes(4, "little"))
+        mem, addr = self.shared.si_at(lay.wc_version)
+        ver = (int.from_bytes(mem.read(addr, 4), "little") | 1) + 1
+        put(lay.wc_version, ver - 1)                         # odd: update in progress
+        put(lay.wc_sec, sec & 0xFFFFFFFF)
+        put(lay.wc_nsec, nsec)
+        if lay.wc_sec_hi is not None:
+            put(lay.wc_sec_hi, sec >> 32)
+        put(lay.wc_version, ver)                             # even
+
+    def publish(self, vcpu: int) -> None:
+        """Refresh vcpu_info.time of ``vcpu`` (if it has a vcpu_info)."""
+        if self.kvm_pvclock:
+            return          # KVM keeps the pvclock of the vcpu_info it knows about
+        at = self.shared.vcpu_info_at(vcpu, self.shared.layout.time)
+        if at is None:
+            return
+        mem, addr = at
+        self.clock.publish(vcpu, lambda data: mem.write(addr, data), ("vi", vcpu))
+
+
+class Timers:
+    """Singleshot and periodic timers of every vCPU, one thread for all; a timer that
+    fires calls ``on_fire(vcpu)`` (from the timer thread, no lock held)."""
+
+    def __init__(self, clock: XenTime, on_fire: Callable[[int], None]):
+        self.on_fire = on_fire
         self.clock = clock
         self._cv = ordered_condition("xen.timers")
         self._heap: list = []
@@ -206,6 +253,6 @@ class Timers:
                 if TP_TIMER_FIRE.enabled:
                     TP_TIMER_FIRE.emit(vcpu=vcpu, kind=kind, late=late)
                 try:
-                    self.domain.timer_fired(vcpu)
+                    self.on_fire(vcpu)
                 except Exception as e:  # noqa: BLE001 - a VMM bug must not stop every vCPU's timers
                     internal_error(f"xen-timers (vcpu{vcpu} {kind})", e)

@@ -22,23 +22,32 @@ Xen's order (xen/arch/x86/hvm/irq.c hvm_assert_evtchn_irq):
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from kvm_bindings import KvmError, consts
-from vmm.irqchip import msi_address
+from vmm.irqchip import IrqChipError, msi_address
 from vmm.locks import ordered_lock
 from xen import abi
 from xen.trace_events import TP_XEN_EVTCHN_UPCALL as TP_UPCALL, TP_XEN_CALLBACK as TP_CALLBACK
 
 if TYPE_CHECKING:
-    from xen.domain import XenDomain
+    from xen.shared_info import SharedInfo
 
 
 
 class Upcall:
-    def __init__(self, domain: "XenDomain"):
-        self.domain = domain
-        self.vm = domain.vm
+    """``shared``: where upcall_pending is read; ``accel``: KvmXenAccel when KVM injects
+    vectors itself (accel_full), else None; ``intx_gsi(value)``: the GSI of a PCI_INTX
+    callback (None without a PCI bus); ``is_running()``: False once the VM ends."""
+
+    def __init__(self, vm, shared: "SharedInfo", accel=None,
+                 intx_gsi: Callable[[int], int | None] = lambda value: None,
+                 is_running: Callable[[], bool] = lambda: True):
+        self.vm = vm
+        self.shared = shared
+        self.accel = accel
+        self._intx_gsi = intx_gsi
+        self._is_running = is_running
         self.vectors: dict[int, int] = {}     # per-vCPU upcall vectors
         self.via_type: int | None = None      # HVM_PARAM_CALLBACK_IRQ type
         self.via_value = 0
@@ -60,9 +69,9 @@ class Upcall:
         """HVMOP_set_evtchn_upcall_vector.  Like Xen (hvm_assert_evtchn_irq right
         after setting it), deliver at once if events are already pending."""
         self.vectors[vcpu] = vector
-        if self.domain.accel_full:
-            self.domain.accel.upcall_vector(vcpu, vector)
-        if self.domain.shared.upcall_pending(vcpu):
+        if self.accel is not None:
+            self.accel.upcall_vector(vcpu, vector)
+        if self.shared.upcall_pending(vcpu):
             self.inject(vcpu)
 
     def set_callback_irq(self, value: int) -> None:
@@ -82,7 +91,7 @@ class Upcall:
                 new_gsi = gsi
             detail = f"gsi={gsi}"
         elif via_type == abi.HVM_PARAM_CALLBACK_TYPE_PCI_INTX:
-            new_gsi = self.domain.intx_gsi(value)
+            new_gsi = self._intx_gsi(value)
             detail = f"intx -> gsi {new_gsi}"
         elif via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             new_type = None
@@ -100,25 +109,34 @@ class Upcall:
             self._callback_line = (self.vm.irqchip.line(new_gsi, "xen-callback", divertible=False)
                                    if new_gsi is not None else None)
         if old_gsi is not None:                            # one EOI listener, on the current line
-            self.domain.irqchip_eoi_listener(old_gsi, self.maybe_deassert, add=False)
+            self._eoi_listener(old_gsi, self.maybe_deassert, add=False)
         if TP_CALLBACK.enabled:
             TP_CALLBACK.emit(type=via_type, value=value, detail=detail)
-        if self.domain.accel_full:        # KVM injects the global vector itself, at VM entry
+        if self.accel is not None:        # KVM injects the global vector itself, at VM entry
             vector = abi.callback_irq_vector(value) if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR else 0
             try:
-                self.domain.accel.global_vector(vector)
+                self.accel.global_vector(vector)
                 self._kvm_global_vector = bool(vector)
             except KvmError:
                 # KVM refuses vectors 1..15 (Xen takes any): we inject that one ourselves.
-                self.domain.accel.global_vector(0)
+                self.accel.global_vector(0)
                 self._kvm_global_vector = False
         if self.gsi is not None:
-            self.domain.irqchip_eoi_listener(self.gsi, self.maybe_deassert)
+            self._eoi_listener(self.gsi, self.maybe_deassert)
             self.maybe_deassert(raise_if_pending=True)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             for v in range(len(self.vm.vcpus)):
-                if v not in self.vectors and self.domain.shared.upcall_pending(v):
+                if v not in self.vectors and self.shared.upcall_pending(v):
                     self.inject(v)
+
+    def _eoi_listener(self, gsi: int, fn: Callable[[], None], add: bool = True) -> None:
+        try:
+            if add:
+                self.vm.irqchip.add_eoi_listener(gsi, fn)
+            else:
+                self.vm.irqchip.remove_eoi_listener(gsi, fn)
+        except IrqChipError:
+            pass   # kernel irqchip: the poll below does the deassert
 
     # ------------------------------------------------------------ delivery
     def inject(self, vcpu: int) -> None:
@@ -149,10 +167,10 @@ class Upcall:
         self.kicks[vcpu] += 1
         if (self.gsi is not None and vcpu == 0 and 0 not in self.vectors      # the vector takes precedence
                 and self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR
-                and self.domain.shared.upcall_pending(0)):
+                and self.shared.upcall_pending(0)):
             self._set_line(True)
         elif (self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR and not self._kvm_global_vector
-              and vcpu not in self.vectors and self.domain.shared.upcall_pending(vcpu)):
+              and vcpu not in self.vectors and self.shared.upcall_pending(vcpu)):
             self._request_window(vcpu)          # a global vector KVM refused (< 0x10)
 
     # -- global vector: wait for an interrupt window, then inject like ExtINT
@@ -181,7 +199,7 @@ class Upcall:
             return                                            # keep asking
         fresh = v.id in self._window_pending
         if self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR or v.id in self.vectors or not (
-                fresh or self.domain.shared.upcall_pending(v.id)):
+                fresh or self.shared.upcall_pending(v.id)):
             run.request_interrupt_window = 0
             self._window_pending.discard(v.id)
             return
@@ -206,7 +224,7 @@ class Upcall:
         with self._lock:
             if self.gsi is None or level == self._line:
                 return
-            if not level and self.domain.shared.upcall_pending(0):
+            if not level and self.shared.upcall_pending(0):
                 return
             self._line = level
             self._callback_line.set(level)   # lock order: Upcall._lock > irqchip.line
@@ -216,7 +234,7 @@ class Upcall:
     def maybe_deassert(self, raise_if_pending: bool = False) -> None:
         if self.gsi is None:
             return
-        pending = self.domain.shared.upcall_pending(0)
+        pending = self.shared.upcall_pending(0)
         if not pending:
             self._set_line(False)
         elif raise_if_pending:
@@ -229,7 +247,7 @@ class Upcall:
         def poll():
             self._poll = None
             self.maybe_deassert()
-            if self._line and self.domain.running:
+            if self._line and self._is_running():
                 self._start_poll()
         self._poll = threading.Timer(0.002, poll)
         self._poll.name = "xen-callback-poll"     # one trace track for all of them, not Thread-N

@@ -30,14 +30,19 @@ def _fixed(text: bytes, size: int) -> bytes:
     return text[:size - 1].ljust(size, b"\0")
 
 
-def handlers(domain):
-    major, minor = domain.config.version
+class VersionOps:
+    def __init__(self, version: tuple[int, int], handle: bytes):
+        self.major, self.minor = version
+        self.handle = handle          # xen_domain_handle_t (XENVER_guest_handle)
 
-    def xen_version(call: Hypercall) -> int:
+    def handlers(self) -> dict:
+        return {abi.Hypercall.xen_version: self.xen_version}
+
+    def xen_version(self, call: Hypercall) -> int:
         cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_xen_version(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.XENVER(cmd).name if cmd in abi.XENVER._value2member_map_ else cmd}")
         if cmd == abi.XENVER_version:
-            return (major << 16) | minor
+            return (self.major << 16) | self.minor
         if cmd == abi.XENVER_extraversion:
             call.mem.write(arg, _fixed(EXTRAVERSION, 16))
         elif cmd == abi.XENVER_compile_info:
@@ -64,7 +69,7 @@ def handlers(domain):
                 raise XenError(abi.XenErrno.EINVAL, "pagesize takes no buffer")
             return PAGE_SIZE
         elif cmd == abi.XENVER_guest_handle:
-            call.mem.write(arg, domain.handle)
+            call.mem.write(arg, self.handle)
         elif cmd == abi.XENVER_commandline:
             call.mem.write(arg, DENIED)          # common/kernel.c: only strlen + 1 bytes
         elif cmd == abi.XENVER_build_id:
@@ -72,5 +77,3 @@ def handlers(domain):
         else:
             raise XenError(abi.XenErrno.ENOSYS, f"XENVER {cmd}")
         return 0
-
-    return {abi.Hypercall.xen_version: xen_version}
