@@ -84,27 +84,27 @@ def test_ports_beyond_the_compat_limit_after_the_layout_switch():
     try:
         ev, gpa = xen.evtchn, 0x100000
         for _ in range(1027):
-            ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF, False)
-        high = ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF, False)
-        ev.close(1, False)
-        low = ev.bind_interdomain(abi.DOMID_SELF, high, False)
-        timer = ev.bind_virq(abi.VIRQ_TIMER, 0, False)
+            ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF)
+        high = ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF)
+        ev.close(1)
+        low = ev.bind_interdomain(abi.DOMID_SELF, high)
+        timer = ev.bind_virq(abi.VIRQ_TIMER, 0)
         assert (high, low, timer) == (1028, 1, 1029)
         xen.shared.map_at(gpa)
-        xen.compat = True                                   # hvm_latch_shinfo_size from 32-bit mode
+        xen.shared.latch_width(True)                        # hvm_latch_shinfo_size from 32-bit mode
         vm.memory.write(gpa, bytes(4096))
-        ev.send(low, True)
+        ev.send(low)
         assert ev.raise_virq(0, abi.VIRQ_TIMER)
-        ev.unmask(high, True)
+        ev.unmask(high)
         assert vm.memory.read(gpa, 4096) == bytes(4096)
-        assert not ev.any_pending([high, timer], True)
-        ev.send(high, True)                                 # to port 1: delivered
-        assert xen.shared.is_pending(low, True)
+        assert not ev.any_pending([high, timer])
+        ev.send(high)                                       # to port 1: delivered
+        assert ev.port_abi.is_pending(low)
         with pytest.raises(XenError) as e:                  # 1..1023 taken: max_evtchns is 1024
-            ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF, True)
+            ev.alloc_unbound(abi.DOMID_SELF, abi.DOMID_SELF)
         assert e.value.errno == abi.XenErrno.ENOSPC
-        ev.close(timer, True)
-        ev.close(high, True)
+        ev.close(timer)
+        ev.close(high)
     finally:
         xen.stop()
         vm.close()

@@ -21,6 +21,7 @@ from vmm.locks import ordered_condition, ordered_lock
 from xen import abi
 from xen.cpuid import xen_leaves
 from xen.evtchn import EventChannels
+from xen.evtchn_2l import TwoLevelAbi
 from xen.gnttab import GrantTable
 from xen.guest_access import GuestFault
 from xen.hypercall import XenError
@@ -76,7 +77,6 @@ class XenDomain:
         self.console_out = console_out
         self._pci_intx_gsi = pci_intx_gsi     # (slot, pin 1..4) -> GSI: the PCI bus's swizzle
         self.running = True
-        self.compat = False                    # latched from the guest's mode (shared_info layout)
         self.lock = ordered_lock("xen.domain")
         self.events = ordered_condition("xen.events")
         self._pages_lock = ordered_lock("xen.pages")     # placed pages; below GrantTable/SharedInfo locks
@@ -88,9 +88,19 @@ class XenDomain:
         self.vcpus = [XenVcpu(v.id, up=(v.id == 0)) for v in vm.vcpus]
         self.handle = uuid.uuid4().bytes         # xen_domain_handle_t (XENVER_guest_handle)
 
-        self.shared = SharedInfo(self)
+        kind = choose_transport(vm.kvm, config.hypercalls)
+        # KVM's own Xen support, where the host has it (xen/kvm_accel.py)
+        self.accel = (KvmXenAccel(self, config.kvm_accel and accel_available(vm.kvm))
+                      if kind == "kernel" else None)
+        self.accel_full = bool(self.accel and self.accel.full)
+
+        self.shared = SharedInfo(vm.memory)
+        if self.accel is not None:            # KVM's shared_info layout follows the latch
+            self.shared.width_listeners.append(lambda compat: self.accel.set_long_mode(not compat))
         self.upcall = Upcall(self)
-        self.evtchn = EventChannels(self)
+        self.shared.inject_upcall = self.upcall.inject
+        self.evtchn = EventChannels(self, TwoLevelAbi(self.shared),
+                                    kernel_delivery=self.accel if self.accel_full else None)
         self.pirqs = PirqTable(self, config.nr_pirqs, vm.irqchip.nr_pins)
         self.clock = XenTime(self)
         self.timers = Timers(self, self.clock)
@@ -99,11 +109,6 @@ class XenDomain:
         from xen.ops import register_all
         register_all(self)
 
-        kind = choose_transport(vm.kvm, config.hypercalls)
-        # KVM's own Xen support, where the host has it (xen/kvm_accel.py)
-        self.accel = (KvmXenAccel(self, config.kvm_accel and accel_available(vm.kvm))
-                      if kind == "kernel" else None)
-        self.accel_full = bool(self.accel and self.accel.full)
         self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
         if self.accel:
             self.accel.start()
@@ -119,6 +124,11 @@ class XenDomain:
         if TP_XEN.enabled:
             TP_XEN.emit(what=f"xen {config.version[0]}.{config.version[1]} hypercalls={kind} "
                              f"irqchip={vm.irqchip.name}")
+
+    @property
+    def compat(self) -> bool:
+        """The shared_info layout the guest latched (SharedInfo.latch_width sets it)."""
+        return self.shared.compat
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -179,11 +189,7 @@ class XenDomain:
         for v in self.vcpus:
             self.publish_time(v.id)
         if self.accel_full:
-            from xen.shared_info import LAYOUT
-            size = LAYOUT[self.compat].vcpu_info_size
-            defaults = {v.id: gpa + v.id * size for v in self.vcpus
-                        if v.id < abi.XEN_LEGACY_MAX_VCPUS and v.id not in self.shared.vcpu_info_gpa}
-            self.accel.shared_info(gpa, self.compat, defaults)
+            self.accel.shared_info(gpa, self.shared.default_vcpu_info_gpas(v.id for v in self.vcpus))
 
     def vcpu_info_moved(self, vcpu: int, gpa: int) -> None:
         if self.accel_full:
@@ -208,29 +214,30 @@ class XenDomain:
 
     # ------------------------------------------------------------ time
     def write_wallclock(self) -> None:
-        from xen.shared_info import LAYOUT
         sec, nsec = self.clock.wallclock()
-        lay = LAYOUT[self.compat]
-        ver = int.from_bytes(self.shared.read_raw(("si", lay.wc_version), 4), "little")
-        ver = (ver | 1) + 1
-        self.shared.write_field("si", lay.wc_version, (ver - 1).to_bytes(4, "little"))   # odd
-        self.shared.write_field("si", lay.wc_sec, (sec & 0xFFFFFFFF).to_bytes(4, "little"))
-        self.shared.write_field("si", lay.wc_nsec, nsec.to_bytes(4, "little"))
+        lay = self.shared.layout
+
+        def put(offset: int, value: int) -> None:
+            mem, addr = self.shared.si_at(offset)
+            mem.write(addr, value.to_bytes(4, "little"))
+        mem, addr = self.shared.si_at(lay.wc_version)
+        ver = (int.from_bytes(mem.read(addr, 4), "little") | 1) + 1
+        put(lay.wc_version, ver - 1)                         # odd: update in progress
+        put(lay.wc_sec, sec & 0xFFFFFFFF)
+        put(lay.wc_nsec, nsec)
         if lay.wc_sec_hi is not None:
-            self.shared.write_field("si", lay.wc_sec_hi, (sec >> 32).to_bytes(4, "little"))
-        self.shared.write_field("si", lay.wc_version, ver.to_bytes(4, "little"))         # even
+            put(lay.wc_sec_hi, sec >> 32)
+        put(lay.wc_version, ver)                             # even
 
     def publish_time(self, vcpu: int) -> None:
         """Refresh vcpu_info.time (and the registered secondary time area)."""
         if self.accel_full:
             return          # KVM keeps the pvclock of the vcpu_info it knows about
-        from xen.shared_info import LAYOUT
-        vi = self.shared._vi(vcpu, self.compat)
-        if vi is None:
+        at = self.shared.vcpu_info_at(vcpu, self.shared.layout.time)
+        if at is None:
             return
-        where, base = vi
-        off = base + LAYOUT[self.compat].time
-        self.clock.publish(vcpu, lambda data: self.shared.write_field(where, off, data), ("vi", vcpu))
+        mem, addr = at
+        self.clock.publish(vcpu, lambda data: mem.write(addr, data), ("vi", vcpu))
 
     def vcpu_is_up(self, vcpu: int, caller: int) -> bool:
         """Xen: !_VPF_down.  An HVM AP is down until INIT/SIPI starts it, which

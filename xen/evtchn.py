@@ -1,39 +1,40 @@
-"""Event channels, 2-level ABI: the port table and the pending/mask protocol.
+"""Event channels: the port table (xen/common/event_channel.c).
 
-Semantics follow xen/common/event_channel.c and event_2l.c:
+The pending/mask protocol is the port ABI's (``self.port_abi``, a
+``xen.evtchn_abi.PortAbi``): 2-level (xen/evtchn_2l.py) from the start, FIFO
+once the guest asks for it (``switch_abi``).  Port 0 is reserved; ports are
+allocated below ``port_abi.max_ports()`` (2-level: 4096 with the 64-bit
+shared_info layout, 1024 with the compat one); a port bound above the limit
+before it shrank stays valid but is never pending (see ``_bound_beyond``).
 
-* port 0 is reserved; 2-level has 4096 ports with the 64-bit ABI (64 words of
-  64 bits) and 1024 with the 32-bit ABI (32 x 32) — the limit follows the
-  shared_info layout the domain latched (``XenDomain.compat``), as Xen sizes it
-  by the guest's word width; ports bound above 1024 before a switch to the
-  compat layout stay valid but are never pending (see ``_bound_beyond``);
-* set_pending: test_and_set the port's bit in shared_info.evtchn_pending;
-  if it was clear and the port is unmasked, test_and_set its word's bit in
-  the notified vCPU's vcpu_info.evtchn_pending_sel; if that was clear, set
-  evtchn_upcall_pending and, if *that* was clear, raise the upcall;
-* unmask: clear the mask bit; if the port is pending, do the selector and
-  upcall half of set_pending.
+With KVM's in-kernel event delivery (``kernel_delivery``: KvmXenAccel on a host
+with all of it) KVM sets the 2-level bits and raises the upcall itself; it only
+knows 2-level, so it is used only while the ABI is 2-level.
 
-All bit updates are atomic RMWs on guest memory (the guest clears bits
-concurrently with lock-prefixed instructions).  The table itself is guarded
-by ``EventChannels.lock`` — the "port lock" of the lock order (vmm/locks.py):
-taken after the domain lock, before device locks; upcall injection (an MSI
-ioctl, or the callback line, never diverted) happens with it held, which is
-safe because the irqchip never calls back into event channels.  PIRQ ports are
-bound here (``bind_pirq``) and delivered by ``deliver_pirq``, which runs with no
-lock held (the irqchip's delivery thread, PHYSDEVOP_eoi) and looks the binding up
-again under the port lock.
+Backend ports (``bind_backend``): the VMM's own backends (PV console,
+xenstore) are "domain 0", the remote end of interdomain ports; a guest's
+EVTCHNOP_send on one calls the backend's ``on_notify`` after the port lock is
+released, and ``notify_guest`` makes the guest's end pending.
+
+The table is guarded by ``EventChannels.lock`` — the "port lock" of the lock
+order (vmm/locks.py): taken after the domain lock, before device locks; upcall
+injection (an MSI ioctl, or the callback line, never diverted) happens with it
+held, which is safe because the irqchip never calls back into event channels.
+PIRQ ports are bound here (``bind_pirq``) and delivered by ``deliver_pirq``,
+which runs with no lock held (the irqchip's delivery thread, PHYSDEVOP_eoi) and
+looks the binding up again under the port lock.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import itertools
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 from vmm.locks import ordered_lock
 from vmm.trace import now
 from xen import abi
+from xen.evtchn_2l import TwoLevelAbi
 from xen.hypercall import XenError
 from xen.trace_events import (
     TP_XEN_EVTCHN_BIND as TP_BIND,
@@ -46,6 +47,7 @@ from xen.trace_events import (
 
 if TYPE_CHECKING:
     from xen.domain import XenDomain
+    from xen.evtchn_abi import PortAbi
 
 ECS_FREE = abi.EVTCHNSTAT_closed
 ECS_UNBOUND = abi.EVTCHNSTAT_unbound
@@ -69,46 +71,69 @@ class Channel:
     remote_port: int = 0          # interdomain: the peer port
     virq: int = 0
     pirq: int = 0
+    priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT     # FIFO only (2-level ignores it)
+    last_vcpu: int = 0            # FIFO: the queue the event was last linked on (Xen's
+    last_priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT   # evtchn->last_vcpu_id/last_priority)
+
+
+@dataclass
+class Backend:
+    """The VMM end of a backend port (bind_backend)."""
+    name: str
+    on_notify: Callable[[], None]
+    remote_port: int
 
 
 class EventChannels:
-    def __init__(self, domain: "XenDomain"):
+    def __init__(self, domain: "XenDomain", port_abi: "PortAbi", kernel_delivery=None):
         self.domain = domain
         self.lock = ordered_lock("xen.ports")
-        self.max_ports = abi.EVTCHN_2L_NR_CHANNELS_64
+        self.port_abi = port_abi
+        # KvmXenAccel when KVM delivers events (accel_full), while the ABI is 2-level
+        self.kernel_delivery = kernel_delivery
+        self.max_ports = abi.EVTCHN_2L_NR_CHANNELS_64      # the table's size (>= port_abi.max_ports())
         self.ports: list[Channel] = [Channel() for _ in range(self.max_ports)]
         self.ports[0].state = ECS_RESERVED
         # (vcpu, virq) -> port
         self.virq_ports: dict[tuple[int, int], int] = {}
+        self.backends: dict[int, Backend] = {}      # guest port -> its VMM end
+        self._backend_ports = itertools.count(1)    # the backend side's own port numbers
 
     # ------------------------------------------------------------ helpers
-    def nr_ports(self, compat: bool) -> int:
-        return abi.EVTCHN_2L_NR_CHANNELS_32 if compat else abi.EVTCHN_2L_NR_CHANNELS_64
+    def nr_ports(self) -> int:
+        """Ports the current ABI addresses (allocation stays below it)."""
+        return self.port_abi.max_ports()
 
-    def _valid(self, port: int, compat: bool) -> bool:
+    def _valid(self, port: int) -> bool:
         """In range and not the reserved port 0 (what Xen's ops that need a bound port check)."""
-        return 0 < port < self.nr_ports(compat) or self._bound_beyond(port, compat)
+        return 0 < port < self.port_abi.max_ports() or self._bound_beyond(port)
 
-    def _in_range(self, port: int, compat: bool) -> bool:
+    def _in_range(self, port: int) -> bool:
         """Xen's port_is_valid(): port 0 exists (reserved), so status/unmask accept it."""
-        return 0 <= port < self.nr_ports(compat) or self._bound_beyond(port, compat)
+        return 0 <= port < self.port_abi.max_ports() or self._bound_beyond(port)
 
-    def _bound_beyond(self, port: int, compat: bool) -> bool:
-        """A port bound above the compat limit before the guest latched the compat layout:
-        Xen's port_is_valid (d->valid_evtchns never shrinks) still accepts it; delivery to
-        it is dropped (SharedInfo.set_pending)."""
-        return compat and 0 < port < self.max_ports and self.ports[port].state != ECS_FREE
+    def _bound_beyond(self, port: int) -> bool:
+        """A port bound above the ABI's limit before it shrank (2-level: the guest latched the
+        compat layout after binding above 1024): Xen's port_is_valid (d->valid_evtchns never
+        shrinks) still accepts it; delivery to it is dropped (TwoLevelAbi.set_pending)."""
+        return 0 < port < self.max_ports and self.ports[port].state != ECS_FREE
 
-    def _get(self, port: int, compat: bool) -> Channel:
-        if not self._valid(port, compat) or self.ports[port].state in (ECS_FREE, ECS_RESERVED):
+    def _get(self, port: int) -> Channel:
+        if not self._valid(port) or self.ports[port].state in (ECS_FREE, ECS_RESERVED):
             raise XenError(abi.XenErrno.EINVAL, f"port {port} not in use")
         return self.ports[port]
 
-    def _alloc(self, compat: bool) -> int:
-        for p in range(1, self.nr_ports(compat)):
+    def _alloc(self) -> int:
+        for p in range(1, self.port_abi.max_ports()):
             if self.ports[p].state == ECS_FREE:
                 return p
         raise XenError(abi.XenErrno.ENOSPC, "no free port")
+
+    def _install(self, port: int, ch: Channel) -> Channel:
+        """Bind ``port`` (lock held): the ABI prepares it (evtchn_port_init)."""
+        self.ports[port] = ch
+        self.port_abi.bound(port, ch)
+        return ch
 
     def _check_vcpu(self, vcpu: int) -> None:
         if not 0 <= vcpu < len(self.domain.vcpus):
@@ -123,36 +148,36 @@ class EventChannels:
             TP_BIND.emit(port=port, kind=STATE_NAMES[ch.state], detail=detail, vcpu=ch.vcpu)
 
     # ------------------------------------------------------------ ops (xen/common/event_channel.c)
-    def alloc_unbound(self, dom: int, remote_dom: int, compat: bool) -> int:
+    def alloc_unbound(self, dom: int, remote_dom: int) -> int:
         self._check_dom(dom)
         if remote_dom == abi.DOMID_SELF:
             remote_dom = self.domain.domid
         # Any other remote domid is stored as given: Xen doesn't look it up either
         # (evtchn_alloc_unbound; the remote end binds later, or never).
         with self.lock:
-            port = self._alloc(compat)
-            self.ports[port] = ch = Channel(ECS_UNBOUND, 0, remote_dom)
+            port = self._alloc()
+            ch = self._install(port, Channel(ECS_UNBOUND, 0, remote_dom))
             self._trace_bind(port, ch, f"remote_dom={remote_dom}")
             return port
 
-    def bind_interdomain(self, remote_dom: int, remote_port: int, compat: bool) -> int:
+    def bind_interdomain(self, remote_dom: int, remote_port: int) -> int:
         """Loopback: both ends live in this domain."""
         self._check_dom(remote_dom)
         with self.lock:
-            if not self._valid(remote_port, compat):
+            if not self._valid(remote_port):
                 raise XenError(abi.XenErrno.EINVAL, f"remote port {remote_port}")
             rch = self.ports[remote_port]
             if rch.state != ECS_UNBOUND or rch.remote_dom != self.domain.domid:
                 raise XenError(abi.XenErrno.EINVAL, f"remote port {remote_port} is not unbound for us")
-            port = self._alloc(compat)
-            self.ports[port] = ch = Channel(ECS_INTERDOMAIN, 0, self.domain.domid, remote_port)
+            port = self._alloc()
+            ch = self._install(port, Channel(ECS_INTERDOMAIN, 0, self.domain.domid, remote_port))
             rch.state, rch.remote_port = ECS_INTERDOMAIN, port
             self._trace_bind(port, ch, f"remote_port={remote_port}")
             # Xen: the local port is marked pending so nothing sent before the bind is lost.
             self._set_pending(port)
             return port
 
-    def bind_virq(self, virq: int, vcpu: int, compat: bool) -> int:
+    def bind_virq(self, virq: int, vcpu: int) -> int:
         if not 0 <= virq < abi.NR_VIRQS:
             raise XenError(abi.XenErrno.EINVAL, f"virq {virq}")
         if virq not in PER_VCPU_VIRQS and vcpu != 0:
@@ -161,27 +186,48 @@ class EventChannels:
         with self.lock:
             if (vcpu, virq) in self.virq_ports:
                 raise XenError(abi.XenErrno.EEXIST, f"virq {virq} already bound on vCPU {vcpu}")
-            port = self._alloc(compat)
-            self.ports[port] = ch = Channel(ECS_VIRQ, vcpu, virq=virq)
+            port = self._alloc()
+            ch = self._install(port, Channel(ECS_VIRQ, vcpu, virq=virq))
             self.virq_ports[(vcpu, virq)] = port
             self._trace_bind(port, ch, f"virq={virq}")
             return port
 
-    def bind_ipi(self, vcpu: int, compat: bool) -> int:
+    def bind_ipi(self, vcpu: int) -> int:
         self._check_vcpu(vcpu)
         with self.lock:
-            port = self._alloc(compat)
-            self.ports[port] = ch = Channel(ECS_IPI, vcpu)
+            port = self._alloc()
+            ch = self._install(port, Channel(ECS_IPI, vcpu))
             self._trace_bind(port, ch)
             return port
 
-    def close(self, port: int, compat: bool) -> None:
+    def bind_backend(self, name: str, on_notify: Callable[[], None]) -> int:
+        """A guest port whose remote end is the VMM's backend ``name`` ("domain 0"): an
+        interdomain channel from the start.  ``on_notify()`` runs when the guest sends on
+        it, with no lock held; it must not block (it may queue work)."""
         with self.lock:
-            was_pirq = self._close(port, compat)
-        if was_pirq:
-            self._release_quarantined([port], compat)
+            port = self._alloc()
+            remote = next(self._backend_ports)
+            ch = self._install(port, Channel(ECS_INTERDOMAIN, 0, abi.DOMID_BACKEND, remote))
+            self.backends[port] = Backend(name, on_notify, remote)
+            self._trace_bind(port, ch, f"backend={name}")
+            return port
 
-    def _release_quarantined(self, ports: list[int], compat: bool) -> None:
+    def notify_guest(self, port: int) -> bool:
+        """The backend kicks the guest: its end of the backend port becomes pending.
+        False if the guest closed it (bind_backend again to re-create it)."""
+        with self.lock:
+            if port not in self.backends:
+                return False
+            self._set_pending(port)
+            return True
+
+    def close(self, port: int) -> None:
+        with self.lock:
+            was_pirq = self._close(port)
+        if was_pirq:
+            self._release_quarantined([port])
+
+    def _release_quarantined(self, ports: list[int]) -> None:
         """Closed PIRQ ports: rebuild KVM's routes after unlock (QEMU's deadlock 2), then
         free the ports.  Until the rebuild, a kernel irqfd route may still point at a
         port; keeping it out of the free pool meanwhile means a message KVM takes in that
@@ -191,10 +237,10 @@ class EventChannels:
         with self.lock:
             for port in ports:
                 if self.ports[port].state == ECS_RESERVED:
-                    self.ports[port] = Channel()
-                    self.domain.shared.clear_pending(port, compat)
+                    self.ports[port] = ch = Channel()
+                    self.port_abi.clear_pending(port, ch)
 
-    def bind_pirq(self, pirq: int, flags: int, compat: bool) -> int:
+    def bind_pirq(self, pirq: int, flags: int) -> int:
         """EVTCHNOP_bind_pirq (event_channel.c evtchn_bind_pirq).  An HVM guest needs no
         prior mapping; the port notifies vCPU 0; BIND_PIRQ__WILL_SHARE only matters to a
         PV guest's machine IRQ (pirq_guest_bind), so any flags are accepted."""
@@ -204,9 +250,9 @@ class EventChannels:
         with self.lock:
             if pirqs.is_bound(pirq):                  # checked before a port is allocated
                 raise XenError(abi.XenErrno.EEXIST, f"pirq {pirq} already bound")
-            port = self._alloc(compat)
+            port = self._alloc()
             vec = pirqs.bind(pirq, port)
-            self.ports[port] = ch = Channel(ECS_PIRQ, 0, pirq=pirq)
+            ch = self._install(port, Channel(ECS_PIRQ, 0, pirq=pirq))
             self._trace_bind(port, ch, f"pirq={pirq}")
         pirqs.routes_changed()
         if vec is not None and vec.unmask is not None:
@@ -216,9 +262,9 @@ class EventChannels:
             vec.unmask()
         return port
 
-    def _close(self, port: int, compat: bool) -> bool:
+    def _close(self, port: int) -> bool:
         """Close ``port`` (lock held); True if it was a PIRQ's (routes to rebuild)."""
-        ch = self._get(port, compat)
+        ch = self._get(port)
         kind = STATE_NAMES[ch.state]
         if ch.state == ECS_VIRQ:
             # A global VIRQ stays keyed on vCPU 0 after bind_vcpu moved its port
@@ -229,20 +275,24 @@ class EventChannels:
             if peer.state == ECS_INTERDOMAIN and peer.remote_port == port:
                 # The other end goes back to unbound, waiting for us again (Xen does the same).
                 peer.state, peer.remote_port = ECS_UNBOUND, 0
+        elif ch.state == ECS_INTERDOMAIN and ch.remote_dom == abi.DOMID_BACKEND:
+            self.backends.pop(port, None)                # the backend re-binds when it wants
         elif ch.state == ECS_PIRQ:
             self.domain.pirqs.unbound(ch.pirq, port)     # port lock -> PIRQ table lock: in order
         # A PIRQ port stays reserved until its KVM route is gone (_release_quarantined).
         self.ports[port] = Channel(ECS_RESERVED) if ch.state == ECS_PIRQ else Channel()
-        self.domain.shared.clear_pending(port, compat)
+        self.port_abi.clear_pending(port, ch)
         if TP_CLOSE.enabled:
             TP_CLOSE.emit(port=port, kind=kind)
         return ch.state == ECS_PIRQ
 
-    def send(self, port: int, compat: bool) -> None:
+    def send(self, port: int) -> None:
+        backend = None
         with self.lock:
-            ch = self._get(port, compat)
+            ch = self._get(port)
             if ch.state == ECS_INTERDOMAIN:
                 target = ch.remote_port if ch.remote_dom == self.domain.domid else None
+                backend = self.backends.get(port)
             elif ch.state == ECS_IPI:
                 target = port
             elif ch.state == ECS_UNBOUND:
@@ -250,23 +300,24 @@ class EventChannels:
             else:
                 raise XenError(abi.XenErrno.EINVAL, f"cannot send on a {STATE_NAMES[ch.state]} port")
             if TP_SEND.enabled:
-                TP_SEND.emit(port=port, target=target)
+                TP_SEND.emit(port=port, target=target if backend is None else f"backend {backend.name}")
             if target is not None:
                 self._set_pending(target)
+        if backend is not None:
+            backend.on_notify()                   # decided under the lock, delivered after it
 
-    def status(self, dom: int, port: int, compat: bool) -> Channel:
+    def status(self, dom: int, port: int) -> Channel:
         self._check_dom(dom)
         with self.lock:
-            if not self._in_range(port, compat):
+            if not self._in_range(port):
                 raise XenError(abi.XenErrno.EINVAL, f"port {port}")
             ch = self.ports[port]
-            return Channel(ch.state if ch.state != ECS_RESERVED else ECS_FREE, ch.vcpu, ch.remote_dom,
-                           ch.remote_port, ch.virq, ch.pirq)
+            return replace(ch, state=ch.state if ch.state != ECS_RESERVED else ECS_FREE)
 
-    def bind_vcpu(self, port: int, vcpu: int, compat: bool) -> None:
+    def bind_vcpu(self, port: int, vcpu: int) -> None:
         self._check_vcpu(vcpu)
         with self.lock:
-            ch = self._get(port, compat)
+            ch = self._get(port)
             if ch.state == ECS_VIRQ and ch.virq in PER_VCPU_VIRQS:
                 raise XenError(abi.XenErrno.EINVAL, "per-vCPU VIRQ")
             if ch.state not in (ECS_VIRQ, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ):
@@ -278,12 +329,11 @@ class EventChannels:
         if ch.state == ECS_PIRQ:
             self.domain.pirqs.routes_changed()
 
-    def unmask(self, port: int, compat: bool) -> None:
-        if not self._in_range(port, compat):
+    def unmask(self, port: int) -> None:
+        if not self._in_range(port):
             raise XenError(abi.XenErrno.EINVAL, f"port {port}")
         with self.lock:
-            ch = self.ports[port]
-            raised = self.domain.shared.unmask(port, ch.vcpu if ch.state != ECS_FREE else 0, compat)
+            raised = self.port_abi.unmask(port, self.ports[port])
         if TP_UNMASK.enabled:
             TP_UNMASK.emit(port=port, result="re-raised" if raised else "")
 
@@ -292,27 +342,47 @@ class EventChannels:
         quarantined = []
         with self.lock:
             for p in range(1, self.max_ports):
-                if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and self._close(p, False):
+                if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and self._close(p):
                     quarantined.append(p)
         if quarantined:
-            self._release_quarantined(quarantined, False)
+            self._release_quarantined(quarantined)
+
+    def switch_abi(self, new_abi: "PortAbi") -> None:
+        """Install another port ABI (EVTCHNOP_init_control: FIFO).  Under the port lock,
+        as Xen's evtchn_fifo_init_control: every bound port is prepared in the new ABI and
+        what was pending in the old one is pending in the new one (setup_ports).  KVM
+        delivers 2-level events only: from a switch away from it on, events are
+        delivered here (KvmXenAccel is told to stop)."""
+        with self.lock:
+            old = self.port_abi
+            pending = [p for p in range(1, self.max_ports)
+                       if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and old.is_pending(p)]
+            self.port_abi = new_abi
+            if new_abi.name != TwoLevelAbi.name and self.kernel_delivery is not None:
+                self.kernel_delivery.stop_event_delivery()
+                self.kernel_delivery = None
+            for p in range(1, self.max_ports):
+                if self.ports[p].state not in (ECS_FREE, ECS_RESERVED):
+                    new_abi.bound(p, self.ports[p])
+            for p in pending:
+                self._set_pending(p)
 
     # ------------------------------------------------------------ delivery
     def _set_pending(self, port: int) -> None:
         ch = self.ports[port]
-        d = self.domain
-        if d.accel_full and d.shared.gpa is not None:
+        kd = self.kernel_delivery
+        if kd is not None and self.domain.shared.gpa is not None:
             # KVM sets the bits and raises the upcall, and wakes a vCPU polling in the kernel.
-            error = d.accel.send(port, ch.vcpu)
+            error = kd.send(port, ch.vcpu)
             if error is None:
-                d.upcall.after_kvm_delivery(ch.vcpu)
+                self.domain.upcall.after_kvm_delivery(ch.vcpu)
                 result = "via KVM"
                 if TP_SET_PENDING.enabled:
-                    result += f" (upcall_pending={int(d.shared.upcall_pending(ch.vcpu, d.compat))})"
+                    result += f" (upcall_pending={int(self.domain.shared.upcall_pending(ch.vcpu))})"
             else:   # e.g. KVM doesn't know this vCPU's vcpu_info: do it ourselves
-                result = d.shared.set_pending(port, ch.vcpu, d.compat) + f" (KVM: {error})"
+                result = self.port_abi.set_pending(port, ch) + f" (KVM: {error})"
         else:
-            result = d.shared.set_pending(port, ch.vcpu, d.compat)
+            result = self.port_abi.set_pending(port, ch)
         if TP_SET_PENDING.enabled:
             TP_SET_PENDING.emit(port=port, vcpu=ch.vcpu, result=result)
         # Wake SCHEDOP_block/poll sleepers, masked ports included (Xen's evtchn_check_pollers).
@@ -348,6 +418,7 @@ class EventChannels:
         if TP_XEN_PIRQ_DELIVER.enabled:
             TP_XEN_PIRQ_DELIVER.emit(since=t0, pirq=pirq, port=port, via=via, result="" if ok else "not bound: dropped")
 
-    def any_pending(self, ports: list[int], compat: bool) -> bool:
+    def any_pending(self, ports: list[int]) -> bool:
         """SCHEDOP_poll: is any of ``ports`` pending (masked or not, as Xen's do_poll)?"""
-        return any(self.domain.shared.is_pending(p, compat) for p in ports)
+        is_pending = self.port_abi.is_pending
+        return any(is_pending(p) for p in ports)

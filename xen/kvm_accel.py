@@ -87,8 +87,8 @@ class KvmXenAccel:
                 self._vm_attr(consts.KVM_XEN_ATTR_TYPE_LONG_MODE, long_mode=int(long_mode))
                 self.long_mode = int(long_mode)
 
-    def shared_info(self, gpa: int, compat: bool, default_vcpu_info: dict[int, int]) -> None:
-        self.set_long_mode(not compat)
+    def shared_info(self, gpa: int, default_vcpu_info: dict[int, int]) -> None:
+        """(The long-mode flag was set as the width was latched: SharedInfo.latch_width.)"""
         self._vm_attr(consts.KVM_XEN_ATTR_TYPE_SHARED_INFO, gfn=gpa >> 12)
         self._trace(f"shared_info gfn {gpa >> 12:#x}")
         for vcpu, vi in default_vcpu_info.items():
@@ -137,6 +137,12 @@ class KvmXenAccel:
     def global_vector(self, vector: int) -> None:
         self._vm_attr(consts.KVM_XEN_ATTR_TYPE_UPCALL_VECTOR, vector=vector)
         self._trace(f"global callback vector {vector:#x}")
+
+    def stop_event_delivery(self) -> None:
+        """The guest left the 2-level ABI (EVTCHNOP_init_control): KVM only knows 2-level,
+        so EventChannels stops sending through it (its kernel_delivery is dropped) and
+        delivers events itself from now on."""
+        self._trace("event delivery moves to the VMM (the guest left 2-level event channels)")
 
     def send(self, port: int, vcpu: int) -> str | None:
         """Deliver through KVM: pending/mask/selector bits, upcall, and pollers.

@@ -1,5 +1,10 @@
 """shared_info and vcpu_info: where event bits, pvclock and wallclock live.
 
+SharedInfo owns their placement, the layout width the guest latched
+(``latch_width``, the one place it is set) and vcpu_info's upcall flags; what
+lives in them is written by their users through ``si_at``/``vcpu_info_at``:
+the 2-level event bits (xen/evtchn_2l.py), pvclock and wallclock (xen/time.py).
+
 **Placement.**  In Xen the shared_info frame belongs to the hypervisor and
 XENMEM_add_to_physmap(XENMAPSPACE_shared_info) maps it at a gpfn of the
 guest's choosing.  We keep it *in that guest RAM page*: before the guest maps
@@ -19,17 +24,13 @@ Offsets come from the construct layouts in xen/abi (64- and 32-bit).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from vmm.memory import GuestMemoryError, HostPage
 from vmm.locks import ordered_lock
 from vmm.x86 import PAGE_SIZE
 from xen import abi
-
-if TYPE_CHECKING:
-    from xen.domain import XenDomain
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,33 @@ LAYOUT = {False: _layout("64"), True: _layout("32")}
 
 
 class SharedInfo:
-    def __init__(self, domain: "XenDomain"):
-        self.domain = domain
-        self.mem = domain.vm.memory
+    """The shared_info page and the vcpu_infos: where they are, the layout width the
+    guest latched, and raw access for the event ABIs (xen/evtchn_2l.py) and time
+    (xen/time.py).  ``inject_upcall(vcpu)`` is how "events pending" reaches the vCPU
+    (Upcall.inject; set once by the domain: Upcall itself reads upcall_pending here)."""
+
+    def __init__(self, mem):
+        self.mem = mem
         self.lock = ordered_lock("xen.shared_info")          # placement only; bit updates are atomic RMWs
         self.gpa: int | None = None
         self._shadow = HostPage(PAGE_SIZE)
         # per-vCPU explicit vcpu_info gpa (VCPUOP_register_vcpu_info)
         self.vcpu_info_gpa: dict[int, int] = {}
+        self.compat = False                 # the latched width (latch_width)
+        self.layout = LAYOUT[False]         # LAYOUT[compat]: kept as a plain attribute for the hot path
+        self.inject_upcall: Callable[[int], None] = _no_upcall
+        self.width_listeners: list[Callable[[bool], None]] = []
+
+    # ------------------------------------------------------------ width
+    def latch_width(self, compat: bool) -> None:
+        """The one place the shared_info layout's width is set: XENMEM_add_to_physmap
+        (shared_info) and VCPUOP_register_vcpu_info latch the caller's mode (Xen:
+        hvm_latch_shinfo_size).  Nothing is converted.  Listeners (KVM's long-mode flag)
+        are told every time, as Xen re-latches every time."""
+        self.compat = compat
+        self.layout = LAYOUT[compat]
+        for fn in self.width_listeners:
+            fn(compat)
 
     # ------------------------------------------------------------ placement
     def map_at(self, gpa: int) -> None:
@@ -90,179 +110,91 @@ class SharedInfo:
             self.mem.write(gpa, current)
             self.gpa = gpa
 
-    def register_vcpu_info(self, vcpu: int, gpa: int, compat: bool) -> None:
-        lay = LAYOUT[compat]
+    def register_vcpu_info(self, vcpu: int, gpa: int) -> None:
+        lay = self.layout
         with self.lock:
-            old = self._vcpu_info_gpa(vcpu, compat)
-            data = self.read_raw(old, lay.vcpu_info_size) if old is not None else bytes(lay.vcpu_info_size)
+            old = self._vcpu_info_gpa(vcpu)
+            if old is None:
+                data = bytes(lay.vcpu_info_size)
+            else:
+                mem, addr = self.si_at(old[1]) if isinstance(old, tuple) else (self.mem, old)
+                data = mem.read(addr, lay.vcpu_info_size)
             self.mem.write(gpa, data)
             self.vcpu_info_gpa[vcpu] = gpa
         # Xen (map_vcpu_info): mark everything pending so nothing is lost;
         # the guest copes with a spurious upcall.
-        self._or(gpa, lay.pending_sel, (1 << lay.word * 8) - 1, lay.word)
-        self._mark_events_pending(vcpu, compat)
+        mem, addr = self.mem, gpa + lay.pending_sel
+        all_ones = (1 << lay.word * 8) - 1
+        mem.atomic_or64(addr, all_ones) if lay.word == 8 else mem.atomic_or32(addr, all_ones)
+        self.mark_events_pending(vcpu)
 
-    def _vcpu_info_gpa(self, vcpu: int, compat: bool) -> int | None:
-        """Address of vcpu's vcpu_info: explicit, else the legacy slot (gpa or shadow offset)."""
+    def _vcpu_info_gpa(self, vcpu: int):
+        """Where vcpu's vcpu_info is: its explicit gpa, else ("si", offset) of the legacy
+        slot, else None."""
         g = self.vcpu_info_gpa.get(vcpu)
         if g is not None:
             return g
         if vcpu < abi.XEN_LEGACY_MAX_VCPUS:
-            return ("si", vcpu * LAYOUT[compat].vcpu_info_size)  # type: ignore[return-value]
+            return ("si", vcpu * self.layout.vcpu_info_size)
         return None
 
-    def vcpu_info_location(self, vcpu: int, compat: bool) -> int | None:
-        """Guest-physical address of vcpu_info, or None (not placed in guest memory yet)."""
-        loc = self._vcpu_info_gpa(vcpu, compat)
-        if isinstance(loc, tuple):
-            return None if self.gpa is None else self.gpa + loc[1]
-        return loc
+    def default_vcpu_info_gpas(self, vcpus) -> dict[int, int]:
+        """Guest-physical addresses of the legacy vcpu_info slots of ``vcpus`` that have no
+        explicit one (for KVM, once shared_info is placed)."""
+        if self.gpa is None:
+            return {}
+        size = self.layout.vcpu_info_size
+        return {v: self.gpa + v * size for v in vcpus
+                if v < abi.XEN_LEGACY_MAX_VCPUS and v not in self.vcpu_info_gpa}
 
     # ------------------------------------------------------------ raw access
-    def _at(self, where, offset: int):
-        """(memory, address) of ``offset`` into shared_info (``where`` = "si": the guest
-        page, or the shadow before the guest placed it) or past a gpa; both memories
-        have the same access methods and atomics (vmm.memory.AtomicAccess)."""
-        if where == "si":
-            if self.gpa is None:
-                return self._shadow, offset
-            return self.mem, self.gpa + offset
-        return self.mem, where + offset
+    def si_at(self, offset: int):
+        """(memory, address) of ``offset`` into shared_info: the guest page, or the shadow
+        before the guest placed it; both memories have the same access methods and
+        atomics (vmm.memory.AtomicAccess)."""
+        if self.gpa is None:
+            return self._shadow, offset
+        return self.mem, self.gpa + offset
 
-    def read_raw(self, loc, n: int) -> bytes:
-        mem, addr = self._at("si", loc[1]) if isinstance(loc, tuple) else self._at(loc, 0)
-        return mem.read(addr, n)
-
-    def _or(self, where, offset: int, value: int, word: int) -> int:
-        mem, addr = self._at(where, offset)
-        return mem.atomic_or64(addr, value) if word == 8 else mem.atomic_or32(addr, value)
-
-    def _and(self, where, offset: int, value: int, word: int) -> int:
-        mem, addr = self._at(where, offset)
-        return mem.atomic_and64(addr, value) if word == 8 else mem.atomic_and32(addr, value)
-
-    def _test(self, offset: int, bit: int, word: int) -> bool:
-        return bool(self._or("si", offset, 0, word) >> bit & 1)
-
-    def _vi(self, vcpu: int, compat: bool):
-        """(where, base offset) of a vCPU's vcpu_info for _at, or None."""
-        loc = self._vcpu_info_gpa(vcpu, compat)
+    def vcpu_info_at(self, vcpu: int, offset: int):
+        """(memory, address) of ``offset`` into vcpu's vcpu_info, or None (it has none)."""
+        loc = self._vcpu_info_gpa(vcpu)
         if loc is None:
             return None
         if isinstance(loc, tuple):
-            return "si", loc[1]
-        return loc, 0
+            return self.si_at(loc[1] + offset)
+        return self.mem, loc + offset
 
-    # ------------------------------------------------------------ 2-level protocol (event_2l.c)
-    # The bitmaps hold word_bits**2 ports: 4096 in the 64-bit layout, 1024 in the compat one.
-    # A guest may bind ports above 1024 in 64-bit mode and then latch the compat layout
-    # (XENMEM_add_to_physmap(shared_info) or HVM_PARAM_CALLBACK_IRQ from 32-bit mode:
-    # hvm.c hvm_latch_shinfo_size, which converts nothing).  Xen keeps those ports valid
-    # (port_is_valid checks d->valid_evtchns, which never shrinks) but no longer allocates
-    # there (max_evtchns), and its 2-level ops treat them as masked and never pending
-    # (event_2l.c evtchn_2l_is_masked/is_pending: port >= max_ports).  So here a port
-    # beyond the layout's bitmaps is all-or-nothing *nothing*: no bit is touched (Xen's
-    # set_pending would write past evtchn_pending, into evtchn_mask).
-    @staticmethod
-    def nr_ports(compat: bool) -> int:
-        bits = LAYOUT[compat].word * 8
-        return bits * bits
-
-    def set_pending(self, port: int, vcpu: int, compat: bool) -> str:
-        lay = LAYOUT[compat]
-        bits = lay.word * 8
-        if port >= self.nr_ports(compat):
-            return "dropped: beyond the layout's 2-level ports (masked)"
-        w, b = divmod(port, bits)
-        try:
-            old = self._or("si", lay.pending + w * lay.word, 1 << b, lay.word)
-            if old >> b & 1:
-                return "already pending"
-            if self._test(lay.mask + w * lay.word, b, lay.word):
-                return "masked"
-            return self._select(w, vcpu, compat)
-        except GuestMemoryError as e:          # shared_info/vcpu_info moved out of RAM
-            return f"lost ({e})"
-
-    def _select(self, word_index: int, vcpu: int, compat: bool) -> str:
-        lay = LAYOUT[compat]
-        vi = self._vi(vcpu, compat)
-        if vi is None:
+    # ------------------------------------------------------------ vcpu_info flags
+    def mark_events_pending(self, vcpu: int) -> str:
+        """vcpu_mark_events_pending: evtchn_upcall_pending xchg 1; if it was 0, raise the
+        upcall.  Returns a trace word.  (Both event ABIs end here.)"""
+        at = self.vcpu_info_at(vcpu, self.layout.upcall_pending)
+        if at is None:
             return "no vcpu_info"
-        where, base = vi
-        old = self._or(where, base + lay.pending_sel, 1 << word_index, lay.word)
-        if old >> word_index & 1:
-            return "selector already set"
-        return self._mark_events_pending(vcpu, compat)
-
-    def _mark_events_pending(self, vcpu: int, compat: bool) -> str:
-        lay = LAYOUT[compat]
-        vi = self._vi(vcpu, compat)
-        if vi is None:
-            return "no vcpu_info"
-        where, base = vi
-        mem, addr = self._at(where, base + lay.upcall_pending)
-        if mem.atomic_xchg8(addr, 1):
+        if at[0].atomic_xchg8(at[1], 1):
             return "upcall already pending"
-        self.domain.upcall.inject(vcpu)
+        self.inject_upcall(vcpu)
         return "upcall"
 
-    def clear_pending(self, port: int, compat: bool) -> None:
-        lay = LAYOUT[compat]
-        if port >= self.nr_ports(compat):
-            return
-        w, b = divmod(port, lay.word * 8)
-        try:
-            self._and("si", lay.pending + w * lay.word, ~(1 << b) & ((1 << lay.word * 8) - 1), lay.word)
-        except GuestMemoryError:
-            pass
-
-    def is_pending(self, port: int, compat: bool) -> bool:
-        lay = LAYOUT[compat]
-        if port >= self.nr_ports(compat):
+    def upcall_pending(self, vcpu: int) -> bool:
+        at = self.vcpu_info_at(vcpu, self.layout.upcall_pending)
+        if at is None:
             return False
-        w, b = divmod(port, lay.word * 8)
         try:
-            return self._test(lay.pending + w * lay.word, b, lay.word)
+            return at[0].view(at[1], 1)[0] != 0
         except GuestMemoryError:
             return False
 
-    def unmask(self, port: int, vcpu: int, compat: bool) -> bool:
-        lay = LAYOUT[compat]
-        if port >= self.nr_ports(compat):
-            return False                   # stays masked (evtchn_2l_is_masked)
-        w, b = divmod(port, lay.word * 8)
-        try:
-            old = self._and("si", lay.mask + w * lay.word, ~(1 << b) & ((1 << lay.word * 8) - 1), lay.word)
-            if old >> b & 1 and self._test(lay.pending + w * lay.word, b, lay.word):
-                return self._select(w, vcpu, compat) == "upcall"
-        except GuestMemoryError:
-            pass
-        return False
-
-    def upcall_pending(self, vcpu: int, compat: bool) -> bool:
-        vi = self._vi(vcpu, compat)
-        if vi is None:
-            return False
-        where, base = vi
-        try:
-            mem, addr = self._at(where, base + LAYOUT[compat].upcall_pending)
-            return mem.view(addr, 1)[0] != 0
-        except GuestMemoryError:
-            return False
-
-    def clear_upcall_mask(self, vcpu: int, compat: bool) -> None:
+    def clear_upcall_mask(self, vcpu: int) -> None:
         """vcpu_block_enable_events: SCHEDOP_block turns event delivery on first."""
-        vi = self._vi(vcpu, compat)
-        if vi is not None:
-            where, base = vi
+        at = self.vcpu_info_at(vcpu, self.layout.upcall_mask)
+        if at is not None:
             try:
-                mem, addr = self._at(where, base + LAYOUT[compat].upcall_mask)
-                mem.view(addr, 1)[0] = 0
+                at[0].view(at[1], 1)[0] = 0
             except GuestMemoryError:
                 pass
 
-    # ------------------------------------------------------------ plain field writes (time)
-    def write_field(self, where, offset: int, data: bytes) -> None:
-        mem, addr = self._at(where, offset)
-        mem.write(addr, data)
+
+def _no_upcall(vcpu: int) -> None:
+    raise RuntimeError("SharedInfo.inject_upcall was not set")

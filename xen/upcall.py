@@ -62,7 +62,7 @@ class Upcall:
         self.vectors[vcpu] = vector
         if self.domain.accel_full:
             self.domain.accel.upcall_vector(vcpu, vector)
-        if self.domain.shared.upcall_pending(vcpu, self.domain.compat):
+        if self.domain.shared.upcall_pending(vcpu):
             self.inject(vcpu)
 
     def set_callback_irq(self, value: int) -> None:
@@ -117,7 +117,7 @@ class Upcall:
             self.maybe_deassert(raise_if_pending=True)
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             for v in range(len(self.vm.vcpus)):
-                if v not in self.vectors and self.domain.shared.upcall_pending(v, self.domain.compat):
+                if v not in self.vectors and self.domain.shared.upcall_pending(v):
                     self.inject(v)
 
     # ------------------------------------------------------------ delivery
@@ -149,10 +149,10 @@ class Upcall:
         self.kicks[vcpu] += 1
         if (self.gsi is not None and vcpu == 0 and 0 not in self.vectors      # the vector takes precedence
                 and self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR
-                and self.domain.shared.upcall_pending(0, self.domain.compat)):
+                and self.domain.shared.upcall_pending(0)):
             self._set_line(True)
         elif (self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR and not self._kvm_global_vector
-              and vcpu not in self.vectors and self.domain.shared.upcall_pending(vcpu, self.domain.compat)):
+              and vcpu not in self.vectors and self.domain.shared.upcall_pending(vcpu)):
             self._request_window(vcpu)          # a global vector KVM refused (< 0x10)
 
     # -- global vector: wait for an interrupt window, then inject like ExtINT
@@ -181,7 +181,7 @@ class Upcall:
             return                                            # keep asking
         fresh = v.id in self._window_pending
         if self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR or v.id in self.vectors or not (
-                fresh or self.domain.shared.upcall_pending(v.id, self.domain.compat)):
+                fresh or self.domain.shared.upcall_pending(v.id)):
             run.request_interrupt_window = 0
             self._window_pending.discard(v.id)
             return
@@ -206,7 +206,7 @@ class Upcall:
         with self._lock:
             if self.gsi is None or level == self._line:
                 return
-            if not level and self.domain.shared.upcall_pending(0, self.domain.compat):
+            if not level and self.domain.shared.upcall_pending(0):
                 return
             self._line = level
             self._callback_line.set(level)   # lock order: Upcall._lock > irqchip.line
@@ -216,7 +216,7 @@ class Upcall:
     def maybe_deassert(self, raise_if_pending: bool = False) -> None:
         if self.gsi is None:
             return
-        pending = self.domain.shared.upcall_pending(0, self.domain.compat)
+        pending = self.domain.shared.upcall_pending(0)
         if not pending:
             self._set_line(False)
         elif raise_if_pending:

@@ -146,6 +146,9 @@ DOMID_COW = 0x7FF3
 DOMID_INVALID = 0x7FF4
 DOMID_IDLE = 0x7FFF
 DOMID_MASK = 0x7FFF
+# Not a header constant: domain 0, where Xen's backends (console, xenstore) live.  The VMM's
+# own backends stand in for it as the remote end of their interdomain ports (xen/evtchn.py).
+DOMID_BACKEND = 0
 
 XEN_LEGACY_MAX_VCPUS = 32     # arch-x86/xen.h: vcpu_info slots in shared_info
 XEN_DOMAIN_HANDLE_LEN = 16    # xen.h: typedef uint8_t xen_domain_handle_t[16];

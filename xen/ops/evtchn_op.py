@@ -28,25 +28,24 @@ def handlers(domain):
 
     def run(call: Hypercall, cmd: int, a) -> bool:
         """Do op ``cmd`` on parsed struct ``a``; returns True if ``a`` must be copied back."""
-        c = domain.compat
         if cmd == abi.EVTCHNOP_alloc_unbound:
-            a.port = ev.alloc_unbound(a.dom, a.remote_dom, c)
+            a.port = ev.alloc_unbound(a.dom, a.remote_dom)
         elif cmd == abi.EVTCHNOP_bind_interdomain:
-            a.local_port = ev.bind_interdomain(a.remote_dom, a.remote_port, c)
+            a.local_port = ev.bind_interdomain(a.remote_dom, a.remote_port)
         elif cmd == abi.EVTCHNOP_bind_virq:
-            a.port = ev.bind_virq(a.virq, a.vcpu, c)
+            a.port = ev.bind_virq(a.virq, a.vcpu)
         elif cmd == abi.EVTCHNOP_bind_ipi:
-            a.port = ev.bind_ipi(a.vcpu, c)
+            a.port = ev.bind_ipi(a.vcpu)
         elif cmd == abi.EVTCHNOP_bind_pirq:
-            a.port = ev.bind_pirq(a.pirq, a.flags, c)
+            a.port = ev.bind_pirq(a.pirq, a.flags)
         elif cmd == abi.EVTCHNOP_close:
-            ev.close(a.port, c)
+            ev.close(a.port)
             return False
         elif cmd == abi.EVTCHNOP_send:
-            ev.send(a.port, c)
+            ev.send(a.port)
             return False
         elif cmd == abi.EVTCHNOP_status:
-            ch = ev.status(a.dom, a.port, c)
+            ch = ev.status(a.dom, a.port)
             a.status, a.vcpu = ch.state, ch.vcpu
             if ch.state == ECS_UNBOUND:
                 a.u = dict(unbound=dict(dom=ch.remote_dom))
@@ -59,10 +58,10 @@ def handlers(domain):
             else:
                 a.u = dict(virq=0)
         elif cmd == abi.EVTCHNOP_bind_vcpu:
-            ev.bind_vcpu(a.port, a.vcpu, c)
+            ev.bind_vcpu(a.port, a.vcpu)
             return False
         elif cmd == abi.EVTCHNOP_unmask:
-            ev.unmask(a.port, c)
+            ev.unmask(a.port)
             return False
         elif cmd == abi.EVTCHNOP_reset:
             ev.reset(a.dom)

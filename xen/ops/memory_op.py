@@ -31,7 +31,7 @@ def handlers(domain):
             with domain.lock:                 # one move at a time: place, copy, release the old
                 old = domain.shared.gpa
                 domain.place_page(gpa, "shared_info")      # RAM, or an overlay outside it
-                domain.compat = call.compat   # latch the shared_info layout (hvm_latch_shinfo_size)
+                domain.shared.latch_width(call.compat)   # hvm_latch_shinfo_size
                 domain.shared.map_at(gpa)
                 if old is not None and old != gpa:
                     domain.release_page(old, "shared_info")

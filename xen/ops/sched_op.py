@@ -74,7 +74,6 @@ def handlers(domain):
         cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_sched_op(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.SCHEDOP(cmd).name if cmd in abi.SCHEDOP._value2member_map_ else cmd}")
         me = call.vcpu_id
-        compat = domain.compat
         if cmd == abi.SCHEDOP_yield:
             return 0
         kicks = domain.upcall.kicks
@@ -83,15 +82,15 @@ def handlers(domain):
         # local_events_need_delivery() on HVM (hvm_local_events_need_delivery): an upcall
         # pending and deliverable, i.e. IF=1; evtchn_upcall_mask plays no part for HVM.
         deliverable = lambda: (call.vcpu.fd.run.if_flag                        # noqa: E731
-                               and domain.shared.upcall_pending(me, compat))
+                               and domain.shared.upcall_pending(me))
         if cmd == abi.SCHEDOP_block:
             # vcpu_block_enable_events: event delivery on (upcall_mask = 0), then sleep
             # until a kick.  Xen's vcpu_block returns at once only if the pending upcall
             # is deliverable (IF=1): with IF=0 and the event already in, it sleeps until
             # some *other* interrupt.  We return at once for any pending upcall: an early
             # return is allowed (callers re-check), a vCPU asleep for good is not.
-            domain.shared.clear_upcall_mask(me, compat)
-            pending = lambda: domain.shared.upcall_pending(me, compat)          # noqa: E731
+            domain.shared.clear_upcall_mask(me)
+            pending = lambda: domain.shared.upcall_pending(me)          # noqa: E731
             if not pending():
                 wait(call, lambda: kicked() or pending(), None)
             return 0
@@ -101,15 +100,15 @@ def handlers(domain):
             if p.nr_ports > MAX_POLL_PORTS:
                 raise XenError(abi.XenErrno.EINVAL, f"{p.nr_ports} ports")
             ports = [int.from_bytes(call.mem.read(p.ports + 4 * i, 4), "little") for i in range(p.nr_ports)]
-            nr = domain.evtchn.nr_ports(compat)
+            nr = domain.evtchn.nr_ports()
             if any(not 0 <= q < nr for q in ports):
                 raise XenError(abi.XenErrno.EINVAL, "bad port")
             call.tracing and call.note(f"ports={ports} timeout={p.timeout}")
             # do_poll: at once if a deliverable event or a polled port is pending; else
             # until a polled port fires (evtchn_check_pollers), a kick, or the timeout.
-            if deliverable() or domain.evtchn.any_pending(ports, compat):
+            if deliverable() or domain.evtchn.any_pending(ports):
                 return 0
-            wait(call, lambda: kicked() or domain.evtchn.any_pending(ports, compat),
+            wait(call, lambda: kicked() or domain.evtchn.any_pending(ports),
                  signed(p.timeout, 64) if p.timeout else None)      # set_timer(s_time_t)
             return 0
         if cmd == abi.SCHEDOP_shutdown:

@@ -70,10 +70,8 @@ def handlers(domain):
                 raise XenError(abi.XenErrno.EINVAL, "another vCPU's vcpu_info while it runs")
             if vcpuid in domain.shared.vcpu_info_gpa:
                 raise XenError(abi.XenErrno.EINVAL, "vcpu_info already registered")
-            domain.compat = call.compat
-            if domain.accel is not None:
-                domain.accel.set_long_mode(not call.compat)     # KVM's layout follows the latch
-            domain.shared.register_vcpu_info(vcpuid, gpa, call.compat)
+            domain.shared.latch_width(call.compat)       # KVM's layout follows the latch
+            domain.shared.register_vcpu_info(vcpuid, gpa)
             domain.vcpu_info_moved(vcpuid, gpa)
             domain.publish_time(vcpuid)
             call.tracing and call.note(f"vcpu_info -> {gpa:#x}")
