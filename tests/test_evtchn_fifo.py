@@ -39,7 +39,7 @@ class Domain:
         self.upcall_pending = [0] * nr_vcpus
         self.upcalls = [0] * nr_vcpus
         self.wake = [threading.Event() for _ in range(nr_vcpus)]
-        self.fifo = FifoAbi(self.mem, nr_vcpus, self.mark_pending, self.ports.get)
+        self.fifo = FifoAbi(self.mem, nr_vcpus, self.mark_pending)
         for v in range(nr_vcpus):
             check_init_control(nr_vcpus, v, 0)
             self.fifo.map_control_block(v, CB_GFN[v], 0)
@@ -51,7 +51,9 @@ class Domain:
         gpa = (ARRAY_GFN + slot) << 12
         for i in range(WORDS_PER_PAGE):           # Linux's init_array_page: all masked
             self.mem.write_u32(gpa + 4 * i, MASKED)
-        return self.fifo.expand_array(ARRAY_GFN + slot)
+        for port in self.fifo.expand_array(ARRAY_GFN + slot):     # EventChannels re-raises
+            if port in self.ports:
+                self.send(port)
 
     def mark_pending(self, vcpu):                 # vcpu_info.evtchn_upcall_pending xchg 1
         if self.upcall_pending[vcpu]:
@@ -268,7 +270,7 @@ def test_init_control_arguments_get_xens_errnos(d):
     assert err(check_init_control, 2, 0, 0xFFFF_FFF8) == abi.XenErrno.EINVAL
     assert err(check_init_control, 2, 0, 4) == abi.XenErrno.EINVAL                # not 8-aligned
     check_init_control(2, 1, 4096 - 72)                                           # the last fit
-    fresh = FifoAbi(d.mem, 2, d.mark_pending, d.ports.get)
+    fresh = FifoAbi(d.mem, 2, d.mark_pending)
     for gfn in (16 * MiB >> 12, (1 << 64) - 1, 0xFEE00):                          # not RAM
         assert err(fresh.map_control_block, 0, gfn, 0) == abi.XenErrno.EINVAL
     assert fresh.control == [None, None]
@@ -312,7 +314,7 @@ def test_pending_before_the_event_word_exists_is_raised_by_expand_array(d):
 
 
 def test_no_control_block_drops_the_event(d):
-    fresh = FifoAbi(d.mem, 2, d.mark_pending, d.ports.get)
+    fresh = FifoAbi(d.mem, 2, d.mark_pending)
     fresh.map_control_block(0, CB_GFN[0], 0)
     fresh.expand_array(ARRAY_GFN)
     d.mem.write_u32(d.word_gpa(3), 0)
@@ -443,3 +445,66 @@ def test_linking_races_the_guest_unlinking_without_losing_or_duplicating(seed):
     lost = [p for p in range(1, nports + 1) if outstanding[p]]
     assert not errors and not lost, (errors[:5], lost)
     assert handled == sent and sum(sent) == 3000
+
+
+def test_a_domain_switches_to_fifo_and_back_on_reset():
+    """EventChannels with a real XenDomain (port transport): the FIFO ops' errors in 2-level,
+    the switch keeping a pending port, a port still LINKED not reallocated, and
+    EVTCHNOP_reset going back to 2-level (event_channel.c evtchn_reset)."""
+    from devices.ioapic import attach_ioapic
+    from vmm.vm import Vm, VmConfig
+    from xen.domain import XenConfig, XenDomain
+
+    vm = Vm(VmConfig(memory=16 << 20, irqchip="split", cpus=2))
+    attach_ioapic(vm)
+    xen = XenDomain(vm, XenConfig(hypercalls="port"), lambda b: None)
+    mem, ev = vm.memory, xen.evtchn
+
+    def err(f, *a):
+        with pytest.raises(XenError) as e:
+            f(*a)
+        return e.value.errno
+
+    def word(port):
+        return mem.read_u32((ARRAY_GFN << 12) + 4 * port)
+
+    try:
+        assert ev.port_abi.name == "2-level"
+        assert err(ev.expand_array, ARRAY_GFN) == abi.XenErrno.EOPNOTSUPP
+        p = ev.bind_ipi(0)
+        assert err(ev.set_priority, p, 3) == abi.XenErrno.ENOSYS
+        assert err(ev.set_priority, 5000, 3) == abi.XenErrno.EINVAL
+        ev.send(p)
+        assert ev.port_abi.is_pending(p)
+        # A failed first init_control leaves the domain 2-level.
+        assert err(ev.init_control, 2, CB_GFN[0], 0) == abi.XenErrno.ENOENT
+        assert err(ev.init_control, 0, 1 << 40, 0) == abi.XenErrno.EINVAL
+        assert ev.port_abi.name == "2-level"
+
+        assert ev.init_control(0, CB_GFN[0], 0) == abi.EVTCHN_FIFO_LINK_BITS
+        assert ev.port_abi.name == "FIFO" and ev.nr_ports() == abi.EVTCHN_2L_NR_CHANNELS_64
+        assert err(ev.init_control, 0, CB_GFN[1], 0) == abi.XenErrno.EINVAL
+        assert ev.init_control(1, CB_GFN[1], 8) == abi.EVTCHN_FIFO_LINK_BITS
+        assert not ev.any_pending([p])                        # no event word yet
+        mem.fill(ARRAY_GFN << 12, 4096)
+        ev.expand_array(ARRAY_GFN)                            # the 2-level pending port, re-raised
+        assert word(p) & (PENDING | LINKED) == PENDING | LINKED and ev.any_pending([p])
+        assert mem.read_u32((CB_GFN[0] << 12) + CB_HEAD + 4 * DEFAULT) == p
+        assert err(ev.set_priority, p, abi.EVTCHN_FIFO_PRIORITY_MIN + 1) == abi.XenErrno.EINVAL
+        ev.set_priority(p, 1)
+
+        # Closed while still on a queue: not reallocated until the guest unlinks it.
+        ev.close(p)
+        assert not word(p) & PENDING and word(p) & LINKED
+        q = ev.bind_ipi(1)
+        assert q != p
+        mem.atomic_and32((ARRAY_GFN << 12) + 4 * p, ~(LINKED | LINK_MASK) & U32)
+        assert ev.bind_ipi(0) == p and ev.ports[p].priority == DEFAULT
+
+        ev.reset(abi.DOMID_SELF)
+        assert ev.port_abi.name == "2-level"
+        assert err(ev.expand_array, ARRAY_GFN) == abi.XenErrno.EOPNOTSUPP
+        assert ev.init_control(0, CB_GFN[0], 0) == abi.EVTCHN_FIFO_LINK_BITS   # and FIFO again
+    finally:
+        xen.stop()
+        vm.close()

@@ -92,17 +92,14 @@ class FifoAbi:
     """The FIFO port ABI of one domain (the PortAbi protocol of xen/evtchn_abi.py).
 
     ``mark_pending(vcpu) -> str`` sets the vCPU's evtchn_upcall_pending and raises the
-    upcall if it was clear; ``lookup(port)`` gives a bound port's record or None (called
-    with the port lock held, by expand_array's re-raise)."""
+    upcall if it was clear (SharedInfo.mark_events_pending)."""
 
     name = "FIFO"
 
-    def __init__(self, mem, nr_vcpus: int, mark_pending: Callable[[int], str],
-                 lookup: Callable[[int], FifoChannel | None]):
+    def __init__(self, mem, nr_vcpus: int, mark_pending: Callable[[int], str]):
         self.mem = mem
         self.nr_vcpus = nr_vcpus
         self._mark_pending = mark_pending
-        self._lookup = lookup
         self._lock = ordered_lock("xen.fifo")
         self.control: list[int | None] = [None] * nr_vcpus       # gpa of each vCPU's control block
         self.tail = [[0] * NR_QUEUES for _ in range(nr_vcpus)]   # per vCPU, per priority
@@ -133,10 +130,11 @@ class FifoAbi:
             with self._lock:
                 self.saved_pending.add(port)
 
-    def expand_array(self, gfn: int) -> int:
+    def expand_array(self, gfn: int) -> list[int]:
         """add_page_to_event_array: one more page of event words (-ENOSPC when the array
-        addresses every port, -EINVAL for a gfn that isn't RAM), then re-raise the ports
-        that became pending before their word existed.  Returns the number of event words."""
+        addresses every port, -EINVAL for a gfn that isn't RAM).  Returns the ports that
+        became pending before their word existed: the caller re-raises those still bound
+        (set_pending on their vCPU, as Xen does)."""
         with self._lock:
             slot = len(self.pages)
             if slot >= MAX_ARRAY_PAGES:
@@ -145,11 +143,7 @@ class FifoAbi:
             first, end = slot * WORDS_PER_PAGE, (slot + 1) * WORDS_PER_PAGE
             again = sorted(p for p in self.saved_pending if first <= p < end)
             self.saved_pending.difference_update(again)
-        for port in again:
-            ch = self._lookup(port)
-            if ch is not None:
-                self.set_pending(port, ch)
-        return end
+        return again
 
     def destroy(self) -> None:
         """evtchn_fifo_destroy (EVTCHNOP_reset, a failed first init_control): forget the
@@ -247,9 +241,9 @@ class FifoAbi:
         try:
             if self.mem.atomic_or32(cb + CB_READY, 1 << prio) >> prio & 1:
                 return f"{result}, queue {prio} already ready"
+            return f"{result}, {self._mark_pending(vcpu)}"
         except GuestMemoryError as e:
-            return f"{result}; control block lost ({e})"
-        return f"{result}, {self._mark_pending(vcpu)}"
+            return f"{result}; lost ({e})"
 
     def _link(self, port: int, ch: FifoChannel) -> tuple[str, tuple[int, int, int] | None]:
         """The locked half of set_pending: (trace word, (control block, vcpu, priority) to

@@ -18,9 +18,11 @@ OPS = {  # cmd -> argument struct
     abi.EVTCHNOP_bind_vcpu: abi.evtchn_bind_vcpu,
     abi.EVTCHNOP_unmask: abi.evtchn_unmask,
     abi.EVTCHNOP_reset: abi.evtchn_reset,
+    # FIFO ABI (xen/common/event_fifo.c; xen/evtchn_fifo.py)
+    abi.EVTCHNOP_init_control: abi.evtchn_init_control,
+    abi.EVTCHNOP_expand_array: abi.evtchn_expand_array,
+    abi.EVTCHNOP_set_priority: abi.evtchn_set_priority,
 }
-# FIFO ABI: not offered, as a Xen without it answers.
-NO_FIFO = (abi.EVTCHNOP_init_control, abi.EVTCHNOP_expand_array, abi.EVTCHNOP_set_priority)
 
 
 def handlers(domain):
@@ -66,13 +68,20 @@ def handlers(domain):
         elif cmd == abi.EVTCHNOP_reset:
             ev.reset(a.dom)
             return False
+        elif cmd == abi.EVTCHNOP_init_control:
+            # link_bits is OUT; the struct is copied back only on success (do_event_channel_op).
+            a.link_bits = ev.init_control(a.vcpu, a.control_gfn, a.offset)
+        elif cmd == abi.EVTCHNOP_expand_array:
+            ev.expand_array(a.array_gfn)
+            return False
+        elif cmd == abi.EVTCHNOP_set_priority:
+            ev.set_priority(a.port, a.priority)
+            return False
         return True
 
     def event_channel_op(call: Hypercall) -> int:
         cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_event_channel_op(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.EVTCHNOP(cmd).name if cmd in abi.EVTCHNOP._value2member_map_ else cmd}")
-        if cmd in NO_FIFO:
-            raise XenError(abi.XenErrno.ENOSYS, "no FIFO event channels")
         struct = OPS.get(cmd)
         if struct is None:
             raise XenError(abi.XenErrno.ENOSYS, f"EVTCHNOP {cmd}")
