@@ -19,7 +19,9 @@ from kvm_bindings.kvm import (
     atomic_and64,
     atomic_or32,
     atomic_or64,
+    atomic_cmpxchg32,
     atomic_xchg8,
+    atomic_xchg32,
     buffer_address,
     run_vcpu_fd,
 )
@@ -28,4 +30,5 @@ __all__ = [
     "ffi", "consts", "Kvm", "KvmError", "VmFd", "VcpuFd", "IrqchipRoute", "MsiRoute",
     "XenEvtchnRoute", "Route", "buffer_address", "run_vcpu_fd",
     "atomic_or64", "atomic_and64", "atomic_or32", "atomic_and32", "atomic_xchg8",
+    "atomic_xchg32", "atomic_cmpxchg32",
 ]

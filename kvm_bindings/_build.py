@@ -347,6 +347,9 @@ __u64 vmm_atomic_and64(__u64 *p, __u64 v);
 __u32 vmm_atomic_or32(__u32 *p, __u32 v);
 __u32 vmm_atomic_and32(__u32 *p, __u32 v);
 __u8 vmm_atomic_xchg8(__u8 *p, __u8 v);
+__u32 vmm_atomic_xchg32(__u32 *p, __u32 v);
+/* Compare-and-exchange: stores ``new`` iff *p == ``old``; returns what *p was. */
+__u32 vmm_atomic_cmpxchg32(__u32 *p, __u32 old, __u32 new);
 
 /* ioctl wrappers: return the ioctl's result, or -errno.  Called without the GIL. */
 int vmm_ioctl(int fd, unsigned long request, void *arg);
@@ -385,6 +388,12 @@ __u64 vmm_atomic_and64(__u64 *p, __u64 v) { return __atomic_fetch_and(p, v, __AT
 __u32 vmm_atomic_or32(__u32 *p, __u32 v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
 __u32 vmm_atomic_and32(__u32 *p, __u32 v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
 __u8 vmm_atomic_xchg8(__u8 *p, __u8 v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+__u32 vmm_atomic_xchg32(__u32 *p, __u32 v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+__u32 vmm_atomic_cmpxchg32(__u32 *p, __u32 old, __u32 new)
+{
+    __atomic_compare_exchange_n(p, &old, new, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return old;     /* on failure, the value found */
+}
 
 int vmm_ioctl(int fd, unsigned long request, void *arg)
 {

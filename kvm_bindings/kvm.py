@@ -29,6 +29,8 @@ atomic_and64 = lib.vmm_atomic_and64
 atomic_or32 = lib.vmm_atomic_or32
 atomic_and32 = lib.vmm_atomic_and32
 atomic_xchg8 = lib.vmm_atomic_xchg8
+atomic_xchg32 = lib.vmm_atomic_xchg32
+atomic_cmpxchg32 = lib.vmm_atomic_cmpxchg32    # (ptr, old, new) -> the value found; stored iff == old
 
 
 class KvmError(OSError):

@@ -85,8 +85,14 @@ def test_atomics_return_the_old_value_and_check_bounds(kind):
         assert mem.atomic_and64(a, 1) == (1 << 63) | 1 and mem.read(a, 8) == (1).to_bytes(8, "little")
         assert mem.atomic_or32(a + 4, 6) == 0 and mem.atomic_and32(a + 4, 2) == 6
         assert mem.atomic_xchg8(a + 1, 1) == 0 and mem.atomic_xchg8(a + 1, 0) == 1
+        assert mem.atomic_xchg32(a + 4, 0xFFFF_FFFF) == 2 and mem.atomic_read32(a + 4) == 0xFFFF_FFFF
+        # cmpxchg: stores only over the expected value, and says what it found either way.
+        assert mem.atomic_cmpxchg32(a + 4, 5, 7) == 0xFFFF_FFFF and mem.atomic_read32(a + 4) == 0xFFFF_FFFF
+        assert mem.atomic_cmpxchg32(a + 4, 0xFFFF_FFFF, 7) == 0xFFFF_FFFF and mem.atomic_read32(a + 4) == 7
         with pytest.raises(GuestMemoryError):
             mem.atomic_or32(a + 2, 1)                   # unaligned
+        with pytest.raises(GuestMemoryError):
+            mem.atomic_cmpxchg32(a + 2, 0, 1)
         with pytest.raises(GuestMemoryError):
             mem.atomic_or64(1 << 40 if kind == "guest" else 0x1000, 1)   # outside
     finally:

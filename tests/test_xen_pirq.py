@@ -29,8 +29,10 @@ class Chip:
 
 def table(nr_pirqs=64, accel=False):
     delivered = []
+    # kernel_delivery: KVM delivers events (acceleration, while the guest's ABI is 2-level)
     dom = types.SimpleNamespace(vm=types.SimpleNamespace(irqchip=Chip()), accel_full=accel,
-                                evtchn=types.SimpleNamespace(deliver_pirq=lambda p, via: delivered.append(p)))
+                                evtchn=types.SimpleNamespace(deliver_pirq=lambda p, via: delivered.append(p),
+                                                             kernel_delivery=object() if accel else None))
     t = PirqTable(dom, nr_pirqs, 24)
     return t, dom, delivered
 
@@ -136,6 +138,9 @@ def test_bind_unbind_snoop_and_routes():
     assert e.value.errno == abi.XenErrno.EEXIST
     t.moved(40, 1)
     assert t.msi_route(vec, 30) == XenEvtchnRoute(30, 9, 1)
+    kd, dom.evtchn.kernel_delivery = dom.evtchn.kernel_delivery, None
+    assert t.msi_route(vec, 30) is False                # a FIFO guest: KVM only knows 2-level
+    dom.evtchn.kernel_delivery = kd
     assert t.pirqs[40].emuirq == IRQ_MSI_EMU            # KVM delivers: mapped as the first inject would
     plain = types.SimpleNamespace(address=0xFEE00000, data=0x41)
     assert t.msi_route(plain, 31) is None
@@ -144,6 +149,6 @@ def test_bind_unbind_snoop_and_routes():
     vec.removed = True
     t.msi_vector_changed(vec)
     assert t.msi_vectors == {}
-    dom.accel_full = False
+    dom.accel_full, dom.evtchn.kernel_delivery = False, None
     t.bind(40, 9)
     assert t.msi_route(vec, 30) is False                # no KVM Xen support: userspace

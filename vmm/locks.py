@@ -24,6 +24,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "vm.exit",          # Vm._exit_lock: the exit code only; nothing is called under it
     "xen.domain",       # XenDomain.lock: HVM params, the console line, shared_info moves
     "xen.ports",        # EventChannels.lock: the port table; set_pending/unmask decisions
+    "xen.fifo",         # FifoAbi._lock: FIFO queues' tails and last-queue records (upcall raised after it)
     "xen.shared_info",  # SharedInfo.lock: placement only (bits are atomic RMWs)
     "xen.gnttab",       # GrantTable.lock
     "xen.pages",        # PagePlacement._lock (xen/placement.py): placed pages

@@ -27,7 +27,8 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 
-from kvm_bindings import atomic_and32, atomic_and64, atomic_or32, atomic_or64, atomic_xchg8, ffi
+from kvm_bindings import (atomic_and32, atomic_and64, atomic_cmpxchg32, atomic_or32, atomic_or64, atomic_xchg8,
+                          atomic_xchg32, ffi)
 from vmm.x86 import PAGE_SIZE
 
 MiB = 1 << 20
@@ -89,6 +90,18 @@ class AtomicAccess:
 
     def atomic_xchg8(self, addr: int, value: int) -> int:
         return atomic_xchg8(self._ptr(addr, 1, "__u8 *"), value)
+
+    def atomic_xchg32(self, addr: int, value: int) -> int:
+        return atomic_xchg32(self._ptr(addr, 4, "__u32 *"), value)
+
+    def atomic_cmpxchg32(self, addr: int, old: int, new: int) -> int:
+        """Store ``new`` iff the word is ``old``; returns the word found (== old: stored).
+        The building block of lock-free protocols shared with the guest (FIFO event words)."""
+        return atomic_cmpxchg32(self._ptr(addr, 4, "__u32 *"), old, new)
+
+    def atomic_read32(self, addr: int) -> int:
+        """A single aligned 32-bit load (a word the guest changes under us)."""
+        return atomic_or32(self._ptr(addr, 4, "__u32 *"), 0)
 
 
 class GuestMemory(AtomicAccess):

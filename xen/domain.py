@@ -117,11 +117,6 @@ class XenDomain:
         """The shared_info layout the guest latched (SharedInfo.latch_width sets it)."""
         return self.shared.compat
 
-    def set_toolstack_param(self, index: int, value: int) -> None:
-        """An HVM param the toolstack sets at build time (xen/toolstack.py)."""
-        with self.lock:
-            self.hvm_params[index] = value
-
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.timers.start()

@@ -35,10 +35,12 @@ from vmm.locks import ordered_lock
 from vmm.trace import now
 from xen import abi
 from xen.evtchn_2l import TwoLevelAbi
+from xen.evtchn_fifo import FifoAbi, check_init_control
 from xen.hypercall import XenError
 from xen.trace_events import (
     TP_XEN_EVTCHN_BIND as TP_BIND,
     TP_XEN_EVTCHN_CLOSE as TP_CLOSE,
+    TP_XEN_EVTCHN_FIFO as TP_FIFO,
     TP_XEN_EVTCHN_SEND as TP_SEND,
     TP_XEN_EVTCHN_SET_PENDING as TP_SET_PENDING,
     TP_XEN_EVTCHN_UNMASK as TP_UNMASK,
@@ -74,8 +76,8 @@ class Channel:
     virq: int = 0
     pirq: int = 0
     priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT     # FIFO only (2-level ignores it)
-    last_vcpu: int = 0            # FIFO: the queue the event was last linked on (Xen's
-    last_priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT   # evtchn->last_vcpu_id/last_priority)
+    # FIFO's "last queue" (Xen's evtchn->fifo_lastq) is kept by FifoAbi per port number:
+    # it must outlive a close and rebind, and a closed port's Channel is replaced.
 
 
 @dataclass
@@ -104,6 +106,8 @@ class EventChannels:
         self.port_abi = port_abi
         # KvmXenAccel when KVM delivers events (accel_full), while the ABI is 2-level
         self.kernel_delivery = kernel_delivery
+        self._kernel = kernel_delivery              # given back when the guest returns to 2-level
+        self._two_level = port_abi
         self.max_ports = abi.EVTCHN_2L_NR_CHANNELS_64      # the table's size (>= port_abi.max_ports())
         self.ports: list[Channel] = [Channel() for _ in range(self.max_ports)]
         self.ports[0].state = ECS_RESERVED
@@ -114,16 +118,18 @@ class EventChannels:
 
     # ------------------------------------------------------------ helpers
     def nr_ports(self) -> int:
-        """Ports the current ABI addresses (allocation stays below it)."""
-        return self.port_abi.max_ports()
+        """Ports the current ABI addresses, within the table (allocation stays below it).
+        FIFO addresses 2^17 ports; the table's 4096 is then our limit, as a toolstack's
+        max_event_channels is Xen's (d->max_evtchn_port; xl's default is 1023)."""
+        return min(self.port_abi.max_ports(), self.max_ports)
 
     def _valid(self, port: int) -> bool:
         """In range and not the reserved port 0 (what Xen's ops that need a bound port check)."""
-        return 0 < port < self.port_abi.max_ports() or self._bound_beyond(port)
+        return 0 < port < self.nr_ports() or self._bound_beyond(port)
 
     def _in_range(self, port: int) -> bool:
         """Xen's port_is_valid(): port 0 exists (reserved), so status/unmask accept it."""
-        return 0 <= port < self.port_abi.max_ports() or self._bound_beyond(port)
+        return 0 <= port < self.nr_ports() or self._bound_beyond(port)
 
     def _bound_beyond(self, port: int) -> bool:
         """A port bound above the ABI's limit before it shrank (2-level: the guest latched the
@@ -137,8 +143,11 @@ class EventChannels:
         return self.ports[port]
 
     def _alloc(self) -> int:
-        for p in range(1, self.port_abi.max_ports()):
-            if self.ports[p].state == ECS_FREE:
+        busy = self.port_abi.is_busy
+        for p in range(1, self.nr_ports()):
+            # A free port still on a FIFO queue (LINKED) isn't reused until the guest has
+            # unlinked it (event_channel.c get_free_port: evtchn_is_busy).
+            if self.ports[p].state == ECS_FREE and not busy(p):
                 return p
         raise XenError(abi.XenErrno.ENOSPC, "no free port")
 
@@ -351,34 +360,100 @@ class EventChannels:
             TP_UNMASK.emit(port=port, result="re-raised" if raised else "")
 
     def reset(self, dom: int) -> None:
+        """EVTCHNOP_reset (evtchn_reset): close every port; a FIFO domain goes back to
+        2-level (evtchn_fifo_destroy, evtchn_2l_init)."""
         self._check_dom(dom)
         quarantined = []
         with self.lock:
             for p in range(1, self.max_ports):
                 if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and self._close(p):
                     quarantined.append(p)
+            fifo = self.port_abi if isinstance(self.port_abi, FifoAbi) else None
+            if fifo is not None:
+                fifo.destroy()
+                self._switch_abi(self._two_level)
         if quarantined:
             self._release_quarantined(quarantined)
+        elif fifo is not None:
+            self._routes_changed()                    # KVM may deliver PIRQs again
 
     def switch_abi(self, new_abi: "PortAbi") -> None:
-        """Install another port ABI (EVTCHNOP_init_control: FIFO).  Under the port lock,
-        as Xen's evtchn_fifo_init_control: every bound port is prepared in the new ABI and
-        what was pending in the old one is pending in the new one (setup_ports).  KVM
-        delivers 2-level events only: from a switch away from it on, events are
-        delivered here (KvmXenAccel is told to stop)."""
+        """Install another port ABI (EVTCHNOP_init_control: FIFO; EVTCHNOP_reset: 2-level
+        again).  Under the port lock, as Xen's evtchn_fifo_init_control: every bound port
+        is prepared in the new ABI and what was pending in the old one is pending in the
+        new one (setup_ports).  KVM delivers 2-level events only: while the ABI is another
+        one, events are delivered here (KvmXenAccel is told to stop, and to start again)."""
         with self.lock:
-            old = self.port_abi
-            pending = [p for p in range(1, self.max_ports)
-                       if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and old.is_pending(p)]
-            self.port_abi = new_abi
-            if new_abi.name != TwoLevelAbi.name and self.kernel_delivery is not None:
-                self.kernel_delivery.stop_event_delivery()
-                self.kernel_delivery = None
-            for p in range(1, self.max_ports):
-                if self.ports[p].state not in (ECS_FREE, ECS_RESERVED):
-                    new_abi.bound(p, self.ports[p])
-            for p in pending:
-                self._set_pending(p)
+            self._switch_abi(new_abi)
+        self._routes_changed()                        # PIRQ routes into KVM follow (pirq.msi_route)
+
+    def _routes_changed(self) -> None:
+        """Delivery moved between KVM and us: the PIRQ table re-decides its KVM routes
+        (outside the port lock: it takes its own and programs KVM)."""
+        if self.pirqs is not None:
+            self.pirqs.routes_changed()
+
+    def _switch_abi(self, new_abi: "PortAbi") -> None:
+        old = self.port_abi
+        pending = [p for p in range(1, self.max_ports)
+                   if self.ports[p].state not in (ECS_FREE, ECS_RESERVED) and old.is_pending(p)]
+        self.port_abi = new_abi
+        if new_abi.name != TwoLevelAbi.name and self.kernel_delivery is not None:
+            self.kernel_delivery.stop_event_delivery()
+            self.kernel_delivery = None
+        elif new_abi.name == TwoLevelAbi.name and self._kernel is not None and self.kernel_delivery is None:
+            self._kernel.resume_event_delivery()
+            self.kernel_delivery = self._kernel
+        for p in range(1, self.max_ports):
+            if self.ports[p].state not in (ECS_FREE, ECS_RESERVED):
+                new_abi.bound(p, self.ports[p])
+        for p in pending:
+            self._set_pending(p)
+
+    # ------------------------------------------------------------ FIFO ABI (xen/common/event_fifo.c)
+    def init_control(self, vcpu: int, gfn: int, offset: int) -> int:
+        """EVTCHNOP_init_control: map ``vcpu``'s control block; the first call switches the
+        domain to FIFO (ports bound so far keep their pending state).  A failure leaves the
+        domain as it was (Xen: evtchn_fifo_destroy on a failed first call).  Returns
+        link_bits."""
+        check_init_control(self.nr_vcpus, vcpu, offset)
+        with self.lock:
+            fifo = self.port_abi
+            switched = not isinstance(fifo, FifoAbi)
+            if switched:
+                fifo = FifoAbi(self.shared.mem, self.nr_vcpus, self.shared.mark_events_pending)
+            fifo.map_control_block(vcpu, gfn, offset)
+            if switched:
+                self._switch_abi(fifo)
+        if TP_FIFO.enabled:
+            TP_FIFO.emit(what=f"init_control vcpu={vcpu} gfn={gfn:#x} offset={offset:#x}"
+                              + (" (switched from 2-level)" if switched else ""))
+        if switched:
+            self._routes_changed()                    # no PIRQ is delivered by KVM any more
+        return abi.EVTCHN_FIFO_LINK_BITS
+
+    def expand_array(self, gfn: int) -> None:
+        """EVTCHNOP_expand_array: -EOPNOTSUPP before init_control (Xen's evtchn_fifo_expand_array);
+        ports that became pending before their event word existed are raised now."""
+        with self.lock:
+            fifo = self.port_abi
+            if not isinstance(fifo, FifoAbi):
+                raise XenError(abi.XenErrno.EOPNOTSUPP, "not using FIFO event channels")
+            for port in fifo.expand_array(gfn):
+                if 0 < port < self.max_ports and self.ports[port].state not in (ECS_FREE, ECS_RESERVED):
+                    self._set_pending(port)
+            words = fifo.nr_words()
+        if TP_FIFO.enabled:
+            TP_FIFO.emit(what=f"expand_array gfn={gfn:#x}: {words} event words")
+
+    def set_priority(self, port: int, priority: int) -> None:
+        """EVTCHNOP_set_priority: an invalid port is -EINVAL, then the ABI answers (2-level:
+        -ENOSYS; FIFO: -EINVAL above EVTCHN_FIFO_PRIORITY_MIN).  As Xen, any valid port's
+        record takes it, bound or not (binding resets it to the default)."""
+        with self.lock:
+            if not self._in_range(port):
+                raise XenError(abi.XenErrno.EINVAL, f"port {port}")
+            self.port_abi.set_priority(port, self.ports[port], priority)
 
     # ------------------------------------------------------------ delivery
     def _set_pending(self, port: int) -> None:

@@ -116,6 +116,9 @@ class TwoLevelAbi:
         except GuestMemoryError:
             return True
 
+    def is_busy(self, port: int) -> bool:
+        return False                       # event_2l.c has no is_busy
+
     def unmask(self, port: int, ch: "Channel") -> bool:
         lay = self.shared.layout
         if port >= self.max_ports():

@@ -26,7 +26,9 @@ class PortAbi(Protocol):
 
     def max_ports(self) -> int:
         """Ports this ABI can address now (2-level: 4096 or 1024 by the latched width;
-        FIFO: the event array's size).  Ports are allocated below it."""
+        FIFO: 2^17, Xen's max_evtchns — a port beyond the event array may be bound, and
+        Linux binds first, then expands the array to cover it).  Ports are allocated below
+        it and below the port table's size."""
 
     def set_pending(self, port: int, ch: "Channel") -> str:
         """Xen's evtchn_port_set_pending.  Returns a trace word ("upcall", "masked",
@@ -42,6 +44,10 @@ class PortAbi(Protocol):
         """SCHEDOP_poll's test (masked or not)."""
 
     def is_masked(self, port: int) -> bool: ...
+
+    def is_busy(self, port: int) -> bool:
+        """Xen's evtchn_is_busy: a free port the guest still holds (FIFO: LINKED on a queue)
+        is not allocated again.  2-level: never."""
 
     def set_priority(self, port: int, ch: "Channel", priority: int) -> None:
         """EVTCHNOP_set_priority; 2-level raises XenError(ENOSYS)."""

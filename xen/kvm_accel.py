@@ -133,10 +133,25 @@ class KvmXenAccel:
         self._trace(f"global callback vector {vector:#x}")
 
     def stop_event_delivery(self) -> None:
-        """The guest left the 2-level ABI (EVTCHNOP_init_control): KVM only knows 2-level,
-        so EventChannels stops sending through it (its kernel_delivery is dropped) and
-        delivers events itself from now on."""
-        self._trace("event delivery moves to the VMM (the guest left 2-level event channels)")
+        """The guest left the 2-level ABI (EVTCHNOP_init_control): KVM only knows 2-level.
+        EventChannels stops sending through it (its kernel_delivery is dropped) and
+        delivers events itself; PIRQ routes stop pointing KVM at ports (pirq.msi_route asks
+        kernel_delivery; EventChannels rebuilds them); and KVM_XEN_HVM_CONFIG_EVTCHN_SEND
+        goes off, since KVM's SCHEDOP_poll tests the 2-level pending bitmap and is woken only
+        by its own deliveries: a FIFO guest polling a port there would sleep through our
+        events.  KVM then answers SCHEDOP_poll as a yield (returns at once; Linux's pollers
+        loop), as without acceleration.  No port is registered with KVM_XEN_ATTR_TYPE_EVTCHN
+        and no vCPU timer with KVM_XEN_VCPU_ATTR_TYPE_TIMER, so nothing else of KVM's
+        delivers events.  Upcalls are unchanged: FIFO marks evtchn_upcall_pending too,
+        and KVM's global-vector injection only tests that flag."""
+        self.domain.transport.set_kvm_event_channels(False)
+        self._trace("event delivery moves to the VMM (the guest left 2-level event channels); "
+                    "KVM's SCHEDOP_poll is a yield from now on")
+
+    def resume_event_delivery(self) -> None:
+        """Back to 2-level (EVTCHNOP_reset of a FIFO domain): KVM delivers and polls again."""
+        self.domain.transport.set_kvm_event_channels(True)
+        self._trace("event delivery back to KVM (2-level event channels again)")
 
     def send(self, port: int, vcpu: int) -> str | None:
         """Deliver through KVM: pending/mask/selector bits, upcall, and pollers.

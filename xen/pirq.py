@@ -377,7 +377,7 @@ class PirqTable:
         pirq = msi_pirq(vec.address, vec.data)
         if pirq is None:
             return None
-        if not self.domain.accel_full:
+        if self.domain.evtchn.kernel_delivery is None:      # no acceleration, or not 2-level
             return False
         with self.lock:
             info = self.pirqs.get(pirq)

@@ -33,8 +33,8 @@ class Toolstack:
         self.console = PvConsole(domain.vm.memory, self.special.gpa(abi.SPECIALPAGE_CONSOLE), console_out)
         port = domain.evtchn.bind_backend("console", self.console.guest_notified)
         self.console.connect(port, domain.evtchn.notify_guest)
-        domain.set_toolstack_param(abi.HVM_PARAM_CONSOLE_PFN, self.special.pfn(abi.SPECIALPAGE_CONSOLE))
-        domain.set_toolstack_param(abi.HVM_PARAM_CONSOLE_EVTCHN, port)
+        domain.hvm_params.provide(abi.HVM_PARAM_CONSOLE_PFN, self.special.pfn(abi.SPECIALPAGE_CONSOLE))
+        domain.hvm_params.provide(abi.HVM_PARAM_CONSOLE_EVTCHN, port)
 
     def console_input(self, data: bytes) -> None:
         self.console.feed(data)

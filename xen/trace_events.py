@@ -33,6 +33,7 @@ TP_XEN_EVTCHN_CLOSE = T.point("xen.evtchn.close", "port={port} was={kind}")
 TP_XEN_EVTCHN_SEND = T.point("xen.evtchn.send", "port={port} -> port={target}")
 TP_XEN_EVTCHN_SET_PENDING = T.point("xen.evtchn.set_pending", "port={port} vcpu={vcpu} {result}")
 TP_XEN_EVTCHN_UNMASK = T.point("xen.evtchn.unmask", "port={port} {result}")
+TP_XEN_EVTCHN_FIFO = T.point("xen.evtchn.fifo", "{what}")      # FIFO ABI setup: init_control, expand_array
 
 # xen/upcall.py
 TP_XEN_EVTCHN_UPCALL = T.point("xen.evtchn.upcall", "vcpu={vcpu} via={via}")

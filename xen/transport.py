@@ -130,13 +130,20 @@ class KernelTransport:
     def __init__(self, domain: "XenDomain"):
         self.domain = domain
         vm = domain.vm
-        flags = consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL
-        if domain.accel_full:
-            flags |= consts.KVM_XEN_HVM_CONFIG_EVTCHN_SEND     # KVM then answers SCHEDOP_poll itself
-        vm.fd.xen_hvm_config(flags, HYPERCALL_MSR)
+        self.set_kvm_event_channels(domain.accel_full)
         for v in vm.vcpus:
             v.exit_handlers[consts.KVM_EXIT_XEN] = self._exit
             v.fd.run.kvm_valid_regs = consts.KVM_SYNC_X86_REGS | consts.KVM_SYNC_X86_SREGS
+
+    def set_kvm_event_channels(self, on: bool) -> None:
+        """KVM_XEN_HVM_CONFIG, with KVM_XEN_HVM_CONFIG_EVTCHN_SEND while KVM may handle
+        2-level events (KVM then answers SCHEDOP_poll itself, testing shared_info's 2-level
+        bitmap).  KVM takes a new config at any time (kvm_xen_hvm_config copies it under
+        its xen_lock): a guest switching to FIFO turns it off."""
+        flags = consts.KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL
+        if on:
+            flags |= consts.KVM_XEN_HVM_CONFIG_EVTCHN_SEND
+        self.domain.vm.fd.xen_hvm_config(flags, HYPERCALL_MSR)
 
     def _exit(self, vcpu) -> None:
         x = vcpu.fd.xen

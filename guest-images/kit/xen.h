@@ -465,6 +465,24 @@ struct evtchn_init_control {
 };
 struct evtchn_expand_array { uint64_t array_gfn; };
 struct evtchn_set_priority { evtchn_port_t port; uint32_t priority; };
+/* FIFO ABI */
+#define EVTCHN_FIFO_PRIORITY_MAX	0
+#define EVTCHN_FIFO_PRIORITY_DEFAULT	7
+#define EVTCHN_FIFO_PRIORITY_MIN	15
+#define EVTCHN_FIFO_MAX_QUEUES		(EVTCHN_FIFO_PRIORITY_MIN + 1)
+typedef uint32_t event_word_t;
+#define EVTCHN_FIFO_PENDING	31
+#define EVTCHN_FIFO_MASKED	30
+#define EVTCHN_FIFO_LINKED	29
+#define EVTCHN_FIFO_BUSY	28
+#define EVTCHN_FIFO_LINK_BITS	17
+#define EVTCHN_FIFO_LINK_MASK	((1 << EVTCHN_FIFO_LINK_BITS) - 1)
+#define EVTCHN_FIFO_NR_CHANNELS	(1 << EVTCHN_FIFO_LINK_BITS)
+struct evtchn_fifo_control_block {
+	uint32_t ready;
+	uint32_t _rsvd;
+	uint32_t head[EVTCHN_FIFO_MAX_QUEUES];
+};
 
 /* ---- grant_table_op (public/grant_table.h) ---------------------------------- */
 #define GNTTABOP_map_grant_ref		0

@@ -18,8 +18,11 @@
  *    re-raises it only if the port was masked and is pending;
  *  - reset closes everything, and port allocation restarts at 1 (port 0 is
  *    reserved, get_free_port scans upwards);
- *  - FIFO ops (init_control, expand_array, set_priority) -> -ENOSYS: this
- *    Xen has no FIFO ABI.
+ *  - the FIFO ops from a 2-level domain (event_fifo.c): expand_array before
+ *    init_control -> -EOPNOTSUPP; set_priority -> -ENOSYS (2-level has no
+ *    priorities; an invalid port is -EINVAL first); a failed init_control
+ *    (vCPU out of range -ENOENT, misaligned offset or a gfn that isn't RAM
+ *    -EINVAL) leaves the domain 2-level.  xen_fifo switches to FIFO.
  */
 #include "xen.h"
 
@@ -185,13 +188,24 @@ void kit_main(void)
 	st.port = ip;
 	XEN_EXPECT("status(domid 0x1234)", HYPERVISOR_event_channel_op(EVTCHNOP_status, &st), -XEN_ESRCH);
 
-	/* FIFO ABI absent; unknown op */
-	struct evtchn_init_control ic = { .control_gfn = (uintptr_t)xen_scratch_page(0) >> 12 };
-	XEN_EXPECT("init_control (FIFO)", HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic), -XEN_ENOSYS);
+	/* FIFO ops from a 2-level domain; failed init_controls leave it 2-level. */
 	struct evtchn_expand_array ea = { .array_gfn = (uintptr_t)xen_scratch_page(1) >> 12 };
-	XEN_EXPECT("expand_array (FIFO)", HYPERVISOR_event_channel_op(EVTCHNOP_expand_array, &ea), -XEN_ENOSYS);
+	XEN_EXPECT("expand_array before init_control", HYPERVISOR_event_channel_op(EVTCHNOP_expand_array, &ea),
+		   -XEN_EOPNOTSUPP);
 	struct evtchn_set_priority sp = { .port = ip, .priority = 3 };
-	XEN_EXPECT("set_priority (FIFO)", HYPERVISOR_event_channel_op(EVTCHNOP_set_priority, &sp), -XEN_ENOSYS);
+	XEN_EXPECT("set_priority (2-level)", HYPERVISOR_event_channel_op(EVTCHNOP_set_priority, &sp), -XEN_ENOSYS);
+	sp.port = 5000;
+	XEN_EXPECT("set_priority(port 5000)", HYPERVISOR_event_channel_op(EVTCHNOP_set_priority, &sp), -XEN_EINVAL);
+	struct evtchn_init_control ic = { .control_gfn = (uintptr_t)xen_scratch_page(0) >> 12, .vcpu = 99 };
+	XEN_EXPECT("init_control(vcpu 99)", HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic), -XEN_ENOENT);
+	ic.vcpu = 0;
+	ic.offset = 4;
+	XEN_EXPECT("init_control(offset 4)", HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic), -XEN_EINVAL);
+	ic.offset = 0;
+	ic.control_gfn = 1ull << 40;
+	XEN_EXPECT("init_control(gfn not RAM)", HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic), -XEN_EINVAL);
+	XEN_EXPECT("expand_array after a failed init_control", HYPERVISOR_event_channel_op(EVTCHNOP_expand_array, &ea),
+		   -XEN_EOPNOTSUPP);
 	XEN_EXPECT("event_channel_op 99 (unknown)", HYPERVISOR_event_channel_op(99, &sp), -XEN_ENOSYS);
 
 	/* reset: everything closed, allocation restarts at port 1. */

@@ -745,8 +745,8 @@ static void f_evtchn_op(struct cpu *c, struct call *k)
 	if (cmd == EVTCHNOP_reset && chance(c, 80))
 		cmd = EVTCHNOP_send;		/* reset closes everything: keep it rare */
 	uint8_t *p = place(c, k, 0, cmd < 14 ? size[cmd] : 32, 15);
-	/* event_channel.c: every op copies its struct in first (FIFO ops: none here) */
-	k->want_efault = k->b[0].faults && cmd <= EVTCHNOP_reset;
+	/* event_channel.c: every op copies its struct in first (the FIFO ops too) */
+	k->want_efault = k->b[0].faults && cmd <= EVTCHNOP_set_priority;
 	if (!k->b[0].faults) {
 		uint32_t *w = (uint32_t *)(void *)p;
 		switch (cmd) {
@@ -781,6 +781,19 @@ static void f_evtchn_op(struct cpu *c, struct call *k)
 			break;
 		case EVTCHNOP_reset:
 			*(uint16_t *)w = pick_domid(c);
+			break;
+		case EVTCHNOP_init_control:
+			/* Never a valid one: switching this domain to FIFO would end its 2-level
+			 * checks (xen_fifo covers FIFO).  A vCPU out of range (-ENOENT) or an odd
+			 * offset (-EINVAL), whatever the gfn. */
+			if (chance(c, 50))
+				w[3] = 0x100 | pick32(c);
+			else
+				w[2] = pick32(c) | 1;
+			break;
+		case EVTCHNOP_set_priority:
+			w[0] = pick_port(c);
+			w[1] = chance(c, 70) ? rn(c, 17) : pick32(c);
 			break;
 		}
 	}
@@ -979,8 +992,8 @@ static void f_compat(struct cpu *c, struct call *k)
 			a1 = XENVER_extraversion;		/* bigger than our 64 bytes */
 		break;
 	case 1: nr = __HYPERVISOR_event_channel_op; a1 = chance(c, 90) ? rn(c, 10) : pick32(c);
-		if (a1 == EVTCHNOP_reset)
-			a1 = EVTCHNOP_status;
+		if (a1 == EVTCHNOP_reset || a1 == EVTCHNOP_init_control)
+			a1 = EVTCHNOP_status;		/* no reset storm; never a switch to FIFO */
 		if (!k->b[0].faults) {
 			uint32_t *w = (uint32_t *)(void *)p;
 			w[0] = a1 == EVTCHNOP_status || a1 == EVTCHNOP_alloc_unbound ? pick_domid(c) : pick_port(c);

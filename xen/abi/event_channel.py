@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from ._layout import (XenStruct, array, c_names, domid_t, evtchn_port_t, exports, raw,
+from ._layout import (CType, XenStruct, array, c_names, domid_t, evtchn_port_t, exports, raw,
                       reserved, sizeof_ulong, u8, u32, u64, union)
 
 
@@ -57,6 +57,7 @@ EVTCHN_FIFO_BUSY = 28
 EVTCHN_FIFO_LINK_BITS = 17
 EVTCHN_FIFO_LINK_MASK = (1 << EVTCHN_FIFO_LINK_BITS) - 1
 EVTCHN_FIFO_NR_CHANNELS = 1 << EVTCHN_FIFO_LINK_BITS
+event_word_t = CType("event_word_t", u32.layout)      # typedef uint32_t event_word_t;
 
 # event_channel.h: struct evtchn_alloc_unbound (IN dom, remote_dom; OUT port).
 evtchn_alloc_unbound = XenStruct(

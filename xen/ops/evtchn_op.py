@@ -11,8 +11,6 @@ from xen.hypercall import Hypercall, XenError
 if TYPE_CHECKING:
     from xen.evtchn import EventChannels
 
-# FIFO ABI: not offered, as a Xen without it answers.
-NO_FIFO = (abi.EVTCHNOP_init_control, abi.EVTCHNOP_expand_array, abi.EVTCHNOP_set_priority)
 
 
 class EvtchnOps:
@@ -33,6 +31,10 @@ class EvtchnOps:
             abi.EVTCHNOP_bind_vcpu: (abi.evtchn_bind_vcpu, self.bind_vcpu),
             abi.EVTCHNOP_unmask: (abi.evtchn_unmask, self.unmask),
             abi.EVTCHNOP_reset: (abi.evtchn_reset, self.reset),
+            # FIFO ABI (xen/common/event_fifo.c; xen/evtchn_fifo.py)
+            abi.EVTCHNOP_init_control: (abi.evtchn_init_control, self.init_control),
+            abi.EVTCHNOP_expand_array: (abi.evtchn_expand_array, self.expand_array),
+            abi.EVTCHNOP_set_priority: (abi.evtchn_set_priority, self.set_priority),
         }
 
     def handlers(self) -> dict:
@@ -42,8 +44,6 @@ class EvtchnOps:
     def event_channel_op(self, call: Hypercall) -> int:
         cmd, arg = call.args[0] & 0xFFFFFFFF, call.args[1]      # do_event_channel_op(int cmd, ...)
         call.tracing and call.note(f"cmd={abi.EVTCHNOP(cmd).name if cmd in abi.EVTCHNOP._value2member_map_ else cmd}")
-        if cmd in NO_FIFO:
-            raise XenError(abi.XenErrno.ENOSYS, "no FIFO event channels")
         op = self.ops.get(cmd)
         if op is None:
             raise XenError(abi.XenErrno.ENOSYS, f"EVTCHNOP {cmd}")
@@ -109,4 +109,17 @@ class EvtchnOps:
 
     def reset(self, a) -> bool:
         self.ev.reset(a.dom)
+        return False
+
+    def init_control(self, a) -> bool:
+        # link_bits is OUT; the struct is copied back only on success (do_event_channel_op).
+        a.link_bits = self.ev.init_control(a.vcpu, a.control_gfn, a.offset)
+        return True
+
+    def expand_array(self, a) -> bool:
+        self.ev.expand_array(a.array_gfn)
+        return False
+
+    def set_priority(self, a) -> bool:
+        self.ev.set_priority(a.port, a.priority)
         return False
