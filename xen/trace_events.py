@@ -58,6 +58,12 @@ TP_XEN_PVCLOCK = T.point("xen.pvclock", "vcpu={vcpu} system_time={system_time} t
 # xen/ops/misc.py
 TP_XEN_CONSOLE = T.point("xen.console", "vcpu={vcpu} bytes={n}")
 
+# xen/xenstore/: one request (type, canonical path or first argument, tx id, result "OK" or the
+# error name); a watch event queued to a connection; the ring page (errors, reconnection)
+TP_XEN_XENSTORE_REQ = T.point("xen.xenstore.req", "dom={dom} {type} path={path} tx={tx} {result}")
+TP_XEN_XENSTORE_WATCH_EVENT = T.point("xen.xenstore.watch_event", "dom={dom} path={path} token={token}")
+TP_XEN_XENSTORE_RING = T.point("xen.xenstore.ring", "dom={dom} {what}")
+
 # xen/platform_pci.py
 TP_XEN_PLATFORM_UNPLUG = T.point("xen.platform.unplug", "mask={mask:#x} devices={devices} via={via}")
 TP_XEN_PLATFORM_LOG = T.point("xen.platform.log", "{line}")

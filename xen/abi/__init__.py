@@ -21,6 +21,7 @@ module                 header(s)
 ``xen.abi.grant_table``  grant_table.h
 ``xen.abi.physdev``    physdev.h
 ``xen.abi.cpuid``      arch-x86/cpuid.h
+``xen.abi.xenstore``   io/xs_wire.h
 ``xen.abi._layout``    the C layout machinery (no header)
 =====================  ==================================================
 
@@ -60,3 +61,4 @@ from .hvm import *              # noqa: F401,F403
 from .grant_table import *      # noqa: F401,F403
 from .physdev import *          # noqa: F401,F403
 from .cpuid import *            # noqa: F401,F403
+from .xenstore import *         # noqa: F401,F403
