@@ -42,6 +42,7 @@ from typing import Callable
 from vmm.errors import internal_error
 from vmm.locks import ordered_lock
 from xen import abi
+from xen.abi import XS
 from xen.trace_events import TP_XEN_XENSTORE_REQ as TP_REQ
 from xen.trace_events import TP_XEN_XENSTORE_WATCH_EVENT as TP_EVENT
 
@@ -50,7 +51,6 @@ from .store import E, GlobalView, Quotas, Store, XsError, canonicalize, parse_do
 from .transactions import Transaction
 from .watches import Watch, fire_special, fire_watches
 
-XS = abi.XS
 HEADER = abi.xsd_sockmsg.abi64
 HEADER_SIZE = abi.sizeof(abi.xsd_sockmsg, "64")
 PAYLOAD_MAX = abi.XENSTORE_PAYLOAD_MAX

@@ -86,12 +86,7 @@ class XenstoreRing:
     def reset_locked(self) -> None:
         """domain.c ``domain_conn_reset``: forget partial input and queued output, zero
         the indexes (caller holds the daemon's lock)."""
-        self._in.clear()
-        self._want = HEADER_SIZE
-        self._out.clear()
-        self._out_replies.clear()
-        self._out_off = 0
-        self.outstanding = 0
+        self._drop_buffers()
         self.error = abi.XENSTORE_ERROR_NONE
         for f in ("req_cons", "req_prod", "rsp_cons", "rsp_prod"):
             self._set(f, 0)
@@ -209,6 +204,10 @@ class XenstoreRing:
         if self.conn.features & abi.XENSTORE_SERVER_FEATURE_ERROR:
             self._set("error", err)
         self.conn.reset()
+        self._drop_buffers()
+
+    def _drop_buffers(self) -> None:
+        """Forget a partly read request and all output not yet in the ring."""
         self._in.clear()
         self._want = HEADER_SIZE
         self._out.clear()
