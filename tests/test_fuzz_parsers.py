@@ -256,3 +256,138 @@ def test_every_abi_layout_decodes_any_bytes(name, struct_, which):
         assert lay.build(lay.parse(again)) == again
 
     check()
+
+
+# ---------------------------------------------------------------- xenstore requests and ring
+# A guest's xenstore messages (xen/xenstore/daemon.py) and its ring page (ring.py) are
+# untrusted: whatever they hold, the daemon answers every request with exactly one reply
+# (plus watch events) and never raises; the ring code never raises whatever the indexes.
+from vmm.errors import internal_errors                                  # noqa: E402
+from xen.xenstore.daemon import HEADER_SIZE, XenstoreDaemon, message, parse_message   # noqa: E402
+from xen.xenstore.populate import DomainInfo, populate_domain           # noqa: E402
+from xen.xenstore.ring import OFF as XS_OFF                             # noqa: E402
+from xen.xenstore.ring import XenstoreRing                              # noqa: E402
+
+XS_ERRNAMES = {name.encode() + b"\0" for _, name in abi.XSD_ERRORS}
+xs_words = st.sampled_from([b"data", b"a", b"control", b"shutdown", b"", b"@releaseDomain", b"/local",
+                            b"domain", b"5", b"6", b"0", b"T", b"F", b"r5", b"n6", b"b0", b"..", b"x y",
+                            b"/", b"//", b"1", b"-1", b"4294967295"])
+xs_strings = st.lists(st.lists(xs_words, max_size=4).map(lambda ws: b"/".join(ws)), max_size=4)
+xs_payload = st.one_of(xs_strings.map(lambda ss: b"".join(s + b"\0" for s in ss)),
+                       xs_strings.map(lambda ss: b"\0".join(ss)), st.binary(max_size=64))
+xs_type = st.one_of(st.sampled_from(list(abi.XS)), st.integers(0, 40), u32)
+
+
+@st.composite
+def xs_requests(draw):
+    """(sender index, raw message): mostly well-formed headers, sometimes not."""
+    payload = draw(xs_payload)
+    tx = draw(st.one_of(st.just(0), st.integers(1, 3), u32))
+    raw = message(draw(xs_type), draw(u32), tx, payload)
+    k = draw(st.integers(0, 9))
+    if k == 0:
+        raw = raw[:draw(st.integers(0, len(raw)))]
+    elif k == 1:
+        raw = raw[:12] + draw(u32).to_bytes(4, "little") + raw[16:]
+    return draw(st.integers(0, 2)), raw
+
+
+def xs_daemon():
+    d = XenstoreDaemon()
+    conns = []
+    for domid in (5, 6):
+        conns.append(d.introduce(domid))
+        populate_domain(d, DomainInfo(domid=domid, name=f"g{domid}", max_memkb=1, target_memkb=1,
+                                      store_port=1, store_ring_ref=1))
+    return d, conns + [d.vmm]
+
+
+def check_answer(raw: bytes, out: list[bytes]) -> None:
+    replies = []
+    for m in out:
+        assert len(m) >= HEADER_SIZE
+        t, rid, tx, payload = parse_message(m)
+        assert len(payload) == len(m) - HEADER_SIZE <= abi.XENSTORE_PAYLOAD_MAX
+        if t == abi.XS_WATCH_EVENT:
+            assert (rid, tx) == (0, 0) and payload.count(b"\0") >= 2
+        else:
+            replies.append((t, rid, tx, payload))
+    assert len(replies) == 1, out
+    t, rid, tx, payload = replies[0]
+    if t == abi.XS_ERROR:
+        assert payload in XS_ERRNAMES, payload
+    if len(raw) >= HEADER_SIZE:
+        rt, rrid, rtx, _ = parse_message(raw)
+        assert (rid, tx) == (rrid, rtx) and t in (rt, abi.XS_ERROR)
+
+
+@FAST
+@given(reqs=st.lists(xs_requests(), min_size=1, max_size=12))
+def test_xenstore_answers_any_request(reqs):
+    d, conns = xs_daemon()
+    errors = len(internal_errors())
+    for who, raw in reqs:
+        check_answer(raw, d.handle(conns[who], raw))
+    for c in conns:
+        for m in c.take_output():
+            assert parse_message(m)[0] == abi.XS_WATCH_EVENT
+    assert len(internal_errors()) == errors
+
+
+class _PageMem:
+    def __init__(self):
+        self.buf = bytearray(0x2000)
+
+    def read(self, gpa, n):
+        assert 0 <= gpa and gpa + n <= len(self.buf)
+        return bytes(self.buf[gpa:gpa + n])
+
+    def write(self, gpa, data):
+        assert 0 <= gpa and gpa + len(data) <= len(self.buf)
+        self.buf[gpa:gpa + len(data)] = data
+
+
+ring_field = st.sampled_from(["req_cons", "req_prod", "rsp_cons", "rsp_prod", "connection", "error"])
+ring_action = st.one_of(
+    st.tuples(st.just("set"), ring_field, st.one_of(u32, st.integers(0, 2048))),
+    st.tuples(st.just("send"), st.one_of(xs_requests().map(lambda r: r[1]), st.binary(max_size=300))),
+    st.tuples(st.just("consume"), st.integers(0, 2048)),
+    st.tuples(st.just("vmm_write"), st.integers(0, 3)))
+
+
+@FAST
+@given(start=st.tuples(u32, u32, u32, u32), junk=st.binary(min_size=0, max_size=2048),
+       actions=st.lists(ring_action, max_size=20))
+def test_xenstore_ring_survives_any_guest(start, junk, actions):
+    """Any indexes, contents, connection values and message bytes: process() returns a
+    bool and never raises; while no error is flagged, what we produce stays within the
+    ring (rsp_prod - rsp_cons <= 1024 when the guest kept its cons sane)."""
+    d, conns = xs_daemon()
+    mem = _PageMem()
+    gpa = 0x1000
+    ring = XenstoreRing(d, conns[0], mem, gpa)
+    ring.start()
+    mem.write(gpa, junk)
+    for f, v in zip(("req_cons", "req_prod", "rsp_cons", "rsp_prod"), start):
+        mem.write(gpa + XS_OFF[f], v.to_bytes(4, "little"))
+    get = lambda f: int.from_bytes(mem.read(gpa + XS_OFF[f], 4), "little")      # noqa: E731
+    put = lambda f, v: mem.write(gpa + XS_OFF[f], (v & 0xFFFFFFFF).to_bytes(4, "little"))  # noqa: E731
+    errors = len(internal_errors())
+    for act in actions:
+        if act[0] == "set":
+            put(act[1], act[2])
+        elif act[0] == "send":
+            prod = get("req_prod")
+            for i, b in enumerate(act[1][:1024]):
+                mem.write(gpa + XS_OFF["req"] + ((prod + i) & 1023), bytes([b]))
+            put("req_prod", prod + len(act[1][:1024]))
+        elif act[0] == "consume":
+            put("rsp_cons", get("rsp_cons") + act[1])
+        else:
+            d.write(f"/local/domain/5/data/k{act[1]}", "v")
+        cons_before, prod_before = get("rsp_cons"), get("rsp_prod")
+        assert ring.process() in (True, False)
+        if ((prod_before - cons_before) & 0xFFFFFFFF) <= 1024 and not ring.error:
+            assert (get("rsp_prod") - get("rsp_cons")) & 0xFFFFFFFF <= 1024   # (a reconnection zeroes both)
+        assert ring.outstanding <= conns[0].quotas.outstanding
+    assert len(internal_errors()) == errors

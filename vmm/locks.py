@@ -22,6 +22,8 @@ from vmm.errors import internal_error
 
 LOCK_ORDER: tuple[str, ...] = (
     "vm.exit",          # Vm._exit_lock: the exit code only; nothing is called under it
+    "xen.xenstore",     # XenstoreDaemon.lock: the store, connections, rings; taken with no xen lock held,
+                        # calls nothing of xen's (it returns "notify" and the caller kicks the port)
     "xen.domain",       # XenDomain.lock: HVM params, the console line, shared_info moves
     "xen.ports",        # EventChannels.lock: the port table; set_pending/unmask decisions
     "xen.fifo",         # FifoAbi._lock: FIFO queues' tails and last-queue records (upcall raised after it)

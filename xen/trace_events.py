@@ -63,6 +63,12 @@ TP_XEN_CONSOLE = T.point("xen.console", "vcpu={vcpu} bytes={n}")
 TP_XEN_PVCONSOLE_OUT = T.point("xen.pvconsole.out", "bytes={n} {result}")
 TP_XEN_PVCONSOLE_IN = T.point("xen.pvconsole.in", "bytes={n} queued={queued}")
 
+# xen/xenstore/: one request (type, canonical path or first argument, tx id, result "OK" or the
+# error name); a watch event queued to a connection; the ring page (errors, reconnection)
+TP_XEN_XENSTORE_REQ = T.point("xen.xenstore.req", "dom={dom} {type} path={path} tx={tx} {result}")
+TP_XEN_XENSTORE_WATCH_EVENT = T.point("xen.xenstore.watch_event", "dom={dom} path={path} token={token}")
+TP_XEN_XENSTORE_RING = T.point("xen.xenstore.ring", "dom={dom} {what}")
+
 # xen/platform_pci.py
 TP_XEN_PLATFORM_UNPLUG = T.point("xen.platform.unplug", "mask={mask:#x} devices={devices} via={via}")
 TP_XEN_PLATFORM_LOG = T.point("xen.platform.log", "{line}")

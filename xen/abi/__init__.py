@@ -22,6 +22,7 @@ module                 header(s)
 ``xen.abi.physdev``    physdev.h
 ``xen.abi.cpuid``      arch-x86/cpuid.h
 ``xen.abi.console``    io/console.h; the toolstack's HVM special pages (xenguest.h)
+``xen.abi.xenstore``   io/xs_wire.h
 ``xen.abi._layout``    the C layout machinery (no header)
 =====================  ==================================================
 
@@ -62,3 +63,4 @@ from .grant_table import *      # noqa: F401,F403
 from .physdev import *          # noqa: F401,F403
 from .cpuid import *            # noqa: F401,F403
 from .console import *          # noqa: F401,F403
+from .xenstore import *         # noqa: F401,F403

@@ -144,6 +144,7 @@ DOMID_IO = 0x7FF1
 DOMID_XEN = 0x7FF2
 DOMID_COW = 0x7FF3
 DOMID_INVALID = 0x7FF4
+DOMID_ANY = 0x7FF5          # xen.h: "no specific domain ID requested" (xenstore perms)
 DOMID_IDLE = 0x7FFF
 DOMID_MASK = 0x7FFF
 # Not a header constant: domain 0, where Xen's backends (console, xenstore) live.  The VMM's
