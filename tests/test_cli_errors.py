@@ -142,3 +142,13 @@ def test_memory_more_than_the_host_maps(vmm, guest, size):
 @pytest.mark.parametrize("n", ["8", "100000"])
 def test_xen_nr_pirqs_out_of_range(vmm, guest, n):
     assert_user_error(vmm("run", "--xen", "--kernel", guest("xen_smoke"), "--xen-nr-pirqs", n), "--xen-nr-pirqs")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--xen", "--xenstore", "no-equals-sign"], "PATH=VALUE"),
+    (["--xenstore", "data/x=1"], "need --xen"),
+    (["--xen", "--xenstore", "data//x=1"], "--xenstore"),          # xenstored: EINVAL
+    (["--xen", "--xen-shutdown-timeout", "-1"], "--xen-shutdown-timeout"),
+])
+def test_bad_xenstore_and_shutdown_options(vmm, guest, args, needle):
+    assert_user_error(vmm("run", "--kernel", guest("hello"), "--timeout", "30", *args), needle)

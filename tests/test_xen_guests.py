@@ -20,6 +20,8 @@ import pytest
 
 from vmm import exitcodes
 
+XENSTORE_ARGS = ["--xen-name", "kit-xs", "--xenstore", "data/greeting=hello from the toolstack"]
+
 # name -> (extra vmm args, guest cmdline, expected exit code, lines the output must contain)
 GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     "xen_smoke": ([], "", 0, ["PASS"]),
@@ -68,6 +70,10 @@ GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     "xen_pv_console": ([], "", 0, ["PASS", "PVCON-5e1d hello through the PV console ring",
                                    "PVCON-ECHO ping-pv", "PVCON-AFTER corrupt indices",
                                    "PVCON-WRAP lmnopqrstuvwxyz" + "abcdefghijklmnopqrstuvwxyz" * 100]),
+    # Xenstore (xen/xenstore/, xen/xenstore_backend.py): the nodes libxl writes, a --xenstore
+    # node, permissions, transactions, watches, a hostile message and a reconnection.
+    "xen_xenstore": (XENSTORE_ARGS, "", 0, ["PASS", "the domain's nodes ok", "permissions and errors ok",
+                                            "transactions ok", "watches ok", "reconnection ok"]),
 }
 
 # What a guest gets on its (piped) standard input: the VMM forwards it to COM1 and the PV console.

@@ -45,7 +45,7 @@ class VcpuStandIn:
 class Kit:
     """The subsystems of one domain, around guest memory only."""
 
-    def __init__(self, nr_vcpus: int = 2):
+    def __init__(self, nr_vcpus: int = 2, fifo: bool = True):
         self.mem = GuestMemory(16 << 20)
         self.ga = GuestAccess(self.mem, 0, 0, 0, 0, 0)         # paging off: gva == gpa
         self.lock = ordered_lock("xen.domain")
@@ -66,7 +66,7 @@ class Kit:
         self.gnttab = GrantTable(self.mem, self.placement)
         self.mapped: list[int] = []
         self.table = HypercallTable()
-        for family in (EvtchnOps(self.evtchn), HvmOps(self.params, None, DOMID, nr_vcpus),
+        for family in (EvtchnOps(self.evtchn, fifo=fifo), HvmOps(self.params, None, DOMID, nr_vcpus),
                        VcpuOps(self.vcpus, self.shared, self.timers, self.clock, self.time, self.mem, (4, 17),
                                self.shutdown),
                        SchedOps(self.shared, self.evtchn, None, self.vcpus, self.clock,
@@ -186,6 +186,22 @@ def test_evtchn_close_status_and_errors(kit):
     assert kit.op(EVTCHN, abi.EVTCHNOP_set_priority, abi.evtchn_set_priority,
                   dict(port=1, priority=0))[0] == -E.ENOSYS
     assert kit.call(EVTCHN, 99, ARG) == -E.ENOSYS
+
+
+def test_fifo_offered_unless_turned_off(kit):
+    """XenConfig.fifo / --xen-no-fifo: without it the FIFO sub-ops are -ENOSYS (QEMU's answer,
+    Linux then stays 2-level); with it init_control switches the domain."""
+    args = dict(control_gfn=(SI >> 12) + 8, offset=0, vcpu=0, link_bits=0)
+    off = Kit(fifo=False)
+    off.shared.map_at(SI)
+    for cmd, struct, fields in ((abi.EVTCHNOP_init_control, abi.evtchn_init_control, args),
+                                (abi.EVTCHNOP_expand_array, abi.evtchn_expand_array, dict(array_gfn=0)),
+                                (abi.EVTCHNOP_set_priority, abi.evtchn_set_priority, dict(port=1, priority=0))):
+        assert off.op(EVTCHN, cmd, struct, fields)[0] == -E.ENOSYS
+    assert off.evtchn.port_abi.name == "2-level"
+    r, a = kit.op(EVTCHN, abi.EVTCHNOP_init_control, abi.evtchn_init_control, args)
+    assert r == 0 and a.link_bits == abi.EVTCHN_FIFO_LINK_BITS
+    assert kit.evtchn.port_abi.name != "2-level"
 
 
 def test_evtchn_port_limit_follows_the_latched_width(kit):

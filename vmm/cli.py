@@ -44,6 +44,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return v
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with our bad-input convention: one line on stderr, exit 2."""
 
@@ -85,11 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--xen-no-kvm-accel", dest="xen_kvm_accel", action="store_false",
                    help="with the kernel transport, don't hand event delivery and SCHEDOP_poll to KVM "
                         "(KVM then treats poll as a yield)")
+    r.add_argument("--xen-no-fifo", dest="xen_fifo", action="store_false",
+                   help="don't offer FIFO event channels (EVTCHNOP_init_control is -ENOSYS, as QEMU): the "
+                        "guest stays on 2-level ones, which KVM's acceleration delivers without exits")
     r.add_argument("--xen-nr-pirqs", type=int, default=256, metavar="N",
                    help="PIRQs of the Xen domain (default 256, as QEMU: keeps PIRQ MSI addresses 32-bit)")
     r.add_argument("--xen-console", choices=("serial", "pv", "both"), default="both",
                    help="where the terminal's input goes with --xen: COM1, the Xen PV console (hvc0), or "
                         "both (default); the output of every console is shown, a line at a time")
+    r.add_argument("--xen-name", default="guest", metavar="NAME",
+                   help="the Xen domain's name (xenstore's /local/domain/<id>/name; default guest)")
+    r.add_argument("--xenstore", action="append", default=[], metavar="PATH=VALUE",
+                   help="write a xenstore node as the toolstack before the guest starts (repeatable); "
+                        "a relative PATH is under the guest's /local/domain/<id>/")
+    r.add_argument("--xen-shutdown-timeout", type=_nonnegative_float, default=30.0, metavar="S",
+                   help="with --xen, SIGTERM asks the guest to power off (xenstore control/shutdown, as "
+                        "`xl shutdown`) and stops it after S seconds if it hasn't (default 30; 0: at once). "
+                        "A second SIGTERM, or a guest without xenbus, stops it at once")
     r.add_argument("--xen-apic-virt", action="store_true",
                    help="advertise APIC and x2APIC access virtualization in Xen's CPUID leaf base+4: "
                         "Linux then uses native MSIs instead of MSI PIRQs")
@@ -161,13 +183,21 @@ def spec_from_args(args):
     xen = None
     if args.xen:
         xen = XenConfig(version=_parse_xen_version(args.xen_version), hypercalls=args.xen_hypercalls,
-                        kvm_accel=args.xen_kvm_accel, nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt)
+                        kvm_accel=args.xen_kvm_accel, fifo=args.xen_fifo, nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt)
     return MachineSpec(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline, memory=memory,
                        cpus=args.cpus, irqchip=args.irqchip, serial=args.serial, debugcon=args.debugcon,
                        acpi=not args.no_acpi, pci=not args.no_pci, pci_testdev=args.pci_testdev,
                        xen_platform=args.xen_platform_device, xen=xen, xen_console=args.xen_console,
-                       stats=args.stats,
+                       xen_name=args.xen_name, xenstore=[_parse_xenstore(kv) for kv in args.xenstore],
+                       shutdown_timeout=args.xen_shutdown_timeout, stats=args.stats,
                        trace=list(args.trace))
+
+
+def _parse_xenstore(kv: str) -> tuple[str, str]:
+    path, eq, value = kv.partition("=")
+    if not eq or not path:
+        raise UserError(f"--xenstore: expected PATH=VALUE, got {kv!r}")
+    return path, value
 
 
 def _run(spec, timeout: float | None) -> int:

@@ -79,6 +79,10 @@ class MachineSpec:
     xen_platform: bool = False          # the Xen platform PCI device without Xen (implied by xen)
     xen: XenConfig | None = None        # a Xen HVM domain (xen/domain.py), or none
     xen_console: str = "both"           # with xen: terminal input to "serial", "pv" (hvc0) or "both"
+    xen_name: str = "guest"             # with xen: the domain's name in xenstore (libxl's c_info.name)
+    xenstore: list = field(default_factory=list)   # with xen: (path, value) written as the toolstack
+    shutdown_timeout: float = 30.0      # with xen: SIGTERM asks the guest (control/shutdown), then
+                                        # stops it after this many seconds; 0: stop at once
     stats: bool = False                 # count exits, hypercalls (Vm.collect_stats)
     trace: list[str] = field(default_factory=list)     # trace point globs to enable
 
@@ -94,6 +98,8 @@ class MachineSpec:
         """The checks that need no KVM; ``UserError`` with one line on the first problem."""
         if not self.pci and (self.pci_testdev or self.xen_platform):
             raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
+        if (self.xenstore or self.xen_name != "guest") and self.xen is None:
+            raise UserError("--xenstore and --xen-name need --xen")
         if not os.path.exists(self.kernel):
             raise UserError(f"kernel not found: {self.kernel}")
         if self.initrd and not os.path.exists(self.initrd):
@@ -101,6 +107,8 @@ class MachineSpec:
         if self.xen is not None:
             if not self.pci:
                 raise UserError("--xen needs the PCI bus (for the Xen platform device): drop --no-pci")
+            if self.shutdown_timeout < 0:
+                raise UserError(f"--xen-shutdown-timeout: {self.shutdown_timeout} is negative")
             if not 16 <= self.xen.nr_pirqs <= 1 << 16:
                 # Below 16 not even the ISA IRQs fit; Xen's own limit is nr_irqs (extra_guest_irqs).
                 raise UserError(f"--xen-nr-pirqs: {self.xen.nr_pirqs} is out of range (16..65536)")
@@ -111,6 +119,7 @@ class MachineSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "MachineSpec":
         d = dict(d)
+        d["xenstore"] = [tuple(kv) for kv in d.get("xenstore", [])]
         if d.get("xen") is not None:
             x = dict(d["xen"])
             x["version"] = tuple(x["version"])
@@ -149,7 +158,7 @@ PHASES: tuple[Phase, ...] = (
                   "phase with loading saved state)",
           {"firmware": "the loader hands the guest the RSDP address (and E820 covers the tables)",
            "hypervisor": "boot state configures CPUID, once: every CPUID leaf (Xen's) is added before"}),
-    Phase("late", "things that run: SIGINT/SIGTERM end the VM, console input, Xen's timer thread, the "
+    Phase("late", "things that run: SIGINT ends the VM, SIGTERM asks the guest first, console input, Xen's timer thread, the "
                   "vCPUs (run by Machine.start(), not by build)",
           {"boot": "a vCPU must not run before its boot state is set",
            "platform": "console input feeds COM1",
@@ -341,9 +350,14 @@ def _xen_domain(m: Machine) -> None:
 
 @contributes("hypervisor")
 def _xen_toolstack(m: Machine) -> None:
-    """What libxl and dom0's daemons give a domU: special pages, the PV console (xen/toolstack.py)."""
+    """What libxl and dom0's daemons give a domU: special pages, the PV console, xenstore
+    (xen/toolstack.py)."""
     if m.xen is not None:
-        m.toolstack = Toolstack(m.xen, m.console.source("hvc0"))
+        try:
+            m.toolstack = Toolstack(m.xen, m.console.source("hvc0"), name=m.spec.xen_name,
+                                    xenstore=tuple(m.spec.xenstore))
+        except ValueError as e:                  # a --xenstore path the store refuses
+            raise UserError(f"--xenstore: {e}") from None
 
 
 # ---------------------------------------------------------------- firmware
@@ -372,13 +386,53 @@ def _interrupted(m: Machine) -> None:
 
 @contributes("late")
 def _signals(m: Machine) -> None:
-    """SIGINT/SIGTERM end the VM (exit 130); put back at close.  Only Python's main
-    thread can set handlers: a machine built on another thread leaves them alone."""
+    """SIGINT ends the VM (exit 130).  SIGTERM asks a Xen guest that listens to shut
+    down (GracefulStop), else ends the VM as SIGINT does.  Put back at close.  Only
+    Python's main thread can set handlers: a machine built on another thread leaves
+    them alone."""
     if threading.current_thread() is not threading.main_thread():
         return
-    handler = lambda signum=None, frame=None: _interrupted(m)  # noqa: E731
-    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = GracefulStop(m)
+    handlers = {signal.SIGINT: lambda signum=None, frame=None: _interrupted(m),
+                signal.SIGTERM: lambda signum=None, frame=None: stop.requested()}
+    saved = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
     m.on_close(lambda: [signal.signal(sig, h) for sig, h in saved.items()])
+    m.on_close(stop.cancel)
+
+
+class GracefulStop:
+    """SIGTERM as ``xl shutdown`` does it: write control/shutdown = poweroff for the
+    guest's xenbus (Linux: drivers/xen/manage.c orderly_poweroff), then wait up to
+    ``spec.shutdown_timeout`` seconds for the guest to power off (exit 0) before
+    ending it (exit 130).  A second SIGTERM, a timeout of 0, or a guest that doesn't
+    watch control/shutdown (no xenbus, a kit guest) end it at once."""
+
+    def __init__(self, m: Machine):
+        self.m = m
+        self._timer: threading.Timer | None = None
+        self._asked = False
+
+    def requested(self) -> None:
+        ts, grace = self.m.toolstack, self.m.spec.shutdown_timeout
+        if self._asked or ts is None or grace <= 0:
+            _interrupted(self.m)
+            return
+        self._asked = True
+        # Off the signal handler: the xenstore write takes the daemon's lock.
+        threading.Thread(target=self._ask, args=(ts, grace), name="graceful-stop", daemon=True).start()
+
+    def _ask(self, ts: Toolstack, grace: float) -> None:
+        if not ts.request_shutdown("poweroff"):
+            _interrupted(self.m)
+            return
+        self._timer = threading.Timer(grace, lambda: self.m.vm.request_exit(
+            exitcodes.INTERRUPTED, f"the guest did not power off within {grace:g} s of SIGTERM"))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 @contributes("late")

@@ -49,6 +49,9 @@ class XenConfig:
     hypercalls: str = "auto"            # auto | kernel | port
     kvm_accel: bool = True              # kernel transport: let KVM deliver events and answer poll (xen/kvm_accel.py)
     nr_pirqs: int = 256                 # PIRQs of the domain (Xen: nr_static_irqs + extra_guest_irqs)
+    # Offer FIFO event channels (Xen does; Linux then prefers them).  Off: EVTCHNOP_init_control
+    # is -ENOSYS (as QEMU), the guest stays 2-level, which KVM's acceleration delivers in-kernel.
+    fifo: bool = True
     # CPUID base+4 XEN_HVM_CPUID_APIC_ACCESS_VIRT | X2APIC_VIRT: "the hardware virtualizes the
     # (x2)APIC", so Linux uses native MSIs instead of PIRQs (arch/x86/pci/xen.c xen_hvm_msi_init)
     apic_virt: bool = False

@@ -956,6 +956,71 @@ struct xencons_interface {
 #define XEN_SPECIALPAGE_XENSTORE 4
 #define XEN_SPECIALPAGE_CONSOLE 7
 
+/* ---- public/io/xs_wire.h: xenstore messages and the ring page (docs/misc/xenstore-ring.txt) ---- */
+struct xsd_sockmsg {
+	uint32_t type;				/* XS_* */
+	uint32_t req_id;			/* echoed in the reply */
+	uint32_t tx_id;				/* 0: no transaction */
+	uint32_t len;				/* payload bytes that follow */
+};
+#define XS_DIRECTORY		1
+#define XS_READ			2
+#define XS_GET_PERMS		3
+#define XS_WATCH		4
+#define XS_UNWATCH		5
+#define XS_TRANSACTION_START	6
+#define XS_TRANSACTION_END	7
+#define XS_GET_DOMAIN_PATH	10
+#define XS_WRITE		11
+#define XS_MKDIR		12
+#define XS_RM			13
+#define XS_SET_PERMS		14
+#define XS_WATCH_EVENT		15
+#define XS_ERROR		16
+#define XS_RESET_WATCHES	21
+#define XENSTORE_RING_SIZE	1024
+#define MASK_XENSTORE_IDX(idx)	((idx) & (XENSTORE_RING_SIZE - 1))
+#define XENSTORE_PAYLOAD_MAX	4096
+#define XENSTORE_ABS_PATH_MAX	3072
+struct xenstore_domain_interface {
+	char req[XENSTORE_RING_SIZE];		/* requests to the daemon */
+	char rsp[XENSTORE_RING_SIZE];		/* replies and watch events */
+	uint32_t req_cons, req_prod;
+	uint32_t rsp_cons, rsp_prod;
+	uint32_t server_features;		/* XENSTORE_SERVER_FEATURE_* */
+	uint32_t connection;			/* XENSTORE_CONNECTED / _RECONNECT */
+	uint32_t error;				/* XENSTORE_ERROR_* */
+	uint32_t evtchn_port;
+};
+#define XENSTORE_SERVER_FEATURE_RECONNECTION	1
+#define XENSTORE_SERVER_FEATURE_ERROR		2
+#define XENSTORE_CONNECTED	0
+#define XENSTORE_RECONNECT	1
+#define XENSTORE_ERROR_NONE	0
+#define XENSTORE_ERROR_COMM	1
+#define XENSTORE_ERROR_RINGIDX	2
+#define XENSTORE_ERROR_PROTO	3
+
+/* kit/xen/xs.c: a synchronous xenstore client over the ring (Linux's xenbus_comms.c and
+ * xenbus_xs.c are the model).  Calls return 0 or the errno of an XS_ERROR reply (a Xen
+ * errno, from its name); -1 when no reply came in time.  Watch events met while waiting
+ * for a reply are kept (up to 16) for xs_next_event. */
+extern volatile struct xenstore_domain_interface *xs_ring;
+extern evtchn_port_t xs_port;
+void xs_init(unsigned map_slot);	/* HVM_PARAM_STORE_PFN/EVTCHN, map the page, unmask */
+void xs_put(const void *data, uint32_t n);	/* raw bytes into req, then notify */
+int xs_request(uint32_t type, uint32_t tx, const void *payload, uint32_t len, char *out, uint32_t outlen,
+	       uint32_t *outlen_got);
+int xs_read(uint32_t tx, const char *path, char *out, uint32_t outlen);
+int xs_write(uint32_t tx, const char *path, const char *value);
+int xs_simple(uint32_t type, uint32_t tx, const char *arg);	/* one-string ops: RM, MKDIR, ... */
+int xs_tx_start(uint32_t *tx);
+int xs_tx_end(uint32_t tx, bool commit);
+int xs_watch(const char *path, const char *token);
+int xs_unwatch(const char *path, const char *token);
+/* the next watch event (queued or from the ring) before deadline_ns: 0, or -1 */
+int xs_next_event(char *path, uint32_t plen, char *token, uint32_t tlen, uint64_t deadline_ns);
+
 #define XEN_SIZE(t, s) _Static_assert(sizeof(struct t) == (s), "sizeof " #t)
 XEN_SIZE(vcpu_time_info, 32);
 XEN_OFF(vcpu_time_info, system_time, 16);

@@ -18,17 +18,6 @@
 #define PH_XSREAD	3
 #define PH_FILL		4	/* pvcon's loop on a private page, consumed at once: the guest's own share */
 
-/* io/xs_wire.h (the kit has no copy of its own: only what this bench needs) */
-struct xsd_sockmsg { uint32_t type, req_id, tx_id, len; };
-#define XS_READ 2
-#define XS_ERROR 16
-struct xenstore_domain_interface {
-	char req[1024];
-	char rsp[1024];
-	uint32_t req_cons, req_prod;
-	uint32_t rsp_cons, rsp_prod;
-};
-
 static inline void pause(void) { __asm__ volatile("pause" ::: "memory"); }
 static void mark(int phase, int end) { outl(BENCH_PORT, (uint32_t)phase << 1 | (uint32_t)end); }
 static void result(uint32_t v) { outl(BENCH_PORT + 8, v); }

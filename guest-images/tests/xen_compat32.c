@@ -92,14 +92,17 @@ void kit_main(void)
 	XEN_CHECK(((volatile uint64_t *)g)[0] != 0x5a5a5a5a5a5a5a5aULL, "gpfn still shows RAM\n");
 	printf(NAME ": compat add_to_physmap mapped the grant frame at gpfn %#x ok\n", catp.gpfn);
 
-	/* hvm_op get_param: same layout */
+	/* hvm_op get_param: same layout, same value as a 64-bit caller reads */
+	uint64_t store_evtchn = 0;
+	XEN_EXPECT("get_param(STORE_EVTCHN) (64-bit)", xen_hvm_get_param(HVM_PARAM_STORE_EVTCHN, &store_evtchn), 0);
+	XEN_CHECK(store_evtchn != 0, "no xenstore port\n");
 	static struct xen_hvm_param hp;
 	hp.domid = DOMID_SELF;
 	hp.index = HVM_PARAM_STORE_EVTCHN;
 	hp.value = 0xdead;
 	XEN_EXPECT("compat hvm_op(get_param STORE_EVTCHN)", xen_compat_hypercall(__HYPERVISOR_hvm_op,
 		   HVMOP_get_param, P32(&hp), 0, 0, 0), 0);
-	XEN_EXPECT("  .value", hp.value, 0);
+	XEN_EXPECT("  .value", hp.value, store_evtchn);
 
 	/* Back in 64-bit mode, everything still works. */
 	XEN_EXPECT("xen_version(XENVER_version) (64-bit again)", HYPERVISOR_xen_version(XENVER_version, NULL), v64);

@@ -29,10 +29,9 @@ void kit_main(void)
 	uint64_t store_pfn = 0, store_evtchn = 0;
 	XEN_EXPECT("get_param(STORE_PFN)", xen_hvm_get_param(HVM_PARAM_STORE_PFN, &store_pfn), 0);
 	XEN_EXPECT("get_param(STORE_EVTCHN)", xen_hvm_get_param(HVM_PARAM_STORE_EVTCHN, &store_evtchn), 0);
-	XEN_CHECK((store_pfn == 0) == (store_evtchn == 0), "STORE_PFN %#lx with STORE_EVTCHN %lu\n",
-		  store_pfn, store_evtchn);
-	XEN_CHECK(store_pfn == 0 || store_pfn == XEN_SPECIAL_PFN(XEN_SPECIALPAGE_XENSTORE),
-		  "STORE_PFN %#lx\n", store_pfn);
+	XEN_EXPECT("STORE_PFN", store_pfn, XEN_SPECIAL_PFN(XEN_SPECIALPAGE_XENSTORE));
+	XEN_CHECK(store_evtchn != 0 && store_evtchn != v, "STORE_EVTCHN %lu (CONSOLE_EVTCHN %lu)\n",
+		  (unsigned long)store_evtchn, (unsigned long)v);
 
 	/* CALLBACK_IRQ round trip (the guest may set it; Xen stores the raw value). */
 	XEN_EXPECT("get_param(CALLBACK_IRQ) initially", xen_hvm_get_param(HVM_PARAM_CALLBACK_IRQ, &v), 0);

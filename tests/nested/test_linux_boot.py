@@ -170,3 +170,71 @@ def test_linux_maps_its_gsis_to_pirqs(linux_guest):
     assert "CONSOLE-STILL-WORKS" in out
     # the VMM saw the guest's physdev ops (hypercall counts from --stats)
     assert re.search(r"hcall:physdev_op\s+\d+", p.stderr), p.stderr[-2000:]
+
+
+def _boot_until(linux_guest, cmdline: str, marker: str, *args: str, ready_s: float = 600, end_s: float = 300):
+    """`vmm run` the Linux guest, wait for ``marker`` on its console, send SIGTERM;
+    (console text, exit code, stderr)."""
+    import os
+    import select
+    import signal
+    import time
+    cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
+           "--initrd", str(linux_guest), "--memory", "512M", "--timeout", "900", *args, "--cmdline", cmdline]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = b""
+    try:
+        deadline = time.monotonic() + ready_s
+        while marker.encode() not in out and time.monotonic() < deadline and p.poll() is None:
+            if select.select([p.stdout], [], [], 0.5)[0]:
+                out += os.read(p.stdout.fileno(), 65536)
+        if marker.encode() in out:
+            p.send_signal(signal.SIGTERM)
+        rest, err = p.communicate(timeout=end_s)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = (out + rest).decode(errors="replace").replace("\r\n", "\n")
+    print(text)
+    print(err.decode(errors="replace"), file=sys.stderr)
+    return text, p.returncode, err.decode(errors="replace")
+
+
+# What the guest shows of its Xen platform services: the FIFO/2-level choice, xenbus (the
+# balloon driver's target comes from xenstore's memory/target through a watch), and the
+# console it runs on.
+SERVICES_SCRIPT = ("echo CONSOLE=$(cat /sys/class/tty/console/active); "
+                   "echo TARGET_KB=$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb); "
+                   "dmesg | grep -E 'xen:events|xenbus|hvc|xen:balloon'; "
+                   "echo SERVICES-READY; sleep 600")
+
+
+def test_linux_xen_services_pv_console_xenstore_fifo_and_sigterm(linux_guest):
+    """`vmm run --xen` with `console=hvc0` only: Linux's whole console is the PV console
+    ring (xen/pv_console.py); xenbus connects to our xenstore (the balloon driver reads
+    memory/target through it); events use the FIFO ABI (xen/evtchn_fifo.py).  SIGTERM
+    writes control/shutdown = poweroff: Linux's shutdown watch runs /sbin/poweroff and
+    the guest powers off (exit 0)."""
+    cmdline = f'console=hvc0 quiet tsc=reliable panic=-1 -- sh -c "{SERVICES_SCRIPT}"'
+    out, code, err = _boot_until(linux_guest, cmdline, "SERVICES-READY", "--xen", "--cpus", "2",
+                                 "--serial", "none")
+    assert "linuxguest: up, kernel" in out, err[-3000:]
+    assert re.search(r"^CONSOLE=hvc0$", out, re.M), out[-3000:]
+    assert "xen:events: Using FIFO-based ABI" in out
+    assert re.search(r"^TARGET_KB=(\d+)$", out, re.M) and int(re.search(r"^TARGET_KB=(\d+)$", out, re.M)[1]) > 0
+    assert "linuxguest: poweroff requested" in out, out[-3000:]
+    assert code == 0, (code, err[-3000:])
+    assert "internal error" not in err
+
+
+def test_linux_stays_on_2_level_events_when_asked(linux_guest):
+    """`xen.fifo_events=0` (drivers/xen/events/events_base.c) keeps Linux on 2-level
+    events; `--xen-no-fifo` (no EVTCHNOP_init_control, as QEMU) does too."""
+    script = "dmesg | grep -E 'xen:events'"
+    for extra, args in (("xen.fifo_events=0 ", ()), ("", ("--xen-no-fifo",))):
+        cmdline = f'console=ttyS0 quiet tsc=reliable reboot=k panic=-1 {extra}linuxguest.end=reboot -- sh -c "{script}"'
+        out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "1", *args)
+        assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
+        assert "xen:events: Using 2-level ABI" in out
+        assert "FIFO" not in out

@@ -17,7 +17,7 @@ class EvtchnOps:
     """Each sub-op takes its parsed argument struct and returns True if it must be
     copied back to the guest."""
 
-    def __init__(self, evtchn: "EventChannels"):
+    def __init__(self, evtchn: "EventChannels", fifo: bool = True):
         self.ev = evtchn
         self.ops = {  # cmd -> (argument struct, method)
             abi.EVTCHNOP_alloc_unbound: (abi.evtchn_alloc_unbound, self.alloc_unbound),
@@ -31,11 +31,13 @@ class EvtchnOps:
             abi.EVTCHNOP_bind_vcpu: (abi.evtchn_bind_vcpu, self.bind_vcpu),
             abi.EVTCHNOP_unmask: (abi.evtchn_unmask, self.unmask),
             abi.EVTCHNOP_reset: (abi.evtchn_reset, self.reset),
-            # FIFO ABI (xen/common/event_fifo.c; xen/evtchn_fifo.py)
-            abi.EVTCHNOP_init_control: (abi.evtchn_init_control, self.init_control),
-            abi.EVTCHNOP_expand_array: (abi.evtchn_expand_array, self.expand_array),
-            abi.EVTCHNOP_set_priority: (abi.evtchn_set_priority, self.set_priority),
         }
+        if fifo:            # FIFO ABI (xen/common/event_fifo.c; xen/evtchn_fifo.py); else -ENOSYS, as QEMU
+            self.ops.update({
+                abi.EVTCHNOP_init_control: (abi.evtchn_init_control, self.init_control),
+                abi.EVTCHNOP_expand_array: (abi.evtchn_expand_array, self.expand_array),
+                abi.EVTCHNOP_set_priority: (abi.evtchn_set_priority, self.set_priority),
+            })
 
     def handlers(self) -> dict:
         # event_channel_op_compat (16) is PV-only: not in the HVM hypercall table, so -ENOSYS.
