@@ -79,7 +79,6 @@ def linux_guest() -> Path:
     from vmm.testhost.config import linux_guest_dir
     info = packages.kernel_info()
     out = linux_guest_dir(info.abi) / "initramfs.cpio"
-    if not out.exists():      # normally built by `make linux-guest`
-        out.parent.mkdir(parents=True, exist_ok=True)
-        initramfs.build_linux_guest(info.modules_dir, out)
-    return out
+    # `make linux-guest` builds it too; rebuilt here only if init or busybox changed.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return initramfs.build_linux_guest(info.modules_dir, out)
