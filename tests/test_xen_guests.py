@@ -73,7 +73,8 @@ GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     # Xenstore (xen/xenstore/, xen/xenstore_backend.py): the nodes libxl writes, a --xenstore
     # node, permissions, transactions, watches, a hostile message and a reconnection.
     "xen_xenstore": (XENSTORE_ARGS, "", 0, ["PASS", "the domain's nodes ok", "permissions and errors ok",
-                                            "transactions ok", "watches ok", "reconnection ok"]),
+                                            "transactions ok", "watches ok", "reconnection ok",
+                                            "malformed requests and quotas answered, still serving ok"]),
 }
 
 # What a guest gets on its (piped) standard input: the VMM forwards it to COM1 and the PV console.

@@ -14,6 +14,9 @@
  *  - watches: the registration fires once, a write fires again, after XS_UNWATCH
  *    nothing does;
  *  - errors: reading a missing node is ENOENT, a path over XENSTORE_ABS_PATH_MAX EINVAL;
+ *  - malformed requests (unknown type, a privileged type, missing or extra NULs, an unknown
+ *    transaction) and quotas (node size, 9 open transactions, 127 watches) get xenstored's
+ *    errors, and the daemon keeps serving;
  *  - a hostile message (a header announcing more than XENSTORE_PAYLOAD_MAX) makes the
  *    daemon ignore the ring with XENSTORE_ERROR_PROTO in its error field; a reconnection
  *    (connection = XENSTORE_RECONNECT) brings it back with empty rings.
@@ -152,6 +155,65 @@ static void watches(void)
 	printf("xen_xenstore: watches ok\n");
 }
 
+/* Malformed requests and quotas: answered with xenstored's errors, the ring keeps serving. */
+static void malformed_and_quotas(void)
+{
+	XEN_EXPECT("unknown type 99", xs_request(99, 0, "x", 2, 0, 0, 0), 38);		/* ENOSYS */
+	XEN_EXPECT("XS_INTRODUCE from a domU", xs_request(8, 0, "5\0" "1\0" "2", 6, 0, 0, 0), 13);	/* EACCES */
+	XEN_EXPECT("READ without its NUL", xs_request(XS_READ, 0, "name", 4, 0, 0, 0), 22);	/* EINVAL */
+	XEN_EXPECT("READ with two strings", xs_request(XS_READ, 0, "name\0x", 7, 0, 0, 0), 22);
+	XEN_EXPECT("WRITE without a value's path", xs_request(XS_WRITE, 0, "", 0, 0, 0, 0), 22);
+	XEN_EXPECT("unknown transaction id", xs_read(12345, "name", buf, sizeof(buf)), 2);	/* ENOENT */
+	XEN_EXPECT("TRANSACTION_END \"X\"", xs_request(XS_TRANSACTION_END, 0, "X", 2, 0, 0, 0), 22);
+	XEN_EXPECT("watch with no token", xs_request(XS_WATCH, 0, "data\0", 5, 0, 0, 0), 22);
+
+	/* node size (2048, xenstored's quota_max_entry_size): a value over it is ENOSPC */
+	static char big[2300];
+	for (unsigned i = 0; i < sizeof(big) - 1; i++)
+		big[i] = 'v';
+	big[sizeof(big) - 1] = 0;
+	XEN_EXPECT("write a node over the size quota", xs_write(0, "data/big", big), 28);
+	XEN_EXPECT("data/big not created", xs_read(0, "data/big", buf, sizeof(buf)), 2);
+
+	/* transactions (quota 10: at most 9 open at once): the next start is ENOSPC */
+	uint32_t tx[16];
+	unsigned open = 0;
+	int rc;
+	while (open < 16 && (rc = xs_tx_start(&tx[open])) == 0)
+		open++;
+	XEN_EXPECT("transaction start over the quota", rc, 28);
+	XEN_CHECK(open == 9, "%u transactions opened before ENOSPC, xenstored allows 9\n", open);
+	while (open)
+		XEN_EXPECT("abort", xs_tx_end(tx[--open], false), 0);
+	uint32_t again;
+	XEN_EXPECT("transaction start after aborting them", xs_tx_start(&again), 0);
+	XEN_EXPECT("abort", xs_tx_end(again, false), 0);
+
+	/* watches (quota 128): the 128th is ENOSPC, and they all go with RESET_WATCHES */
+	char path[32];
+	unsigned w = 0;
+	for (;; w++) {
+		unsigned n = 0;
+		for (const char *c = "data/q"; *c; c++)
+			path[n++] = *c;
+		path[n++] = (char)('0' + w / 100), path[n++] = (char)('0' + w / 10 % 10), path[n++] = (char)('0' + w % 10);
+		path[n] = 0;
+		if ((rc = xs_watch(path, "q")) != 0 || w == 200)
+			break;
+		char p[128], tk[64];
+		XEN_CHECK(xs_next_event(p, sizeof(p), tk, sizeof(tk), xen_now() + XEN_MS(WAIT_MS)) == 0,
+			  "no initial event for watch %u\n", w);
+	}
+	XEN_EXPECT("watch over the quota", rc, 28);
+	XEN_CHECK(w == 127, "%u watches before ENOSPC, xenstored allows 127\n", w);
+	XEN_EXPECT("RESET_WATCHES", xs_request(XS_RESET_WATCHES, 0, "", 1, 0, 0, 0), 0);
+	XEN_EXPECT("watch after RESET_WATCHES", xs_watch("data/q000", "q"), 0);
+	expect_event("data/q000", "q");
+	XEN_EXPECT("unwatch", xs_unwatch("data/q000", "q"), 0);
+	expect_read("name", "kit-xs");
+	printf("xen_xenstore: malformed requests and quotas answered, still serving ok\n");
+}
+
 static void hostile_message_and_reconnect(void)
 {
 	struct xsd_sockmsg h = { XS_READ, 999, 0, XENSTORE_PAYLOAD_MAX + 1 };
@@ -210,6 +272,7 @@ void kit_main(void)
 	permissions_and_errors();
 	transactions();
 	watches();
+	malformed_and_quotas();
 	hostile_message_and_reconnect();
 	uint64_t mode = xen_cmdline_u64("shutdown", 0);
 	if (mode)
