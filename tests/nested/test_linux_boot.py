@@ -206,6 +206,7 @@ def _boot_until(linux_guest, cmdline: str, marker: str, *args: str, ready_s: flo
 # console it runs on.
 SERVICES_SCRIPT = ("echo CONSOLE=$(cat /sys/class/tty/console/active); "
                    "echo TARGET_KB=$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb); "
+                   "echo XENBUS-ERRORS=$(dmesg | grep -ciE 'xenbus.*(fail|err)'); "
                    "dmesg | grep -E 'xen:events|xenbus|hvc|xen:balloon'; "
                    "echo SERVICES-READY; sleep 600")
 
@@ -222,6 +223,7 @@ def test_linux_xen_services_pv_console_xenstore_fifo_and_sigterm(linux_guest):
     assert "linuxguest: up, kernel" in out, err[-3000:]
     assert re.search(r"^CONSOLE=hvc0$", out, re.M), out[-3000:]
     assert "xen:events: Using FIFO-based ABI" in out
+    assert re.search(r"^XENBUS-ERRORS=0$", out, re.M), out[-3000:]
     assert re.search(r"^TARGET_KB=(\d+)$", out, re.M) and int(re.search(r"^TARGET_KB=(\d+)$", out, re.M)[1]) > 0
     assert "linuxguest: poweroff requested" in out, out[-3000:]
     assert code == 0, (code, err[-3000:])
@@ -238,3 +240,29 @@ def test_linux_stays_on_2_level_events_when_asked(linux_guest):
         assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
         assert "xen:events: Using 2-level ABI" in out
         assert "FIFO" not in out
+
+
+def test_linux_interactive_shell_on_hvc0_without_kvm_acceleration(linux_guest):
+    """The shell on `console=hvc0` reads what is typed (the VMM's stdin goes into the PV
+    console's in ring) and answers through the out ring; with `--xen-no-kvm-accel` and
+    2-level events (`--xen-no-fifo`) xenbus comes up as well, with no error in dmesg."""
+    typed = (b"echo PV-INPUT-$((6*7)); echo XENBUS-ERRORS=$(dmesg | grep -ciE 'xenbus.*(fail|err)'); "
+             b"echo TARGET_KB=$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb); "
+             b"dmesg | grep -E 'xen:events'\nexit\n")
+    cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
+           "--initrd", str(linux_guest), "--memory", "512M", "--timeout", "600", "--serial", "none",
+           "--xen", "--cpus", "2", "--xen-no-kvm-accel", "--xen-no-fifo", "--xen-console", "pv",
+           "--cmdline", "console=hvc0 quiet tsc=reliable panic=-1"]
+    p = subprocess.run(cmd, input=typed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=700)
+    out = p.stdout.decode(errors="replace").replace("\r\n", "\n")
+    err = p.stderr.decode(errors="replace")
+    print(out)
+    print(err, file=sys.stderr)
+    assert "starting a shell" in out, err[-3000:]
+    assert re.search(r"^PV-INPUT-42$", out, re.M), out[-3000:]
+    assert re.search(r"^XENBUS-ERRORS=0$", out, re.M), out[-3000:]
+    assert re.search(r"^TARGET_KB=[1-9]\d*$", out, re.M), out[-3000:]
+    assert "xen:events: Using 2-level ABI" in out
+    assert "linuxguest: exit status 0" in out
+    assert p.returncode == 0, (p.returncode, err[-3000:])
+    assert "internal error" not in err
