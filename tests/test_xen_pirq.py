@@ -33,7 +33,7 @@ def table(nr_pirqs=64, accel=False):
     dom = types.SimpleNamespace(vm=types.SimpleNamespace(irqchip=Chip()), accel_full=accel,
                                 evtchn=types.SimpleNamespace(deliver_pirq=lambda p, via: delivered.append(p),
                                                              kernel_delivery=object() if accel else None))
-    t = PirqTable(dom, nr_pirqs, 24)
+    t = PirqTable(dom.vm.irqchip, dom.evtchn, nr_pirqs, 24)
     return t, dom, delivered
 
 

@@ -87,7 +87,7 @@ class XenDomain:
         self.shared.inject_upcall = self.upcall.inject
         self.evtchn = EventChannels(TwoLevelAbi(self.shared), self.shared, len(vm.vcpus), self.domid,
                                     self.notify_events, self.upcall, kernel_delivery=full)
-        self.pirqs = PirqTable(self, config.nr_pirqs, vm.irqchip.nr_pins)
+        self.pirqs = PirqTable(vm.irqchip, self.evtchn, config.nr_pirqs, vm.irqchip.nr_pins)
         self.evtchn.pirqs = self.pirqs
         self.clock = XenTime.from_vcpu(vm.vcpus[0].fd)
         self.time = TimePublisher(self.clock, self.shared, kvm_pvclock=self.accel_full)

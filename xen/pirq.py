@@ -55,8 +55,8 @@ from xen.trace_events import (
 )
 
 if TYPE_CHECKING:
-    from vmm.irqchip import MsiVector
-    from xen.domain import XenDomain
+    from vmm.irqchip import IrqChip, MsiVector
+    from xen.evtchn import EventChannels
 
 # xen/arch/x86/include/asm/irq.h: values of struct pirq's arch.hvm.emuirq besides a GSI.
 IRQ_UNBOUND = -1
@@ -91,8 +91,10 @@ class Pirq:
 class PirqTable:
     """The domain's PIRQs; also the irqchip's InterruptDiverter (vmm/irqchip.py)."""
 
-    def __init__(self, domain: "XenDomain", nr_pirqs: int, nr_gsis: int):
-        self.domain = domain
+    def __init__(self, irqchip: "IrqChip", evtchn: "EventChannels", nr_pirqs: int, nr_gsis: int):
+        # The chip it diverts for (redrive, MSI route rebuilds) and the ports it delivers to.
+        self.irqchip = irqchip
+        self.evtchn = evtchn
         self.nr_pirqs = nr_pirqs
         # Xen's nr_irqs_gsi is the host's GSI count; ours is the guest's I/OAPIC pins.
         self.nr_gsis = nr_gsis
@@ -189,7 +191,7 @@ class PirqTable:
             rc = self._map_emuirq(pirq, gsi)
         if rc == 0:
             # Take the GSI over now (or re-learn its level): the chip calls divert_gsi.
-            self.domain.vm.irqchip.redrive(gsi)
+            self.irqchip.redrive(gsi)
         return rc, pirq
 
     def unmap(self, pirq: int) -> None:
@@ -202,7 +204,7 @@ class PirqTable:
                 return
             was_msi = info.emuirq == IRQ_MSI_EMU
             gsi = self._unmap_emuirq(pirq)
-        chip = self.domain.vm.irqchip
+        chip = self.irqchip
         if gsi is not None:
             chip.redrive(gsi)             # the line goes back to the I/OAPIC at its level
         elif was_msi:
@@ -256,7 +258,7 @@ class PirqTable:
         if again:
             if TP_REASSERT.enabled:
                 TP_REASSERT.emit(pirq=pirq, gsi=gsi)
-            self.domain.evtchn.deliver_pirq(pirq, "eoi")
+            self.evtchn.deliver_pirq(pirq, "eoi")
 
     # ------------------------------------------------------------ event channels (port lock held)
     def bind(self, pirq: int, port: int) -> "MsiVector | None":
@@ -304,11 +306,11 @@ class PirqTable:
 
     def routes_changed(self) -> None:
         """After bind/close/bind_vcpu/unmap, with no lock held: recompute irqfd routes."""
-        self.domain.vm.irqchip.rebuild_msi_routes()
+        self.irqchip.rebuild_msi_routes()
 
     # ------------------------------------------------------------ InterruptDiverter (vmm/irqchip.py)
     def _delivery(self, pirq: int, via: str) -> Callable[[], None]:
-        evtchn = self.domain.evtchn
+        evtchn = self.evtchn
         return lambda: evtchn.deliver_pirq(pirq, via)
 
     def divert_gsi(self, gsi: int, level: bool):
@@ -377,7 +379,7 @@ class PirqTable:
         pirq = msi_pirq(vec.address, vec.data)
         if pirq is None:
             return None
-        if self.domain.evtchn.kernel_delivery is None:      # no acceleration, or not 2-level
+        if self.evtchn.kernel_delivery is None:      # no acceleration, or not 2-level
             return False
         with self.lock:
             info = self.pirqs.get(pirq)
