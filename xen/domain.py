@@ -101,6 +101,7 @@ class XenDomain:
 
         self.transport = KernelTransport(self) if kind == "kernel" else PortTransport(self)
         if self.accel:
+            self.accel.set_kvm_event_channels = self.transport.set_kvm_event_channels
             self.accel.start()
         vm.irqchip.set_diverter(self.pirqs)         # GSIs and MSIs the guest maps to PIRQs
         if self.accel_full:

@@ -24,6 +24,8 @@ thread or while it is not in KVM_RUN: ``Vcpu.call`` takes care of that.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from kvm_bindings import KvmError, consts, ffi
 from vmm.locks import ordered_lock
 from xen.trace_events import TP_XEN_KVM as TP_ACCEL
@@ -42,6 +44,9 @@ class KvmXenAccel:
         """full: the host has everything in NEEDED; else only the long-mode flag is ours to set."""
         self.vm = vm
         self.full = full
+        # KVM_XEN_HVM_CONFIG's EVTCHN_SEND on/off: the kernel transport's (it owns that config),
+        # attached once the transport exists (XenDomain).
+        self.set_kvm_event_channels: Callable[[bool], None] = lambda on: None
         self._lock = ordered_lock("xen.kvm_accel")
         self.long_mode: int | None = None
 
@@ -144,13 +149,13 @@ class KvmXenAccel:
         and no vCPU timer with KVM_XEN_VCPU_ATTR_TYPE_TIMER, so nothing else of KVM's
         delivers events.  Upcalls are unchanged: FIFO marks evtchn_upcall_pending too,
         and KVM's global-vector injection only tests that flag."""
-        self.domain.transport.set_kvm_event_channels(False)
+        self.set_kvm_event_channels(False)
         self._trace("event delivery moves to the VMM (the guest left 2-level event channels); "
                     "KVM's SCHEDOP_poll is a yield from now on")
 
     def resume_event_delivery(self) -> None:
         """Back to 2-level (EVTCHNOP_reset of a FIFO domain): KVM delivers and polls again."""
-        self.domain.transport.set_kvm_event_channels(True)
+        self.set_kvm_event_channels(True)
         self._trace("event delivery back to KVM (2-level event channels again)")
 
     def send(self, port: int, vcpu: int) -> str | None:
