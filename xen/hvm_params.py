@@ -2,8 +2,10 @@
 itself, what we answer and why.
 
 Xen decides it in hvm.c hvm_allow_set_param / hvm_allow_get_param; a param not in
-``PARAMS`` is the toolstack's (-EPERM to the guest).  Absent services (xenstore, PV
-console) read as 0 until the VMM provides them (``provide``).
+``PARAMS`` is the toolstack's (-EPERM to the guest).  The VMM is the toolstack: at build
+(``xen/toolstack.py``) it provides the PV console's and xenstore's page and port, as
+libxl does (CONSOLE_PFN/EVTCHN, STORE_PFN/EVTCHN: the special pages and backend ports);
+a param nobody provided reads as 0 with success, as on Xen.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ class Param:
 
 PARAMS: dict[int, Param] = {
     abi.HVM_PARAM_CALLBACK_IRQ: Param(True, True, "how the guest wants its upcall (xen/upcall.py)"),
-    abi.HVM_PARAM_STORE_EVTCHN: Param(True, True, "xenstore's port: the guest's own to set; 0 while there is no xenstore"),
-    abi.HVM_PARAM_CONSOLE_EVTCHN: Param(True, True, "the PV console's port: the guest's own to set; 0 while there is none"),
+    abi.HVM_PARAM_STORE_EVTCHN: Param(True, True, "xenstore's port (the toolstack's backend port); the guest may set it, as on Xen"),
+    abi.HVM_PARAM_CONSOLE_EVTCHN: Param(True, True, "the PV console's port (the toolstack's backend port); the guest may set it, as on Xen"),
     abi.HVM_PARAM_X87_FIP_WIDTH: Param(True, True, "stored and read back; the FPU state itself is KVM's"),
-    abi.HVM_PARAM_STORE_PFN: Param(False, True, "xenstore's page: the toolstack's to set; 0 while there is no xenstore"),
-    abi.HVM_PARAM_CONSOLE_PFN: Param(False, True, "the PV console's page: the toolstack's to set; 0 while there is none"),
+    abi.HVM_PARAM_STORE_PFN: Param(False, True, "xenstore's page: SPECIALPAGE_XENSTORE, set by the toolstack only"),
+    abi.HVM_PARAM_CONSOLE_PFN: Param(False, True, "the PV console's page: SPECIALPAGE_CONSOLE, set by the toolstack only"),
     abi.HVM_PARAM_ALTP2M: Param(False, True, "0: no alternate p2m (Linux reads it)"),
 }
 
