@@ -77,3 +77,12 @@ def test_terminal_output_keeps_post_processing():
         os.close(master)
     assert rc == 0, p.stderr.read().decode(errors="replace")
     assert b"Hello from the kit guest\r\ncmdline: two lines\r\n" in out, out
+
+
+def test_serial_none_silences_com1_only(vmm, guest):
+    """`--serial none` drops COM1's output; a Xen guest's own consoles (here console_io)
+    still print on stdout."""
+    r = vmm("run", "--xen", "--serial", "none", "--kernel", guest("xen_console"), "--timeout", "60")
+    assert r.code == 0, r.err
+    assert "XENCON-7f3a hello from CONSOLEIO_write" in r.out
+    assert "PASS" not in r.out            # the kit prints its verdict on COM1

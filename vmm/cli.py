@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--memory", "-m", default="256M", metavar="SIZE", help="guest RAM, e.g. 512M, 2G (default 256M)")
     r.add_argument("--cpus", type=_positive_int, default=1, metavar="N", help="number of vCPUs (default 1)")
     r.add_argument("--serial", default="stdio", metavar="stdio|file:PATH|none",
-                   help="where COM1 goes (default stdio; on a terminal Ctrl-A x quits)")
+                   help="where the console goes: COM1 and, with --xen, the Xen consoles (default stdio; on a "
+                        "terminal Ctrl-A x quits); none drops COM1's output only")
     r.add_argument("--debugcon", default="off", metavar="off|stderr|file:PATH",
                    help="where the 0xE9 debug port's output goes, a line at a time (default off)")
     r.add_argument("--irqchip", choices=("kernel", "split"), default=None,

@@ -294,7 +294,10 @@ def _enable_trace(m: Machine) -> None:
 
 @contributes("core")
 def _open_sinks(m: Machine) -> None:
-    m.console = Console(m.spec.serial)
+    s = m.spec
+    # --serial none silences COM1 only: a Xen guest's other consoles (console_io, hvc0) still
+    # print on stdout.
+    m.console = Console("stdio" if s.serial == "none" and s.xen is not None else s.serial)
     m.on_close(m.console.close)
     m.debugcon = LineSink(m.spec.debugcon)
     m.on_close(m.debugcon.close)
@@ -317,7 +320,8 @@ def _create_vm(m: Machine) -> None:
 # ---------------------------------------------------------------- platform
 @contributes("platform")
 def _pc_devices(m: Machine) -> None:
-    m.pc = attach_pc_devices(m.vm, m.console.source("serial"), pci=m.spec.pci,
+    com1 = m.console.source("serial") if m.spec.serial != "none" else (lambda data: None)
+    m.pc = attach_pc_devices(m.vm, com1, pci=m.spec.pci,
                              debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
 
 
