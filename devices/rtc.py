@@ -126,6 +126,9 @@ class CmosRtc:
                     self._set_time(dict(zip(TIME_REGS, regs)))
             elif reg == REG_B:
                 if value & B_SET and self._frozen is None:
+                    # Frozen in the mode this write selects: the guest reads and writes them
+                    # in it, and they are decoded in it when SET goes off.
+                    self.ram[REG_B] = value
                     self._frozen = [self._fields()[r] for r in TIME_REGS]
                 elif not value & B_SET and self._frozen is not None:
                     # decoded in the mode they were written in, before B changes it
