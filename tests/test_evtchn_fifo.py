@@ -94,8 +94,8 @@ class Domain:
     def guest_mask(self, port):
         self.mem.atomic_or32(self.word_gpa(port), MASKED)
 
-    def guest_unmask(self, port):
-        """evtchn_fifo_unmask: clear_masked (spins while BUSY), then EVTCHNOP_unmask if pending."""
+    def clear_masked(self, port) -> bool:
+        """Linux's clear_masked: clear MASKED, spinning while BUSY; True if PENDING after."""
         w = self.word_gpa(port)
         found = self.mem.atomic_read32(w)
         while True:
@@ -103,7 +103,11 @@ class Domain:
             found = self.mem.atomic_cmpxchg32(w, old, old & ~MASKED)
             if found == old:
                 break
-        if self.mem.atomic_read32(w) & PENDING:
+        return bool(self.mem.atomic_read32(w) & PENDING)
+
+    def guest_unmask(self, port):
+        """evtchn_fifo_unmask: clear_masked (spins while BUSY), then EVTCHNOP_unmask if pending."""
+        if self.clear_masked(port):
             return self.fifo.unmask(port, self.ports[port])
         return False
 
@@ -403,14 +407,7 @@ def test_linking_races_the_guest_unlinking_without_losing_or_duplicating(seed):
             if r.random() < 0.2:            # mask and unmask a port of ours (clear_masked vs BUSY)
                 p = r.randrange(1, nports + 1)
                 d.guest_mask(p)
-                w = d.word_gpa(p)
-                found = d.mem.atomic_read32(w)
-                while True:
-                    old = found & ~BUSY
-                    found = d.mem.atomic_cmpxchg32(w, old, old & ~MASKED)
-                    if found == old:
-                        break
-                if d.mem.atomic_read32(w) & PENDING:
+                if d.clear_masked(p):
                     with table_lock:
                         d.fifo.unmask(p, d.ports[p])
 

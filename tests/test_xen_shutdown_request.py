@@ -39,7 +39,9 @@ def _run_and_term(guest, transport: str, mode: int, *extra: str, ready_s: float 
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
         rest, err = p.communicate(timeout=end_s)
-        return p.returncode, time.monotonic() - t0, (out + rest).decode(errors="replace"), err.decode(errors="replace")
+        text, err = (out + rest).decode(errors="replace"), err.decode(errors="replace")
+        assert "internal error" not in err and "Traceback" not in err, err[-3000:]
+        return p.returncode, time.monotonic() - t0, text, err
     finally:
         if p.poll() is None:
             p.kill()
