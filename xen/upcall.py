@@ -17,6 +17,16 @@ Xen's order (xen/arch/x86/hvm/irq.c hvm_assert_evtchn_irq):
    by a poll while it stays high).  The level goes straight to the IrqChip,
    never through event-channel or PIRQ code: delivering an event can't
    re-enter the port lock (QEMU's first deadlock).
+
+A per-vCPU vector sent to a LAPIC that is still software-disabled is *held*, not
+lost: Xen's vlapic_set_irq sets the IRR bit whatever the LAPIC's state and the
+vector is taken once the guest enables it, but KVM's LAPIC refuses a fixed
+interrupt while disabled (__apic_accept_irq; KVM_SIGNAL_MSI then returns 0).
+Linux registers vCPU 0's vector in xen_init_IRQ, before it enables its LAPIC, with
+an event already pending; since later events only raise the upcall on
+upcall_pending's 0 -> 1 edge, a refused vector would stop every upcall for good.
+So a refused vector is re-sent, with a growing delay, until the LAPIC takes it or
+the guest clears upcall_pending.
 """
 
 from __future__ import annotations
@@ -53,9 +63,10 @@ class Upcall:
         self.via_value = 0
         self.gsi: int | None = None           # the callback line (types 0/1)
         self._line = False
-        self._lock = ordered_lock("xen.upcall")   # the callback line only
+        self._lock = ordered_lock("xen.upcall")   # the callback line and the held vectors
         self._callback_line = None            # our IrqLine on self.gsi (never diverted)
         self._window_pending: set[int] = set()
+        self._held: dict[int, threading.Timer] = {}   # vCPU -> retry of a refused vector
         self._poll: threading.Timer | None = None
         self._kvm_global_vector = False       # KVM injects the global vector (acceleration)
         # Per vCPU, how many upcalls were raised: Xen's vcpu_kick, which ends SCHEDOP_block
@@ -144,9 +155,8 @@ class Upcall:
         self.kicks[vcpu] += 1
         vector = self.vectors.get(vcpu)
         if vector is not None:
-            via = f"vector {vector:#x}"
-            apic_id = vcpu               # our APIC IDs are vCPU indices
-            self.vm.irqchip.lapic_msi(msi_address(apic_id), vector)
+            via = f"vector {vector:#x}" if self._send_vector(vcpu, vector) else \
+                f"vector {vector:#x} held: the LAPIC refused it (software-disabled)"
         elif self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
             via = f"global vector {abi.callback_irq_vector(self.via_value):#x}"
             if self._kvm_global_vector:
@@ -160,6 +170,43 @@ class Upcall:
             via = "none"
         if TP_UPCALL.enabled:
             TP_UPCALL.emit(vcpu=vcpu, via=via)
+
+    # -- per-vCPU vector: a LAPIC fixed interrupt, held while the LAPIC refuses it
+    def _send_vector(self, vcpu: int, vector: int) -> bool:
+        """Send ``vector`` to ``vcpu`` (our APIC IDs are vCPU indices).  False: refused,
+        and a retry is armed (see the module docstring)."""
+        if self.vm.irqchip.lapic_msi(msi_address(vcpu), vector):
+            return True
+        self._hold(vcpu, 0.001)
+        return False
+
+    def _hold(self, vcpu: int, delay: float) -> None:
+        def retry() -> None:
+            with self._lock:
+                if self._held.get(vcpu) is not timer:
+                    return
+                del self._held[vcpu]
+            vector = self.vectors.get(vcpu)
+            if vector is None or not self._is_running() or not self.shared.upcall_pending(vcpu):
+                return                     # nothing to deliver any more
+            try:
+                taken = self.vm.irqchip.lapic_msi(msi_address(vcpu), vector)
+            except KvmError:
+                return                     # the VM is being torn down
+            if taken:
+                if TP_UPCALL.enabled:
+                    TP_UPCALL.emit(vcpu=vcpu, via=f"vector {vector:#x} (held, now taken)")
+            else:
+                self._hold(vcpu, min(delay * 2, 0.05))
+
+        with self._lock:
+            if vcpu in self._held:
+                return                     # a retry is armed already
+            timer = threading.Timer(delay, retry)
+            timer.name = "xen-upcall-retry"
+            timer.daemon = True
+            self._held[vcpu] = timer
+        timer.start()
 
     def after_kvm_delivery(self, vcpu: int) -> None:
         """KVM delivered an event: it raised any vector upcall itself, but a GSI/INTx
@@ -224,6 +271,8 @@ class Upcall:
         with self._lock:
             if self.gsi is None or level == self._line:
                 return
+            if level and 0 in self.vectors:
+                return      # vCPU 0's vector takes precedence (hvm_assert_evtchn_irq): no GSI
             if not level and self.shared.upcall_pending(0):
                 return
             self._line = level

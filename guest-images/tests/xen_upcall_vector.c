@@ -31,6 +31,22 @@ void kit_main(void)
 	ioapic_route(1, GSI1_VECTOR, true, false, lapic_id(), false);
 
 	XEN_EXPECT("set_evtchn_upcall_vector(vcpu 0, 0x0f)", xen_set_upcall_vector(0, 0x0f), -XEN_EINVAL);
+
+	/* As Linux boots: an event pending, the vector set with the LAPIC disabled. */
+	evtchn_port_t early;
+	XEN_EXPECT("bind_ipi(0) before the vector", xen_evtchn_bind_ipi(0, &early), 0);
+	lapic_write(APIC_SVR, 0xff);			/* software-disabled (SVR bit 8 clear) */
+	XEN_EXPECT("send(ipi) with no callback yet", xen_evtchn_send(early), 0);
+	kit_set_handler(XEN_KIT_UPCALL_VECTOR, xen_upcall_isr_eoi);
+	XEN_EXPECT("set_evtchn_upcall_vector with the LAPIC disabled",
+		   xen_set_upcall_vector(xen_vcpu_id(), XEN_KIT_UPCALL_VECTOR), 0);
+	xen_spin_until(xen_now() + XEN_MS(20));
+	XEN_CHECK(xen_evtchn_count[early] == 0, "upcall taken while the LAPIC was disabled\n");
+	lapic_enable();
+	XEN_CHECK(XEN_WAIT_UNTIL(xen_evtchn_count[early] >= 1, xen_now() + XEN_MS(500)),
+		  "the vector raised while the LAPIC was disabled never arrived once enabled\n");
+	printf("xen_upcall_vector: vector set with the LAPIC disabled, taken once enabled ok\n");
+
 	xen_use_upcall_vector();
 	printf("xen_upcall_vector: set_evtchn_upcall_vector(0, 0xf3) = 0 ok\n");
 	XEN_EXPECT("set_param(CALLBACK_IRQ, GSI 1)", xen_hvm_set_param(HVM_PARAM_CALLBACK_IRQ, HVM_CALLBACK_GSI(1)), 0);
