@@ -84,7 +84,7 @@ struct vdev {
 	uint32_t notify_mult;
 	int msix, pci_cfg;		/* capability offsets */
 	volatile uint32_t *msix_table;
-	uint64_t features;		/* negotiated */
+	uint64_t offered, features;	/* the device's features, and what was negotiated */
 };
 
 struct vq {
@@ -92,6 +92,7 @@ struct vq {
 	struct vq_mem *mem;
 	uint16_t index, size, next_avail, last_used;
 	volatile uint16_t *notify;
+	bool notify32;		/* notify with a 32-bit write (not what KVM's ioeventfd matches) */
 };
 
 /* ---- config space ---- */
@@ -178,6 +179,7 @@ static inline bool vdev_negotiate(struct vdev *d, uint64_t wanted)
 	uint64_t offered = vc_read32(d, VC_DF);
 	vc_write32(d, VC_DFSELECT, 1);
 	offered |= (uint64_t)vc_read32(d, VC_DF) << 32;
+	d->offered = offered;
 	d->features = offered & wanted;
 	vc_write32(d, VC_GFSELECT, 0);
 	vc_write32(d, VC_GF, (uint32_t)d->features);
@@ -216,6 +218,7 @@ static inline bool vq_setup(struct vdev *d, struct vq *q, int index, struct vq_m
 	q->index = index;
 	q->size = VQ_SIZE;
 	q->next_avail = q->last_used = 0;
+	q->notify32 = false;
 	vc_write16(d, VC_Q_SIZE, VQ_SIZE);
 	vc_write64(d, VC_Q_DESC, (uint64_t)mem->desc);
 	vc_write64(d, VC_Q_AVAIL, (uint64_t)&mem->avail);
@@ -237,7 +240,10 @@ static inline void vq_kick(struct vq *q, uint16_t head)
 	barrier();
 	m->avail.idx = ++q->next_avail;
 	barrier();
-	*q->notify = q->index;
+	if (q->notify32)
+		*(volatile uint32_t *)q->notify = q->index;
+	else
+		*q->notify = q->index;
 }
 
 static inline bool vq_has_used(struct vq *q) { return *(volatile uint16_t *)&q->mem->used.idx != q->last_used; }
