@@ -10,6 +10,7 @@ import re
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import guest_path
 from devices.virtio import abi
@@ -223,6 +224,41 @@ def test_a_full_ring_of_long_chains_is_fine(mem):
         assert c.ndesc == 8 and c.out_len == 64 and c.in_len == 64
         q.push(c, 64)
     assert q.pop() is None
+
+
+_addr = st.one_of(st.sampled_from([BUF, BUF + 0x1000, DESC, 0, (16 << 20) - 16, 0xFEC00000, 1 << 40]),
+                  st.integers(0, (1 << 64) - 1))
+_desc = st.tuples(_addr, st.one_of(st.integers(0, 64), st.integers(0, (1 << 32) - 1)),
+                  st.integers(0, 7), st.integers(0, 9))
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(table=st.lists(_desc, min_size=8, max_size=8), indirect=st.lists(_desc, min_size=4, max_size=4),
+       heads=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=8), idx=st.integers(0, 0xFFFF),
+       features=st.tuples(st.booleans(), st.booleans()))
+def test_any_ring_content_ends_in_a_chain_or_virtqueue_error(mem, table, indirect, heads, idx, features):
+    """Whatever the driver wrote, pop() returns chains inside RAM or raises VirtqueueError,
+    in bounded time (a property over random descriptor tables, indirect tables, heads and
+    avail indices)."""
+    q = queue(mem, indirect=features[0], event_idx=features[1])
+    for i, d in enumerate(table):
+        desc(mem, i, *d)
+    for i, d in enumerate(indirect):
+        desc(mem, i, *d, table=BUF + 0x1000)
+    offer(mem, q, *heads, idx=idx)
+    try:
+        for _ in range(q.size + 1):
+            c = q.pop()
+            if c is None:
+                break
+            assert c.ndesc <= 8 + 4
+            for v in c.out + c.in_:
+                assert len(v) <= 1 << 32
+            q.push(c, c.in_len)
+            q.needs_notification()
+    except VirtqueueError:
+        pass
 
 
 # ---------------------------------------------------------------- the transport, driven from here
