@@ -28,8 +28,10 @@ def test_virtio_rng_with_msix_ioeventfd_and_irqfd(vmm, guest):
     # through an irqfd.
     assert "virtio.ioeventfd owner=00:01.0 queue=0" in err and "result=assigned" in err
     assert "via=mmio-exit" not in err
-    assert err.count("virtio.queue.push") == 3
+    assert err.count("virtio.queue.push") == 4
     assert err.count("via=irqfd") == 3, err[-3000:]
+    assert "used_event ahead: answered without an interrupt" in out
+    assert err.count("result=suppressed") == 1
     assert_pass(r)
 
 

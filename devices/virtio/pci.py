@@ -552,18 +552,21 @@ class VirtioPciDevice(PciDevice):
                     return
                 more, deliveries = False, []
                 try:
-                    more, notify = self._drain_locked(q)
+                    more, pushed, notify = self._drain_locked(q)
                     if notify:
                         deliveries = self._interrupt_locked(q.index, q.msix_vector)
+                    elif pushed and TP_IRQ.enabled:    # the driver asked not to be told (§2.7.10)
+                        TP_IRQ.emit(owner=self.bdf, cause=q.index, via="-", vector=q.msix_vector,
+                                    result="suppressed")
                 except VirtqueueError as e:
                     deliveries = self._break_locked(str(e))
             self._deliver(deliveries)
             if not more:
                 return
 
-    def _drain_locked(self, q: Virtqueue) -> tuple[bool, bool]:
-        """Serve up to a ring's worth of chains; (more to do, notify the driver)."""
-        pushed = False
+    def _drain_locked(self, q: Virtqueue) -> tuple[bool, bool, bool]:
+        """Serve up to a ring's worth of chains; (more to do, pushed any, notify the driver)."""
+        pushed = more = False
         for _ in range(q.size):
             chain = q.pop()
             if chain is None:
@@ -573,8 +576,8 @@ class VirtioPciDevice(PciDevice):
             q.push(chain, self.handle_chain(q, chain))
             pushed = True
         else:
-            return True, pushed and q.needs_notification()
-        return False, pushed and q.needs_notification()
+            more = True
+        return more, pushed, pushed and q.needs_notification()
 
     # ------------------------------------------------------------ ioeventfds (config lock held)
     def bar_mapped(self, bar: PciBar) -> None:
