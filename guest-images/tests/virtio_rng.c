@@ -6,6 +6,7 @@
  * (the configuration vector is entry 1), and asks for random bytes three times: two
  * direct 64-byte buffers and one indirect table of two 16-byte buffers.  Each answer
  * must come with an interrupt, fill the buffer (the used length), and not be constant.
+ * A fourth request with used_event far ahead must be answered without an interrupt.
  * cmdline "notify32": notify with 32-bit writes, which KVM's 2-byte ioeventfd doesn't
  * match: they exit to the BAR's MMIO handler instead (the fallback path).
  */
