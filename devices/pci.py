@@ -400,6 +400,14 @@ class PciDevice:
     def unplugged(self) -> None:
         """Hook: the function left its bus (config lock held).  Stop device threads here."""
 
+    def bar_mapped(self, bar: "PciBar") -> None:
+        """Hook: ``bar`` now decodes at ``bar.address`` (config lock held): e.g. register
+        KVM ioeventfds inside it."""
+
+    def bar_unmapped(self, bar: "PciBar") -> None:
+        """Hook: ``bar`` stops decoding at ``bar.address`` (config lock held; called before
+        the address is forgotten)."""
+
     # ------------------------------------------------------------ INTx
     def set_intx(self, level: bool) -> None:
         """Drive this function's interrupt pin (asserted = True).  Any thread;
@@ -603,6 +611,7 @@ class PciBus:
     def _unmap(self, dev: PciDevice, bar: PciBar) -> None:
         if bar.address is None:
             return
+        dev.bar_unmapped(bar)
         bus = self.vm.pio_bus if bar.is_io else self.vm.mmio_bus
         bus.unregister(bar.address)
         if TP_BAR_UNMAP.enabled:
@@ -632,6 +641,7 @@ class PciBus:
                 try:
                     bus.register(addr, bar.size, bar.region, bar.name)
                     bar.address = addr
+                    dev.bar_mapped(bar)
                 except BusError as e:
                     reason = str(e)
             bar.refused = reason

@@ -60,3 +60,19 @@ TP_PCI_TESTDEV_INTX = T.point("pci_testdev.intx", "level={level} output={output}
 TP_PCI_TESTDEV_FIRE = T.point("pci_testdev.fire", "kind={kind} index={index} count={count} via={via}")
 TP_PCI_TESTDEV_TIMER = T.point("pci_testdev.timer", "{event} kind={kind} index={index} count={count} "
                                                     "period_us={period_us}")
+
+# devices/virtio/ (owner: the function's bdf; the virtqueue life cycle of §2.7 and §4.1)
+TP_VIRTIO_STATUS = T.point("virtio.status", "owner={owner} dev={dev} status={old:#x}->{new:#x}")
+TP_VIRTIO_FEATURES = T.point("virtio.features", "owner={owner} dev={dev} offered={offered:#x} "
+                                                "driver={driver:#x} result={result}")
+TP_VIRTIO_RESET = T.point("virtio.reset", "owner={owner} dev={dev} what={what}")
+TP_VIRTIO_QUEUE_ENABLE = T.point("virtio.queue.enable", "owner={owner} queue={queue} size={size} desc={desc:#x} "
+                                                        "driver={driver:#x} device={device:#x} vector={vector:#x}")
+TP_VIRTIO_NOTIFY = T.point("virtio.notify", "owner={owner} queue={queue} via={via}")
+TP_VIRTIO_IOEVENTFD = T.point("virtio.ioeventfd", "owner={owner} queue={queue} addr={addr:#x} result={result}")
+TP_VIRTIO_QUEUE_POP = T.point("virtio.queue.pop", "owner={owner} queue={queue} head={head} ndesc={ndesc} "
+                                                  "out={outlen} in={inlen} last_avail={last_avail}")
+TP_VIRTIO_QUEUE_PUSH = T.point("virtio.queue.push", "owner={owner} queue={queue} head={head} len={len} used={used}")
+TP_VIRTIO_IRQ = T.point("virtio.irq", "owner={owner} cause={cause} via={via} vector={vector:#x} result={result}")
+TP_VIRTIO_BROKEN = T.point("virtio.broken", "owner={owner} dev={dev} reason={reason}")
+TP_VIRTIO_BLK_REQ = T.point("virtio_blk.req", "owner={owner} type={type} sector={sector} len={len} status={status}")

@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-pci", action="store_true", help="no PCI bus (no config ports 0xcf8-0xcff, no host bridge)")
     r.add_argument("--pci-testdev", action="store_true",
                    help="plug the PCI test device (devices/pci_testdev.py: INTx, MSI and MSI-X on demand, timed bursts) for test guests")
+    r.add_argument("--virtio-rng", action="store_true",
+                   help="plug a virtio-rng device (virtio 1.x over modern PCI) fed from the host's getrandom()")
+    r.add_argument("--drive", action="append", default=[], metavar="path=FILE[,readonly]",
+                   help="plug a virtio-blk disk backed by FILE (repeatable); readonly: the guest can't write it")
     r.add_argument("--xen-platform-device", action="store_true", help=argparse.SUPPRESS)  # until `--xen` implies it
     r.add_argument("--timeout", type=_positive_float, metavar="S", help="stop the guest after S seconds (exit 124)")
     r.set_defaults(func=cmd_run)
@@ -188,10 +192,29 @@ def spec_from_args(args):
     return MachineSpec(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline, memory=memory,
                        cpus=args.cpus, irqchip=args.irqchip, serial=args.serial, debugcon=args.debugcon,
                        acpi=not args.no_acpi, pci=not args.no_pci, pci_testdev=args.pci_testdev,
+                       virtio_rng=args.virtio_rng, drives=[_parse_drive(d) for d in args.drive],
                        xen_platform=args.xen_platform_device, xen=xen, xen_console=args.xen_console,
                        xen_name=args.xen_name, xenstore=[_parse_xenstore(kv) for kv in args.xenstore],
                        shutdown_timeout=args.xen_shutdown_timeout, stats=args.stats,
                        trace=list(args.trace))
+
+
+def _parse_drive(text: str) -> dict:
+    """``path=FILE[,readonly]`` -> {"path": FILE, "readonly": bool}."""
+    drive: dict = {"readonly": False}
+    for item in text.split(","):
+        key, eq, value = item.partition("=")
+        if key == "path" and eq and value:
+            drive["path"] = value
+        elif key == "readonly" and not eq:
+            drive["readonly"] = True
+        elif key == "path":
+            raise UserError(f"--drive: path= needs a file name, in {text!r}")
+        else:
+            raise UserError(f"--drive: unknown option {item!r} in {text!r} (expected path=FILE[,readonly])")
+    if "path" not in drive:
+        raise UserError(f"--drive: no path=FILE in {text!r}")
+    return drive
 
 
 def _parse_xenstore(kv: str) -> tuple[str, str]:

@@ -39,6 +39,9 @@ from devices.board import PcDevices, attach_pc_devices
 from devices.pci_testdev import PciTestDev, attach_pci_testdev
 from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
 from devices.serial import COM1_BASE, COM1_IRQ
+from devices.virtio.blk import VirtioBlk
+from devices.virtio.pci import VirtioPciDevice, attach_virtio
+from devices.virtio.rng import VirtioRng
 from kvm_bindings import KvmError
 from vmm import exitcodes, trace
 from vmm.boot import BootInfo, load_kernel
@@ -76,6 +79,8 @@ class MachineSpec:
     acpi: bool = True
     pci: bool = True
     pci_testdev: bool = False
+    virtio_rng: bool = False            # a virtio-rng device (devices/virtio/rng.py)
+    drives: list = field(default_factory=list)     # virtio-blk disks: {"path": str, "readonly": bool}
     xen_platform: bool = False          # the Xen platform PCI device without Xen (implied by xen)
     xen: XenConfig | None = None        # a Xen HVM domain (xen/domain.py), or none
     xen_console: str = "both"           # with xen: terminal input to "serial", "pv" (hvc0) or "both"
@@ -98,6 +103,18 @@ class MachineSpec:
         """The checks that need no KVM; ``UserError`` with one line on the first problem."""
         if not self.pci and (self.pci_testdev or self.xen_platform):
             raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
+        if not self.pci and (self.virtio_rng or self.drives):
+            raise UserError("--virtio-rng and --drive need the PCI bus: drop --no-pci")
+        for d in self.drives:
+            path, ro = d["path"], d.get("readonly", False)
+            if not os.path.exists(path):
+                raise UserError(f"--drive: file not found: {path}")
+            if os.path.isdir(path):
+                raise UserError(f"--drive: {path} is a directory")
+            if ro and not os.access(path, os.R_OK):
+                raise UserError(f"--drive: {path} is not readable")
+            if not ro and not os.access(path, os.R_OK | os.W_OK):
+                raise UserError(f"--drive: {path} is not readable and writable (add ,readonly for a read-only disk)")
         if (self.xenstore or self.xen_name != "guest") and self.xen is None:
             raise UserError("--xenstore and --xen-name need --xen")
         if not os.path.exists(self.kernel):
@@ -142,8 +159,9 @@ PHASES: tuple[Phase, ...] = (
     Phase("platform", "the PC devices on the PIO bus, the userspace I/OAPIC (split irqchip), the PCI "
                       "host bridge and config ports (devices/board.py)",
           {"core": "devices take their interrupt lines from the Vm's irqchip and write to the sinks"}),
-    Phase("pci", "PCI functions: the Xen platform device, then the PCI test device (slots and BARs "
-                 "are assigned at plug time, so plugging in this order keeps their addresses)",
+    Phase("pci", "PCI functions: the Xen platform device, the PCI test device, then the virtio devices "
+                 "(rng, then each --drive) (slots and BARs are assigned at plug time, so plugging in this "
+                 "order keeps their addresses)",
           {"platform": "they are plugged on the PCI bus"}),
     Phase("hypervisor", "the Xen domain: transport, event channels, the PIRQ table as the irqchip's "
                         "diverter, Xen's CPUID leaves; then what Xen's toolstack adds (special pages, "
@@ -196,6 +214,7 @@ class Machine:
         self.pc: PcDevices | None = None
         self.xen_platform: XenPlatformDevice | None = None
         self.pci_testdev: PciTestDev | None = None
+        self.virtio: list[VirtioPciDevice] = []    # virtio-rng, then the --drive disks in order
         self.xen: XenDomain | None = None
         self.toolstack: Toolstack | None = None
         self.rsdp = 0                            # 0: no ACPI
@@ -337,6 +356,25 @@ def _pci_testdev(m: Machine) -> None:
     if m.spec.pci_testdev:
         dev = m.pci_testdev = attach_pci_testdev(m.pci)
         m.on_close(dev.stop_timer)          # its burst thread, if the guest started one
+
+
+@contributes("pci")
+def _virtio_devices(m: Machine) -> None:
+    s = m.spec
+    if s.virtio_rng:
+        _plug_virtio(m, VirtioRng(m.vm.memory))
+    for d in s.drives:
+        try:
+            dev = VirtioBlk(m.vm.memory, d["path"], readonly=d.get("readonly", False))
+        except OSError as e:
+            raise UserError(f"--drive: cannot open {d['path']}: {e.strerror or e}") from None
+        _plug_virtio(m, dev)
+
+
+def _plug_virtio(m: Machine, dev: VirtioPciDevice) -> None:
+    m.on_close(dev.close)                   # its thread (stopped at the VM's end) and files
+    attach_virtio(m.pci, dev)
+    m.virtio.append(dev)
 
 
 # ---------------------------------------------------------------- hypervisor
