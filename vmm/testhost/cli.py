@@ -69,7 +69,8 @@ def cmd_linux_guest(args) -> int:
     out = args.output or str(linux_guest_dir(info.abi) / "initramfs.cpio")
     from pathlib import Path
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    path = initramfs.build_linux_guest(info.modules_dir, Path(out), modules=args.module)
+    path = initramfs.build_linux_guest(info.modules_dir, Path(out),
+                                      modules=[*initramfs.LINUX_GUEST_MODULES, *args.module])
     print(path)
     _log(f"linux-guest: {path} (busybox + guest-images/linux/init); boot it with\n"
          f"  vmm run --kernel {info.bzimage} --initrd {path} \\\n"

@@ -26,6 +26,10 @@ BUSYBOX = Path("/bin/busybox")
 OUTER_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "overlay",
                  "irqbypass", "ccp")
 
+# What the Linux guest loads for our devices (Debian builds them as modules): the
+# virtio PCI transport, virtio-blk (/dev/vda), virtio-net (eth0) and virtio-rng (/dev/hwrng).
+LINUX_GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio-rng")
+
 
 class Cpio:
     """A minimal newc ("070701") cpio writer."""
@@ -159,8 +163,8 @@ def build_outer(modules_dir: Path, kvm_modules: list[Path], out: Path) -> Path:
                                    ("proc", "sys", "dev", "lower", "rw", "newroot", "tmp"), out)
 
 
-def build_linux_guest(modules_dir: Path, out: Path, modules=()) -> Path:
-    """``make linux-guest``: busybox + guest-images/linux/init (+ ``modules``)."""
+def build_linux_guest(modules_dir: Path, out: Path, modules=LINUX_GUEST_MODULES) -> Path:
+    """``make linux-guest``: busybox + guest-images/linux/init + ``modules``."""
     _require_busybox()
     order = module_order(modules_dir, modules) if modules else []
     return build_busybox_initramfs(guest_images_dir() / "linux" / "init",
