@@ -3,6 +3,8 @@
     0x060, 0x064   i8042 (reset only)
     0x080          POST code port (ignored)
     0x0e9          debug console (its own sink: `--debugcon`, never the serial stream)
+    0x040-0x043    i8254 PIT, IRQ 0 (ours with --irqchip split; KVM's in-kernel one otherwise)
+    0x061          system control port B: PIT channel 2 gate, OUT2 (with the PIT)
     0x070-0x071    CMOS RTC (no IRQ)
     0x3f8-0x3ff    COM1 16550A, IRQ 4
     0x501          debug-exit (test guests: exit code = value & 0xff)
@@ -23,6 +25,7 @@ from devices.legacy import (DEBUG_EXIT_PORT, DEBUGCON_PORT, I8042_COMMAND, I8042
                             TESTDEV_BASE, TESTDEV_SIZE, DebugCon, DebugExit, I8042, PostCode, TestDev)
 from devices.ioapic import IoApic, attach_ioapic
 from devices.pci import PciBus, attach_pci
+from devices.pit import PIT_BASE, PIT_IRQ, PIT_SIZE, PORT_B, Pit, PortB
 from devices.rtc import RTC_BASE, RTC_SIZE, CmosRtc
 from devices.serial import COM1_BASE, COM1_IRQ, Serial
 from vmm import exitcodes
@@ -36,6 +39,7 @@ class PcDevices:
     testdev: TestDev
     ioapic: IoApic | None = None     # only with the split irqchip
     pci: PciBus | None = None        # unless attach_pc_devices(pci=False)
+    pit: Pit | None = None           # only with the split irqchip (KVM has its own); stop() at close
 
 
 def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True,
@@ -60,5 +64,12 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")
     bus.register(TESTDEV_BASE, TESTDEV_SIZE, testdev, "testdev")
     bus.register(ACPI_PM_BASE, ACPI_PM_SIZE, acpi_pm, "acpi-pm")
+    pit = None
+    if irqchip.name == "split":
+        # With the kernel irqchip KVM's in-kernel PIT (KVM_CREATE_PIT2) answers these ports,
+        # 0x61 included (arch/x86/kvm/i8254.c speaker_dev), and never exits to us.
+        pit = Pit(irqchip.line(PIT_IRQ, "pit"))
+        bus.register(PIT_BASE, PIT_SIZE, pit, "pit")
+        bus.register(PORT_B, 1, PortB(pit), "port61")
     pci_bus = attach_pci(vm) if pci else None
-    return PcDevices(serial, testdev, ioapic, pci_bus)
+    return PcDevices(serial, testdev, ioapic, pci_bus, pit)

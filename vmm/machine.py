@@ -323,6 +323,8 @@ def _pc_devices(m: Machine) -> None:
     com1 = m.console.source("serial") if m.spec.serial != "none" else (lambda data: None)
     m.pc = attach_pc_devices(m.vm, com1, pci=m.spec.pci,
                              debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
+    if m.pc.pit is not None:
+        m.on_close(m.pc.pit.stop)           # its timer thread, before the VM it pulses closes
 
 
 # ---------------------------------------------------------------- pci
