@@ -323,6 +323,7 @@ def _pc_devices(m: Machine) -> None:
     com1 = m.console.source("serial") if m.spec.serial != "none" else (lambda data: None)
     m.pc = attach_pc_devices(m.vm, com1, pci=m.spec.pci,
                              debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
+    m.on_close(m.pc.serial.stop)            # its character-timeout timer
     if m.pc.pit is not None:
         m.on_close(m.pc.pit.stop)           # its timer thread, before the VM it pulses closes
 
