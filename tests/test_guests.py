@@ -276,3 +276,13 @@ def test_serial_fifo_16550a(guest):
     assert "serial_fifo: this line went out sixteen bytes per THRE check" in text
     assert "character timeout: 'ab'" in text, text + err
     assert "PASS" in text.splitlines() and code == 0, text + err
+
+
+@pytest.mark.parametrize("irqchip", ["split", "kernel"])
+def test_pic_extint_imr_and_elcr_level(vmm, guest, irqchip):
+    """devices/pic.py + vmm/extint.py (split): Linux's init_8259A remap, PIT ticks as ExtINT
+    through LINT0, IMR masking, a level IRQ (ELCR) re-requested after each EOI while held
+    high.  Under kernel the same guest runs against KVM's PIC and PIT: the reference."""
+    r = vmm("run", "--kernel", guest("pic"), "--irqchip", irqchip, "--timeout", "60")
+    assert "re-requested while high: 3 interrupts" in r.out, r.out
+    assert_pass(r)

@@ -153,7 +153,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("firmware", "the ACPI tables (RSDP, XSDT, MADT, FADT, DSDT) in guest RAM, describing the "
                       "finished device set",
           {"core": "one MADT entry per vCPU, the tables go into guest RAM",
-           "platform": "COM1, the RTC, legacy PIC or not (irqchip), the PCI bus's _PRT"}),
+           "platform": "COM1, the RTC, the PCI bus's _PRT"}),
     Phase("boot", "load the kernel and initrd, set vCPU 0's boot state (a restore replaces this "
                   "phase with loading saved state)",
           {"firmware": "the loader hands the guest the RSDP address (and E820 covers the tables)",
@@ -376,7 +376,7 @@ def _acpi_tables(m: Machine) -> None:
     m.rsdp = write_acpi_tables(
         m.vm.memory, s.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
         pci_routing=m.pci.routing_table() if m.pci is not None else None,
-        legacy_pic=s.irqchip == "kernel", rtc=(RTC_BASE, RTC_CENTURY))
+        legacy_pic=True, rtc=(RTC_BASE, RTC_CENTURY))   # KVM's 8259s, or ours with split
 
 
 # ---------------------------------------------------------------- boot

@@ -218,7 +218,7 @@ MadtFields = Struct(
     "local_apic_address" / Int32ul,
     "flags" / Int32ul,
 )
-MADT_PCAT_COMPAT = 1 << 0            # dual 8259s present (the in-kernel irqchip has them)
+MADT_PCAT_COMPAT = 1 << 0            # dual 8259s present (KVM's, or ours with split: devices/pic.py)
 MadtEntryHeader = Struct("type" / Int8ul, "length" / Int8ul)
 MADT_TYPE_LOCAL_APIC = 0
 MADT_TYPE_IO_APIC = 1
