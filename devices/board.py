@@ -3,6 +3,10 @@
     0x060, 0x064   i8042 (reset only)
     0x080          POST code port (ignored)
     0x0e9          debug console (its own sink: `--debugcon`, never the serial stream)
+    0x020-0x021    8259 master, 0xa0-0xa1 slave, 0x4d0-0x4d1 ELCR (ours with --irqchip split:
+                   GSIs 0-15 reach them too, INT goes to vCPU 0's LINT0 as ExtINT; KVM's otherwise)
+    0x040-0x043    i8254 PIT, IRQ 0 (ours with --irqchip split; KVM's in-kernel one otherwise)
+    0x061          system control port B: PIT channel 2 gate, OUT2 (with the PIT)
     0x070-0x071    CMOS RTC (no IRQ)
     0x3f8-0x3ff    COM1 16550A, IRQ 4
     0x501          debug-exit (test guests: exit code = value & 0xff)
@@ -23,10 +27,13 @@ from devices.legacy import (DEBUG_EXIT_PORT, DEBUGCON_PORT, I8042_COMMAND, I8042
                             TESTDEV_BASE, TESTDEV_SIZE, DebugCon, DebugExit, I8042, PostCode, TestDev)
 from devices.ioapic import IoApic, attach_ioapic
 from devices.pci import PciBus, attach_pci
+from devices.pic import ELCR_BASE, ELCR_SIZE, PIC_MASTER, PIC_SIZE, PIC_SLAVE, ElcrPorts, Pic, PicPorts
+from devices.pit import PIT_BASE, PIT_IRQ, PIT_SIZE, PORT_B, Pit, PortB
 from devices.rtc import RTC_BASE, RTC_SIZE, CmosRtc
 from devices.serial import COM1_BASE, COM1_IRQ, Serial
 from vmm import exitcodes
 from vmm.boot.acpi import ACPI_PM_BASE, ACPI_PM_SIZE
+from vmm.extint import ExtIntInjector
 from vmm.vm import Vm
 
 
@@ -36,6 +43,8 @@ class PcDevices:
     testdev: TestDev
     ioapic: IoApic | None = None     # only with the split irqchip
     pci: PciBus | None = None        # unless attach_pc_devices(pci=False)
+    pit: Pit | None = None           # only with the split irqchip (KVM has its own); stop() at close
+    pic: Pic | None = None           # only with the split irqchip (KVM has its own)
 
 
 def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True,
@@ -60,5 +69,28 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")
     bus.register(TESTDEV_BASE, TESTDEV_SIZE, testdev, "testdev")
     bus.register(ACPI_PM_BASE, ACPI_PM_SIZE, acpi_pm, "acpi-pm")
+    pit = pic = None
+    if irqchip.name == "split":
+        # With the kernel irqchip KVM's in-kernel PIT (KVM_CREATE_PIT2) and PICs answer these
+        # ports, 0x61 included (arch/x86/kvm/i8254.c speaker_dev), and never exit to us.
+        pic = attach_pic(vm)
+        pit = Pit(irqchip.line(PIT_IRQ, "pit"))
+        bus.register(PIT_BASE, PIT_SIZE, pit, "pit")
+        bus.register(PORT_B, 1, PortB(pit), "port61")
     pci_bus = attach_pci(vm) if pci else None
-    return PcDevices(serial, testdev, ioapic, pci_bus)
+    return PcDevices(serial, testdev, ioapic, pci_bus, pit, pic)
+
+
+def attach_pic(vm: Vm) -> Pic:
+    """The 8259 pair on a split-irqchip Vm: ISA IRQs from the irqchip, INT to vCPU 0's LINT0."""
+    irqchip = vm.irqchip
+    pic = Pic(on_eoi=irqchip.pic_eoi)
+    injector = ExtIntInjector(vm.vcpus[0])
+    injector.attach(pic)
+    pic.attach_output(injector.raise_)
+    irqchip.attach_pic(pic)
+    bus = vm.pio_bus
+    bus.register(PIC_MASTER, PIC_SIZE, PicPorts(pic, 0), "pic-master")
+    bus.register(PIC_SLAVE, PIC_SIZE, PicPorts(pic, 1), "pic-slave")
+    bus.register(ELCR_BASE, ELCR_SIZE, ElcrPorts(pic), "elcr")
+    return pic

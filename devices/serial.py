@@ -1,15 +1,40 @@
 """16550A UART (COM1: ports 0x3f8-0x3ff, IRQ 4).
 
 Register behaviour follows the National/TI PC16550D data sheet, as Linux's
-8250 driver probes it (scratch register, FIFO bits in IIR = 16550A).  Output
-bytes go to a ``write(bytes)`` callable; input arrives via ``feed(bytes)``
-from the console thread.  The IRQ line follows "an enabled interrupt is
-pending" and is driven through the IrqChip on every change.
+8250 driver probes it (scratch register; FCR bit 0 makes IIR bits 7:6 read 11,
+which drivers/tty/serial/8250/8250_port.c autoconfig takes for a 16550A and
+then gives a 16-byte TX load).  Output bytes go to a ``write(bytes)`` callable;
+input arrives via ``feed(bytes)`` from the console thread.  The IRQ line follows
+"an enabled interrupt is pending" and is driven through the IrqChip on every
+change.
+
+Receive: console input waits on "the wire" (``backlog``, up to RX_QUEUE_MAX bytes;
+beyond, the overrun bit) and moves into the receiver as there is room: the RBR
+alone with FIFOs off, the 16-byte RX FIFO with them on.  With the FIFO on, the
+received-data interrupt (IIR 0x4) waits for the trigger level (FCR bits 7:6: 1,
+4, 8, 14 bytes) and fewer bytes raise the character timeout interrupt (IIR 0xC)
+once nothing was received or read for 4 character times (data sheet, "FIFO
+Interrupt Mode Operation"; the character time from the divisor and LCR, at a
+1.8432 MHz clock).  A ``threading.Timer`` ("serial-timeout") raises the line
+then, armed only while bytes wait below the trigger with the interrupt enabled.
+
+Transmit: a written byte leaves at once (to the console), so the TX FIFO and the
+shift register are always empty again by the next access: LSR THRE and TEMT
+read 1 and, with the FIFO on, the guest may write up to 16 bytes per THRE it
+sees (Linux's serial8250_console_fifo_write and serial8250_tx_chars do: a line
+then costs one LSR read per 16 bytes instead of one per byte).  The THRE
+interrupt is raised after each write and cleared by an IIR read that reports
+it or by the next write, as the data sheet has it.
+
+Changing FCR bit 0 clears both FIFOs; other FCR bits need bit 0 set (data
+sheet).  DMA mode (bit 3) is kept and has no effect; no modem-status
+interrupts (the modem lines never change).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Callable
 
@@ -34,7 +59,7 @@ LSR = 5
 MSR = 6
 SCR = 7
 
-IER_RDI = 0x01     # received data available
+IER_RDI = 0x01     # received data available (and, with the FIFO, the character timeout)
 IER_THRI = 0x02    # THR empty
 IER_RLSI = 0x04    # receiver line status
 IER_MSI = 0x08     # modem status
@@ -44,8 +69,13 @@ IIR_MSI = 0x00
 IIR_THRI = 0x02
 IIR_RDI = 0x04
 IIR_RLSI = 0x06
+IIR_CTI = 0x0C     # character timeout (FIFO mode only)
+IIR_ID_MASK = 0x0F
 IIR_FIFO_ENABLED = 0xC0
 
+LCR_WLEN_MASK = 0x03   # word length - 5
+LCR_STOP2 = 0x04
+LCR_PARITY = 0x08
 LCR_DLAB = 0x80
 MCR_LOOP = 0x10
 LSR_DR = 0x01
@@ -54,17 +84,29 @@ LSR_THRE = 0x20
 LSR_TEMT = 0x40
 FCR_FIFO_ENABLE = 0x01
 FCR_CLEAR_RX = 0x02
+FCR_CLEAR_TX = 0x04
+FCR_KEPT = 0xC9                       # trigger level, DMA mode, enable
+FCR_TRIGGER_SHIFT = 6
+RX_TRIGGER = (1, 4, 8, 14)            # FCR bits 7:6 (data sheet, Table "FIFO Control Register")
+FIFO_SIZE = 16
+UART_CLOCK_HZ = 1843200               # the PC's UART crystal: 115200 baud at divisor 1
+MAX_CHAR_TIMEOUT_S = 0.1              # a huge divisor must not hold typed input for seconds
 
 RX_QUEUE_MAX = 1 << 16     # bytes buffered from the console before we drop
 
 
 class Serial:
-    def __init__(self, output: Callable[[bytes], None], set_irq: Callable[[bool], None], name: str = "serial0"):
+    """``clock``: seconds, monotonic (tests pass their own)."""
+
+    def __init__(self, output: Callable[[bytes], None], set_irq: Callable[[bool], None], name: str = "serial0",
+                 clock: Callable[[], float] = time.monotonic):
         self.name = name
         self._out = output
         self._set_irq = set_irq
+        self._clock = clock
         self._lock = ordered_lock("device")
-        self.rx: deque[int] = deque()
+        self.backlog: deque[int] = deque()   # "the wire": console input not yet received
+        self.rx: deque[int] = deque()        # the receiver: RBR (1 byte) or the RX FIFO (16)
         self.ier = 0
         self.lcr = 0x03
         self.mcr = 0x08
@@ -76,26 +118,83 @@ class Serial:
         self.fcr = 0
         self.thr_ipending = False
         self._irq_level = False
+        self._rx_activity = 0.0              # last byte received or RBR read (character timeout)
+        self._timer: threading.Timer | None = None
+        self._stopped = False
+
+    # ---------------------------------------------------------- receiver
+    @property
+    def fifo_enabled(self) -> bool:
+        return bool(self.fcr & FCR_FIFO_ENABLE)
+
+    def _trigger(self) -> int:
+        return RX_TRIGGER[self.fcr >> FCR_TRIGGER_SHIFT] if self.fifo_enabled else 1
+
+    def _receive(self) -> None:
+        """Move bytes from the wire into the receiver while it has room."""
+        room = (FIFO_SIZE if self.fifo_enabled else 1) - len(self.rx)
+        if room > 0 and self.backlog:
+            for _ in range(min(room, len(self.backlog))):
+                self.rx.append(self.backlog.popleft())
+            self._rx_activity = self._clock()
+
+    def char_timeout(self) -> float:
+        """4 character times at the programmed rate (start bit, word, parity, stop bits)."""
+        divisor = (self.dlm << 8 | self.dll) or 1
+        bits = 1 + 5 + (self.lcr & LCR_WLEN_MASK) + (1 if self.lcr & LCR_PARITY else 0) + \
+            (2 if self.lcr & LCR_STOP2 else 1)
+        return min(4 * bits * 16 * divisor / UART_CLOCK_HZ, MAX_CHAR_TIMEOUT_S)
+
+    def _below_trigger(self) -> bool:
+        return self.fifo_enabled and 0 < len(self.rx) < self._trigger()
+
+    def _timed_out(self) -> bool:
+        return self._below_trigger() and self._clock() - self._rx_activity >= self.char_timeout()
 
     # ---------------------------------------------------------- interrupt logic
     def _iir(self) -> int:
-        fifo = IIR_FIFO_ENABLED if self.fcr & FCR_FIFO_ENABLE else 0
+        fifo = IIR_FIFO_ENABLED if self.fifo_enabled else 0
         if self.ier & IER_RLSI and self.lsr & LSR_OE:
             return IIR_RLSI | fifo
-        if self.ier & IER_RDI and self.rx:
+        if self.ier & IER_RDI and len(self.rx) >= self._trigger():
             return IIR_RDI | fifo
+        if self.ier & IER_RDI and self._timed_out():
+            return IIR_CTI | fifo
         if self.ier & IER_THRI and self.thr_ipending:
             return IIR_THRI | fifo
         return IIR_NO_INT | fifo
 
     def _update_irq(self) -> None:
-        """Call with the lock held; drives the line only on a change."""
-        level = not (self._iir() & IIR_NO_INT)
+        """Call with the lock held; drives the line only on a change, and arms the
+        character-timeout timer while bytes wait below the trigger level."""
+        iir = self._iir()
+        level = not (iir & IIR_NO_INT)
         if level != self._irq_level:
             self._irq_level = level
             if TP_IRQ.enabled:
-                TP_IRQ.emit(level=int(level), iir=self._iir())
+                TP_IRQ.emit(level=int(level), iir=iir)
             self._set_irq(level)
+        if (self._timer is None and not self._stopped and self.ier & IER_RDI and self._below_trigger()
+                and not self._timed_out()):
+            delay = self._rx_activity + self.char_timeout() - self._clock()
+            self._timer = threading.Timer(max(delay, 0.0), self._timeout)
+            self._timer.name = "serial-timeout"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timeout(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._stopped:
+                self._update_irq()          # raises the CTI, or re-arms for activity since
+
+    def stop(self) -> None:
+        """The VM is ending: no timer fires into it any more."""
+        with self._lock:
+            self._stopped = True
+            t, self._timer = self._timer, None
+        if t is not None:
+            t.cancel()
 
     # ---------------------------------------------------------- bus interface
     def read(self, offset: int, size: int) -> int:
@@ -111,16 +210,14 @@ class Serial:
             if self.lcr & LCR_DLAB:
                 return self.dll
             v = self.rx.popleft() if self.rx else 0
-            if self.rx:
-                self.lsr |= LSR_DR
-            else:
-                self.lsr &= ~LSR_DR
+            self._rx_activity = self._clock()   # a read restarts the character timeout
+            self._receive()
             return v
         if offset == IER_DLM:
             return self.dlm if self.lcr & LCR_DLAB else self.ier
         if offset == IIR_FCR:
             v = self._iir()
-            if v & 0x0F == IIR_THRI:
+            if v & IIR_ID_MASK == IIR_THRI:
                 self.thr_ipending = False   # reading IIR acknowledges THRE
             return v
         if offset == LCR:
@@ -155,9 +252,12 @@ class Serial:
             if self.lcr & LCR_DLAB:
                 self.dll = value
                 return None
-            self.thr_ipending = True     # the byte leaves at once: THR empty again
+            # The byte (or the FIFO's content) leaves at once: THR empty again, so THRE
+            # is pending again; the write itself cleared the one before (data sheet).
+            self.thr_ipending = True
             if self.mcr & MCR_LOOP:
                 self._push(value)
+                self._receive()
                 return None
             return value
         if offset == IER_DLM:
@@ -168,9 +268,7 @@ class Serial:
                     self.thr_ipending = True  # enabling THRI with THR empty raises it
                 self.ier = value & 0x0F
         elif offset == IIR_FCR:
-            self.fcr = value & 0xC9
-            if value & FCR_CLEAR_RX:
-                self.rx.clear()
+            self._fcr(value)
         elif offset == LCR:
             self.lcr = value
         elif offset == MCR:
@@ -179,17 +277,30 @@ class Serial:
             self.scr = value
         return None
 
+    def _fcr(self, value: int) -> None:
+        if (value ^ self.fcr) & FCR_FIFO_ENABLE:
+            self.rx.clear()                  # FCR0 changing clears both FIFOs
+        if not value & FCR_FIFO_ENABLE:
+            self.fcr = 0                     # the other bits need FCR0 set
+        else:
+            self.fcr = value & FCR_KEPT
+            if value & FCR_CLEAR_RX:
+                self.rx.clear()
+            # FCR_CLEAR_TX: the TX FIFO is always empty already
+        self._receive()                      # the wire goes on delivering
+
     def _push(self, byte: int) -> None:
-        if len(self.rx) >= RX_QUEUE_MAX:
+        if len(self.backlog) >= RX_QUEUE_MAX:
             self.lsr |= LSR_OE
         else:
-            self.rx.append(byte)
+            self.backlog.append(byte)
 
     # ---------------------------------------------------------- console input
     def feed(self, data: bytes) -> None:
         with self._lock:
             for b in data:
                 self._push(b)
+            self._receive()
             if TP_RX.enabled:
-                TP_RX.emit(n=len(data), queued=len(self.rx))
+                TP_RX.emit(n=len(data), queued=len(self.rx) + len(self.backlog))
             self._update_irq()

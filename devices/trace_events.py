@@ -23,6 +23,18 @@ TP_SERIAL_REG = T.point("serial.reg", "{dir} reg={reg} value={value:#x}")
 # devices/rtc.py
 TP_RTC_WRITE = T.point("rtc.write", "reg={reg:#x} value={value:#x}")
 
+# devices/pit.py
+TP_PIT_CONTROL = T.point("pit.control", "value={value:#04x}")
+TP_PIT_COUNT = T.point("pit.count", "ch={ch} count={count} mode={mode}")
+TP_PIT_IRQ = T.point("pit.irq", "edges={edges}")
+TP_PIT_TIMER = T.point("pit.timer", "{event} mode={mode} count={count}")
+TP_PORT61_WRITE = T.point("port61.write", "value={value:#04x}")
+
+# devices/pic.py
+TP_PIC_WRITE = T.point("pic.write", "chip={chip} port={port} value={value:#04x}")
+TP_PIC_ACK = T.point("pic.ack", "irq={irq} vector={vector:#x}")
+TP_PIC_EOI = T.point("pic.eoi", "gsi={gsi}")
+
 # devices/legacy.py
 TP_I8042_RESET = T.point("i8042.reset", "value={value:#x}")
 TP_DEBUG_EXIT_WRITE = T.point("debug_exit.write", "value={value:#x}")

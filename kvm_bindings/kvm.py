@@ -418,6 +418,13 @@ class VcpuFd:
     def nmi(self) -> None:
         _check("KVM_NMI", _ioctl_int(self.fd, lib.KVM_NMI, 0))
 
+    def interrupt(self, vector: int) -> None:
+        """KVM_INTERRUPT: an external interrupt from a userspace PIC.  With the split
+        irqchip KVM holds one (EEXIST while one waits) and injects it once LINT0 accepts
+        ExtINT and the guest can take it (Documentation/virt/kvm/api.rst)."""
+        irq = ffi.new("struct kvm_interrupt *", {"irq": vector})
+        _check("KVM_INTERRUPT", _ioctl(self.fd, lib.KVM_INTERRUPT, irq), f"vector {vector:#x}")
+
     def xen_vcpu_set_attr(self, attr) -> None:
         _check("KVM_XEN_VCPU_SET_ATTR", _ioctl(self.fd, lib.KVM_XEN_VCPU_SET_ATTR, attr), f"type {attr.type}")
 

@@ -36,7 +36,10 @@ Two implementations sit behind it:
 * :class:`SplitIrqChip` — KVM_CAP_SPLIT_IRQCHIP: LAPICs in the kernel, the
   I/OAPIC in user space.  Pins go to a :class:`GsiSink` (the userspace I/OAPIC
   model, provided by ``devices/``), which turns them into MSIs (``lapic_msi``);
-  EOIs of level-triggered vectors arrive as KVM_EXIT_IOAPIC_EOI.
+  EOIs of level-triggered vectors arrive as KVM_EXIT_IOAPIC_EOI.  GSIs 0-15 are
+  also the ISA IRQs of the userspace 8259 pair (``attach_pic``), as on a PC where
+  each ISA line reaches both the I/OAPIC and the PIC; the PIC reaches vCPU 0 as
+  ExtINT (vmm/extint.py) and reports its level EOIs with ``pic_eoi``.
 
 Locks (vmm/locks.py): ``irqchip.line`` is taken with device locks held and is above
 the diverter's table lock and the I/OAPIC's; ``irqchip`` (routes, listeners, MSI
@@ -64,6 +67,7 @@ from vmm.trace_events import (
 )
 
 NR_IOAPIC_PINS = 24          # the I/OAPIC's pins (KVM's KVM_IOAPIC_NUM_PINS), GSIs 0-23
+NR_ISA_IRQS = 16             # GSIs 0-15 are the ISA IRQs: they reach the 8259s too
 # The MSI format (Intel SDM vol. 3, 11.11): one home for the I/OAPIC, Xen's upcalls and PIRQs.
 MSI_ADDR_BASE = LAPIC_BASE   # 0xFEE00000: the LAPICs' MSI window (11.11.1)
 MSI_ADDR_DEST_ID_SHIFT = 12  # address[19:12]: the destination APIC id
@@ -94,6 +98,11 @@ class GsiSink(Protocol):
     def end_of_interrupt(self, vector: int) -> list[int]:
         """Handle an EOI broadcast; return the GSIs whose remote IRR it cleared."""
         ...
+
+
+class IsaPic(Protocol):
+    """Where a split irqchip also sends GSIs 0-15: the userspace 8259 pair (ISA IRQ = GSI)."""
+    def set_irq(self, irq: int, level: bool) -> None: ...
 
 
 class InterruptDiverter(Protocol):
@@ -554,14 +563,24 @@ class SplitIrqChip(IrqChip):
         vm.enable_split_irqchip(nr_pins)
         self.nr_pins = nr_pins
         self.sink: GsiSink | None = None
+        self.pic: IsaPic | None = None
 
     def attach_gsi_sink(self, sink: GsiSink) -> None:
         self.sink = sink
+
+    def attach_pic(self, pic: IsaPic) -> None:
+        self.pic = pic
 
     def _drive(self, gsi: int, level: bool) -> None:
         if self.sink is None:
             raise IrqChipError("split irqchip: no userspace I/OAPIC attached, GSIs cannot be delivered")
         self.sink.set_irq(gsi, level)
+        if gsi < NR_ISA_IRQS and self.pic is not None:
+            self.pic.set_irq(gsi, level)            # under the line lock; the PIC's lock is below it
+
+    def pic_eoi(self, gsi: int) -> None:
+        """The guest EOI'd a level-triggered ISA IRQ at the PIC (no lock held; traced as pic.eoi)."""
+        self._notify_eoi([gsi])
 
     def ioapic_eoi(self, vector: int) -> None:
         super().ioapic_eoi(vector)
@@ -580,7 +599,7 @@ def create_irqchip(vm: VmFd, mode: str) -> IrqChip:
     raise IrqChipError(f"unknown irqchip mode {mode!r}")
 
 
-__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "InterruptDiverter", "IrqLine",
-           "MsiVector", "IrqChipError", "create_irqchip", "NR_IOAPIC_PINS", "MSI_ADDR_BASE",
+__all__ = ["IrqChip", "KernelIrqChip", "SplitIrqChip", "GsiSink", "IsaPic", "InterruptDiverter", "IrqLine",
+           "MsiVector", "IrqChipError", "create_irqchip", "NR_IOAPIC_PINS", "NR_ISA_IRQS", "MSI_ADDR_BASE",
            "MSI_ADDR_DEST_ID_SHIFT", "MSI_ADDR_DEST_ID_MASK", "MSI_DATA_VECTOR_MASK", "MSI_DATA_MODE_MASK",
            "MSI_DATA_LEVEL_ASSERT", "MSI_DATA_TRIGGER_LEVEL", "msi_address"]

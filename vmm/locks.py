@@ -42,6 +42,8 @@ LOCK_ORDER: tuple[str, ...] = (
     "irqchip",          # IrqChip._lock: routes, EOI listeners, MSI vectors and their irqfds
     "xen.pirq",         # PirqTable.lock: the PIRQ table, consulted by the diverter (a leaf)
     "ioapic",           # IoApic._lock (reached through the line lock)
+    "pic",              # Pic._lock (devices/pic.py): reached through the line lock, or from a port or the
+                        # ExtINT injector with nothing held; takes nothing (INT and EOIs are told after it)
     "xen.timers",       # Timers._cv: released before a VIRQ is delivered
     "xen.events",       # XenDomain.events: a leaf Condition, notify only
     "vcpu.state",       # Vcpu._cond: a vCPU's state and control flags; a leaf (calls run outside it)

@@ -171,7 +171,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("firmware", "the ACPI tables (RSDP, XSDT, MADT, FADT, DSDT) in guest RAM, describing the "
                       "finished device set",
           {"core": "one MADT entry per vCPU, the tables go into guest RAM",
-           "platform": "COM1, the RTC, legacy PIC or not (irqchip), the PCI bus's _PRT"}),
+           "platform": "COM1, the RTC, the PCI bus's _PRT"}),
     Phase("boot", "load the kernel and initrd, set vCPU 0's boot state (a restore replaces this "
                   "phase with loading saved state)",
           {"firmware": "the loader hands the guest the RSDP address (and E820 covers the tables)",
@@ -342,6 +342,9 @@ def _pc_devices(m: Machine) -> None:
     com1 = m.console.source("serial") if m.spec.serial != "none" else (lambda data: None)
     m.pc = attach_pc_devices(m.vm, com1, pci=m.spec.pci,
                              debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
+    m.on_close(m.pc.serial.stop)            # its character-timeout timer
+    if m.pc.pit is not None:
+        m.on_close(m.pc.pit.stop)           # its timer thread, before the VM it pulses closes
 
 
 # ---------------------------------------------------------------- pci
@@ -411,7 +414,7 @@ def _acpi_tables(m: Machine) -> None:
     m.rsdp = write_acpi_tables(
         m.vm.memory, s.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
         pci_routing=m.pci.routing_table() if m.pci is not None else None,
-        legacy_pic=s.irqchip == "kernel", rtc=(RTC_BASE, RTC_CENTURY))
+        legacy_pic=True, rtc=(RTC_BASE, RTC_CENTURY))   # KVM's 8259s, or ours with split
 
 
 # ---------------------------------------------------------------- boot

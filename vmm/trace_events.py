@@ -39,5 +39,8 @@ TP_IRQ_MSI_VECTOR = T.point("irq.msi_vector", "{owner} {kind}[{index}] addr={add
                                               "irqfd={irqfd}")
 TP_IRQ_EOI = T.point("irq.eoi", "vector={vector:#x}")
 
+# vmm/extint.py: a userspace PIC's vector injected as ExtINT (KVM_INTERRUPT)
+TP_IRQ_EXTINT = T.point("irq.extint", "vector={vector:#x}")
+
 # vmm/errors.py
 TP_VMM_INTERNAL_ERROR = T.point("vmm.internal_error", "where={where} error={error}")

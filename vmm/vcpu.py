@@ -32,6 +32,7 @@ from kvm_bindings import KvmError, VcpuFd, consts, ffi
 from kvm_bindings import run_vcpu_fd
 from vmm import exitcodes, trace
 from vmm.errors import internal_error
+from vmm.extint import InterruptWindow
 from vmm.locks import ordered_condition
 from vmm.trace_events import (
     TP_VCPU_EXIT_IO as TP_EXIT_IO,
@@ -109,6 +110,9 @@ class Vcpu:
         # Extra exit handlers (e.g. Xen hypercalls, MSR exits) installed by
         # higher layers: reason -> fn(vcpu) -> None.
         self.exit_handlers: dict[int, object] = {}
+        # KVM's interrupt window (request_interrupt_window, KVM_EXIT_IRQ_WINDOW_OPEN), shared
+        # by whoever injects from userspace: the PIC's ExtINT, Xen's global vector (vmm/extint.py).
+        self.irq_window = InterruptWindow(self)
         # ``call`` work that must run on this vCPU's own thread between two KVM_RUNs
         # (vCPU ioctls from other threads would block on KVM's vcpu mutex).
         self._requests: deque = deque()

@@ -73,7 +73,7 @@ class Upcall:
         # and poll whatever the guest's IF (sched_op compares before and after).
         self.kicks = [0] * len(self.vm.vcpus)
         for v in self.vm.vcpus:
-            v.exit_handlers[consts.KVM_EXIT_IRQ_WINDOW_OPEN] = self._window_open
+            v.irq_window.add_client(self._window_open)     # shared with the PIC's ExtINT (vmm/extint.py)
 
     # ------------------------------------------------------------ configuration
     def set_vector(self, vcpu: int, vector: int) -> None:
@@ -233,9 +233,9 @@ class Upcall:
                 v.fd.set_mp_state(consts.KVM_MP_STATE_RUNNABLE)   # an interrupt ends HLT
         except KvmError:
             pass
-        v.fd.run.request_interrupt_window = 1
+        v.irq_window.want(self._window_open)
 
-    def _window_open(self, v) -> None:
+    def _window_open(self, v) -> bool:
         """KVM_EXIT_IRQ_WINDOW_OPEN.  The global vector is level-like on Xen (and in
         KVM's own implementation): it is injected at any VM entry with interrupts
         open while evtchn_upcall_pending is set.  So after an injection we keep
@@ -243,16 +243,16 @@ class Upcall:
         if the guest left upcall_pending set, or stops asking."""
         run = v.fd.run
         if not (run.ready_for_interrupt_injection and run.if_flag):
-            return                                            # keep asking
+            return False                                      # keep asking
         fresh = v.id in self._window_pending
         if self.via_type != abi.HVM_PARAM_CALLBACK_TYPE_VECTOR or v.id in self.vectors or not (
                 fresh or self.shared.upcall_pending(v.id)):
-            run.request_interrupt_window = 0
+            v.irq_window.want(self._window_open, False)
             self._window_pending.discard(v.id)
-            return
+            return False
         ev = v.fd.get_vcpu_events()
         if ev.interrupt.injected:
-            return
+            return False
         ev.interrupt.injected = 1
         ev.interrupt.nr = abi.callback_irq_vector(self.via_value)
         ev.interrupt.soft = 0
@@ -261,6 +261,7 @@ class Upcall:
         self._window_pending.discard(v.id)
         if TP_UPCALL.enabled and not fresh:
             TP_UPCALL.emit(vcpu=v.id, via=f"global vector {abi.callback_irq_vector(self.via_value):#x} (still pending)")
+        return True
 
     # -- GSI / INTx line following vCPU 0's upcall_pending
     def _set_line(self, level: bool) -> None:

@@ -20,7 +20,8 @@ is **hardware-reduced ACPI** (§4.1, FADT flag HW_REDUCED_ACPI): no PM1 event
   per vCPU (APIC id = vCPU index), the I/O APIC with id = number of vCPUs at
   0xFEC00000, GSI base 0.  No interrupt source overrides: KVM's in-kernel
   irqchip routes ISA IRQ n to I/O APIC pin n (IRQ0 included), which is what
-  the absence of an override means (§5.2.12.5);
+  the absence of an override means (§5.2.12.5), and our own PIT (split
+  irqchip, devices/pit.py) raises IRQ 0 on GSI 0 to agree;
 * ISA devices in the DSDT (§5.2.11.1) under ``\\_SB_``: the serial ports as
   PNP0501 with their I/O range and IRQ (vmm/boot/aml.py encodes the AML).
 * the PCI host bridge in the DSDT, when the machine has a PCI bus:
@@ -217,7 +218,7 @@ MadtFields = Struct(
     "local_apic_address" / Int32ul,
     "flags" / Int32ul,
 )
-MADT_PCAT_COMPAT = 1 << 0            # dual 8259s present (the in-kernel irqchip has them)
+MADT_PCAT_COMPAT = 1 << 0            # dual 8259s present (KVM's, or ours with split: devices/pic.py)
 MadtEntryHeader = Struct("type" / Int8ul, "length" / Int8ul)
 MADT_TYPE_LOCAL_APIC = 0
 MADT_TYPE_IO_APIC = 1
