@@ -20,14 +20,6 @@ pytestmark = pytest.mark.xen_kvm
 GUEST_RESET = 80      # vmm.exitcodes.GUEST_RESET: i8042 reset (reboot=k)
 
 
-def tsc_khz() -> int:
-    """This machine's TSC rate: the guest's too, which then skips PIT calibration."""
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("cpu MHz"):
-            return int(float(line.split(":")[1]) * 1000)
-    raise AssertionError("no 'cpu MHz' in /proc/cpuinfo")
-
-
 def boot_linux(linux_guest, cmdline: str, *args: str) -> tuple[str, subprocess.CompletedProcess]:
     """`vmm run` Debian's bzImage with the linux-guest initramfs; (console text, process)."""
     cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
@@ -45,7 +37,7 @@ def test_plain_linux_boot_runs_a_command(linux_guest):
     info = packages.kernel_info()
     script = ("echo UNAME=$(uname -r); echo CPUS=$(grep -c ^processor /proc/cpuinfo); "
               "grep -m1 ^flags /proc/cpuinfo; echo ANSWER=$((6*7)); cat /proc/cmdline")
-    cmdline = (f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable reboot=k panic=-1 "
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
                f'linuxguest.end=reboot -- sh -c "{script}"')
     out, p = boot_linux(linux_guest, cmdline, "--cpus", "1")
 
@@ -82,7 +74,7 @@ PCI_SCRIPT = ("cd /sys/bus/pci/devices; "
 def test_linux_finds_the_pci_devices_through_acpi(linux_guest):
     """With the DSDT's \\_SB_.PCI0 (vmm/boot/acpi.py) Linux enumerates bus 0 through
     configuration mechanism #1 (no MCFG) and routes INTx by the _PRT's hardwired GSIs."""
-    cmdline = (f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable reboot=k panic=-1 "
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
                f'linuxguest.end=reboot -- sh -c "{PCI_SCRIPT}"')
     out, p = boot_linux(linux_guest, cmdline, "--cpus", "1", "--xen-platform-device", "--pci-testdev")
     assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
@@ -134,7 +126,7 @@ def test_linux_boots_as_a_xen_hvm_guest(linux_guest):
     script = ("echo CPUS=$(grep -c ^processor /proc/cpuinfo); "
               "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; "
               "dmesg | grep -E 'Xen HVM|Xen PVH|callback vector|Grant table|add_to_physmap|xen-platform-pci|rtc_cmos|xen:events'")
-    cmdline = (f"console=ttyS0 quiet tsc=reliable reboot=k panic=-1 "
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
                f'linuxguest.end=reboot -- sh -c "{script}"')
     out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2")
     assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
@@ -164,7 +156,7 @@ def test_linux_maps_its_gsis_to_pirqs(linux_guest):
     # xen.fifo_events=0 (drivers/xen/events/events_base.c): 2-level events, so KVM delivers the
     # PIRQs (KVM_IRQ_ROUTING_XEN_EVTCHN routes, EVTCHN_SEND) -- the fast path; FIFO guests are
     # served by the VMM (test_linux_boots_as_a_xen_hvm_guest boots with FIFO).
-    cmdline = (f"console=ttyS0 quiet tsc=reliable reboot=k panic=-1 xen.fifo_events=0 "
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 xen.fifo_events=0 "
                f'linuxguest.end=reboot -- sh -c "{script}"')
     out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2", "--stats")
     assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
@@ -225,7 +217,7 @@ def test_linux_xen_services_pv_console_xenstore_fifo_and_sigterm(linux_guest):
     memory/target through it); events use the FIFO ABI (xen/evtchn_fifo.py).  SIGTERM
     writes control/shutdown = poweroff: Linux's shutdown watch runs /sbin/poweroff and
     the guest powers off (exit 0)."""
-    cmdline = f'console=hvc0 quiet tsc=reliable panic=-1 -- sh -c "{SERVICES_SCRIPT}"'
+    cmdline = f'console=hvc0 quiet panic=-1 -- sh -c "{SERVICES_SCRIPT}"'
     out, code, err = _boot_until(linux_guest, cmdline, "SERVICES-READY", "--xen", "--cpus", "2",
                                  "--serial", "none")
     assert "linuxguest: up, kernel" in out, err[-3000:]
@@ -252,7 +244,7 @@ def test_linux_interactive_shell_on_hvc0(linux_guest):
     cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
            "--initrd", str(linux_guest), "--memory", "512M", "--timeout", "600", "--serial", "none",
            "--xen", "--cpus", "2", "--xen-no-fifo", "--xen-no-kvm-accel", "--xen-console", "pv",
-           "--cmdline", "console=hvc0 quiet tsc=reliable panic=-1"]
+           "--cmdline", "console=hvc0 quiet panic=-1"]
     p = subprocess.run(cmd, input=typed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=700)
     out = p.stdout.decode(errors="replace").replace("\r\n", "\n")
     err = p.stderr.decode(errors="replace")

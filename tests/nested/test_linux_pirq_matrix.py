@@ -1,0 +1,175 @@
+"""QEMU's Xen guest matrix (tests/functional/test_x86_64_kvm_xen.py) on our VMM.
+
+Debian's kernel boots with `vmm run --xen`, 2 vCPUs, a virtio-blk disk and a
+virtio-rng (virtio 1.x on the modern PCI transport, MSI-X), and the kernel command
+line of each variant decides how its interrupts arrive:
+
+1. default                          virtio MSI-X vectors on ``xen-pirq -msi-x``
+2. ``pci=nomsi``                    virtio INTx on ``xen-pirq -ioapic-level``
+3. ``noapic pci=nomsi``             virtio INTx on ``xen-pirq``
+4. ``--xen-apic-virt`` (CPUID)      virtio on native ``PCI-MSI``, the ACPI SCI on ``xen-pirq``
+5. ``xen_no_vector_callback``       the callback is xen-platform-pci's INTx: ``fasteoi``
+6. ... ``pci=nomsi``                ... on the ``IO-APIC``
+7. ... ``noapic``                   ... on the 8259: ``XT-PIC``
+
+Each variant also shows in dmesg the Xen version we announce, the event-channel ABI
+and (1-4) the callback vector; its clock runs at the right rate and tells the
+host's time; it reads the disk's first sector, writes a pattern that the test finds
+in the backing file, and reads the RNG.  The same kernel and devices also boot
+without ``--xen`` as a plain KVM guest, on 1 and 2 vCPUs.  No timing hints
+(tsc_early_khz) anywhere: the guest calibrates against our PIT.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.nested.test_linux_boot import GUEST_RESET, boot_linux
+
+pytestmark = pytest.mark.xen_kvm
+
+# One kernel argument (the kernel groups "double quotes"; no double quotes inside).
+SCRIPT = ("echo IRQS-BEGIN; cat /proc/interrupts; echo IRQS-END; "
+          "dmesg | grep -E 'Xen version|callback vector|xen:events|Hypervisor detected'; "
+          "T0=$(cut -d. -f1 /proc/uptime); sleep 3; T1=$(cut -d. -f1 /proc/uptime); "
+          "echo SLEPT=$((T1-T0)) NOW=$(date +%s); "
+          "echo SECTOR0=$(head -c 16 /dev/vda); "
+          "echo WRITTEN-{tag} | dd of=/dev/vda bs=512 seek=1 conv=fsync 2>/dev/null && echo WRITE-OK; "
+          "echo RNG=$(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' '); "
+          "echo IRQS2-BEGIN; cat /proc/interrupts; echo IRQS2-END")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cmdline: str            # the variant's kernel arguments
+    args: tuple = ()        # extra `vmm run` options
+    vector_callback: bool = True
+
+
+VARIANTS = [
+    Variant("1-default", ""),
+    Variant("2-nomsi", "pci=nomsi"),
+    Variant("3-noapic-nomsi", "noapic pci=nomsi"),
+    Variant("4-apic-virt", "", ("--xen-apic-virt",)),
+    Variant("5-novector", "xen_no_vector_callback", vector_callback=False),
+    Variant("6-novector-nomsi", "xen_no_vector_callback pci=nomsi", vector_callback=False),
+    Variant("7-novector-noapic", "xen_no_vector_callback noapic", vector_callback=False),
+]
+
+
+def interrupts(out: str, begin: str = "IRQS-BEGIN", end: str = "IRQS-END") -> dict[str, tuple[int, str]]:
+    """/proc/interrupts between the markers: device name -> (total count, the rest of the line:
+    chip and flow).  Lines look like ``37:  0  7  xen-pirq  -msi-x  virtio1-req.0``."""
+    text = out[out.index(begin):out.index(end)]
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*\w+:\s+((?:\d+\s+)+)(.*\S)\s+(\S+)\s*$", line)
+        if m:
+            rows[m[3].strip()] = (sum(int(n) for n in m[1].split()), m[2])
+    return rows
+
+
+def virtio_rows(rows: dict) -> dict:
+    return {name: v for name, v in rows.items() if name.startswith("virtio")}
+
+
+@pytest.fixture
+def disk(tmp_path):
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"DISK-SECTOR-ZERO" + bytes(4 * 1024 * 1024 - 16))
+    return path
+
+
+def check_common(out: str, p, disk, tag: str, started: float, xen: bool) -> None:
+    assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr[-3000:]
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr[-3000:]
+    # The clock: `sleep 3` took 3 s of guest uptime (2..5 with the second boundaries and a
+    # slow host), and the guest's wallclock is the host's.
+    m = re.search(r"^SLEPT=(\d+) NOW=(\d+)$", out, re.M)
+    assert m, out[-3000:]
+    assert 2 <= int(m[1]) <= 5, f"sleep 3 took {m[1]} s of guest uptime"
+    assert started - 5 <= int(m[2]) <= time.time() + 5, (m[2], started, time.time())
+    # virtio-blk: the first sector as the test wrote it, the guest's write in the file
+    assert re.search(r"^SECTOR0=DISK-SECTOR-ZERO$", out, re.M), out[-3000:]
+    assert re.search(r"^WRITE-OK$", out, re.M), out[-3000:]
+    assert disk.read_bytes()[512:512 + len(f"WRITTEN-{tag}")] == f"WRITTEN-{tag}".encode()
+    # virtio-rng
+    rng = re.search(r"^RNG=([0-9a-f]{32})$", out, re.M)
+    assert rng and len(set(rng[1])) > 2, out[-3000:]
+    if xen:
+        assert "Hypervisor detected: Xen HVM" in out
+        assert re.search(r"Xen version 4\.17", out), "dmesg does not show the Xen version we announce"
+        assert re.search(r"xen:events: Using (FIFO-based|2-level) ABI", out)
+
+
+def assert_counted(before: dict, after: dict, names, where: str) -> None:
+    """Each of ``names`` took interrupts (but a virtio config vector: no config changes), and
+    more of them after the disk and RNG I/O."""
+    names = [n for n in names if not n.endswith("-config")]
+    assert names, f"no {where} interrupt line"
+    for n in names:
+        assert after[n][0] > 0, f"{n} ({where}) took no interrupt: {after[n]}"
+    assert sum(after[n][0] for n in names) > sum(before.get(n, (0, ""))[0] for n in names), \
+        f"no {where} interrupt during the disk and RNG I/O"
+
+
+@pytest.mark.parametrize("v", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_xen_pirq_matrix(linux_guest, disk, v: Variant):
+    tag = v.name.split("-")[0]
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 {v.cmdline} linuxguest.end=reboot "
+               f'-- sh -c "{SCRIPT.format(tag=tag)}"')
+    started = time.time()
+    out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2", "--drive", f"path={disk}",
+                        "--virtio-rng", *v.args)
+    check_common(out, p, disk, tag, started, xen=True)
+    if v.vector_callback:
+        assert "Xen HVM callback vector for event delivery is enabled" in out
+    else:
+        assert "callback vector for event delivery is enabled" not in out
+    before, after = interrupts(out), interrupts(out, "IRQS2-BEGIN", "IRQS2-END")
+    vio = virtio_rows(after)
+    platform = {n: r for n, r in after.items() if "xen-platform-pci" in n}
+    listing = out[out.index("IRQS2-BEGIN"):out.index("IRQS2-END")]
+    if v.name == "1-default":
+        assert vio and all(re.search(r"xen-pirq\s*-msi", r[1]) for r in vio.values()), listing
+        assert_counted(before, after, vio, "xen-pirq-msi(-x)")
+    elif v.name == "2-nomsi":
+        assert vio and all(re.search(r"xen-pirq\s*-ioapic-level", r[1]) for r in vio.values()), listing
+        assert_counted(before, after, vio, "xen-pirq-ioapic-level")
+    elif v.name == "3-noapic-nomsi":
+        assert vio and all("xen-pirq" in r[1] for r in vio.values()), listing
+        assert_counted(before, after, vio, "xen-pirq")
+    elif v.name == "4-apic-virt":
+        assert vio and all("PCI-MSI" in r[1] for r in vio.values()), listing
+        assert_counted(before, after, vio, "PCI-MSI")
+        assert "acpi" in after and "xen-pirq" in after["acpi"][1], listing
+    elif v.name == "5-novector":
+        assert platform and all("fasteoi" in r[1] for r in platform.values()), listing
+        assert_counted(before, after, platform, "xen-platform-pci")
+    elif v.name == "6-novector-nomsi":
+        assert platform and all("IO-APIC" in r[1] for r in platform.values()), listing
+        assert_counted(before, after, platform, "xen-platform-pci")
+    elif v.name == "7-novector-noapic":
+        assert platform and all("XT-PIC" in r[1] for r in platform.values()), listing
+        assert_counted(before, after, platform, "xen-platform-pci")
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_plain_kvm_guest_with_the_same_devices(linux_guest, disk, cpus: int):
+    """No --xen: the same kernel and devices as a plain KVM guest; virtio on native MSI-X."""
+    tag = f"plain{cpus}"
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 linuxguest.end=reboot "
+               f'-- sh -c "{SCRIPT.format(tag=tag)}"')
+    started = time.time()
+    out, p = boot_linux(linux_guest, cmdline, "--cpus", str(cpus), "--drive", f"path={disk}", "--virtio-rng")
+    check_common(out, p, disk, tag, started, xen=False)
+    assert "Hypervisor detected: Xen" not in out
+    before, after = interrupts(out), interrupts(out, "IRQS2-BEGIN", "IRQS2-END")
+    vio = virtio_rows(after)
+    assert vio and all("PCI-MSI" in r[1] for r in vio.values()), out[out.index("IRQS2-BEGIN"):]
+    assert_counted(before, after, vio, "PCI-MSI")
