@@ -219,3 +219,14 @@ def test_net_tap_held_by_another_process(netns, guest):
 
 def test_net_needs_pci(vmm, guest):
     assert_user_error(vmm("run", "--kernel", guest("hello"), "--no-pci", "--net", "tap=vt0"), "need the PCI bus")
+
+
+def test_net_tap_without_permission(guest):
+    """Making a tap needs CAP_NET_ADMIN: without it, EPERM, one line, exit 2 (and no tap left)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv(1) to drop CAP_NET_ADMIN")
+    name = f"vtp{uuid.uuid4().hex[:8]}"
+    r = run_vmm("run", "--kernel", guest("hello"), "--net", f"tap={name}",
+                wrap=("setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin"))
+    assert_user_error(r, f"--net: cannot open tap {name}: Operation not permitted", "ip tuntap add")
+    assert not os.path.exists(f"/sys/class/net/{name}")
