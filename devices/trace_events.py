@@ -88,3 +88,6 @@ TP_VIRTIO_QUEUE_PUSH = T.point("virtio.queue.push", "owner={owner} queue={queue}
 TP_VIRTIO_IRQ = T.point("virtio.irq", "owner={owner} cause={cause} via={via} vector={vector:#x} result={result}")
 TP_VIRTIO_BROKEN = T.point("virtio.broken", "owner={owner} dev={dev} reason={reason}")
 TP_VIRTIO_BLK_REQ = T.point("virtio_blk.req", "owner={owner} type={type} sector={sector} len={len} status={status}")
+TP_VIRTIO_NET_RX = T.point("virtio_net.rx", "owner={owner} len={len} bufs={bufs} result={result}")
+TP_VIRTIO_NET_TX = T.point("virtio_net.tx", "owner={owner} len={len} result={result}")
+TP_VIRTIO_NET_RX_PAUSE = T.point("virtio_net.rx_pause", "owner={owner} state={state} reason={reason}")

@@ -39,8 +39,9 @@ def guest_path(name: str) -> str:
     return str(p)
 
 
-def run_vmm(*args: str, timeout: float = HARD_TIMEOUT, stdin: bytes | None = b"") -> RunResult:
-    cmd = [sys.executable, "-m", "vmm", *args]
+def run_vmm(*args: str, timeout: float = HARD_TIMEOUT, stdin: bytes | None = b"", wrap: tuple = ()) -> RunResult:
+    """``vmm run ARGS``; ``wrap``: a command to run it under (e.g. ``ip netns exec NS``)."""
+    cmd = [*wrap, sys.executable, "-m", "vmm", *args]
     try:
         p = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=timeout, cwd=ROOT)

@@ -390,3 +390,290 @@ def test_blk_config_space(machine):
 def test_devices_are_virtio_pci_devices(machine):
     assert all(isinstance(d, VirtioPciDevice) for d in machine.virtio)
     assert os.path.basename(machine.virtio[1].path) == "d.img"
+
+
+# ---------------------------------------------------------------- virtio-net, its tap a datagram socket
+# The device (devices/virtio/net.py) unplugged: no bus, so no device thread; the test calls the
+# thread's hooks (queue_notified, fd_ready) itself.  The tap's end is a socketpair's: one datagram
+# is one frame with its 12-byte header, as a tap with IFF_VNET_HDR reads and writes them.
+import socket  # noqa: E402
+
+from devices.virtio.net import RX, TX, VirtioNet, parse_mac  # noqa: E402
+
+RXD, RXA, RXU = 0x30000, 0x31000, 0x32000
+TXD, TXA, TXU = 0x34000, 0x35000, 0x36000
+NBUF = 0x40000                                          # receive buffers: 0x1000 apart
+HDR = abi.VIRTIO_NET_HDR_V1_SIZE
+NET_FEATURES = (1 << 32 | 1 << abi.VIRTIO_NET_F_MAC | 1 << abi.VIRTIO_NET_F_STATUS
+                | 1 << abi.VIRTIO_RING_F_INDIRECT_DESC)
+MRG = 1 << abi.VIRTIO_NET_F_MRG_RXBUF
+
+
+@pytest.fixture
+def net(mem):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    mem.fill(0x30000, 0x20000)
+    dev = VirtioNet(mem, "unit0", mac=parse_mac("52:54:00:01:02:03"), queue_size=8, fd=a.detach())
+    yield dev, b
+    dev.close()
+    b.close()
+
+
+def net_up(dev, features=NET_FEATURES | MRG):
+    assert negotiate(dev, features) & abi.VIRTIO_CONFIG_S_FEATURES_OK
+    for q, (d, a, u) in enumerate(((RXD, RXA, RXU), (TXD, TXA, TXU))):
+        common(dev, abi.VIRTIO_PCI_COMMON_Q_SELECT, 2, q)
+        common(dev, abi.VIRTIO_PCI_COMMON_Q_SIZE, 2, 8)
+        for off, addr in ((abi.VIRTIO_PCI_COMMON_Q_DESCLO, d), (abi.VIRTIO_PCI_COMMON_Q_AVAILLO, a),
+                          (abi.VIRTIO_PCI_COMMON_Q_USEDLO, u)):
+            common(dev, off, 4, addr)
+            common(dev, off + 4, 4, 0)
+        common(dev, abi.VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1)
+    common(dev, abi.VIRTIO_PCI_COMMON_STATUS, 1, 0xF)
+    assert dev.broken is None and dev.status == 0xF
+
+
+def post(mem, avail, heads):
+    cur = struct.unpack("<H", mem.read(avail + 2, 2))[0]
+    for k, h in enumerate(heads):
+        mem.write(avail + 4 + 2 * ((cur + k) % 8), struct.pack("<H", h))
+    mem.write(avail + 2, struct.pack("<H", (cur + len(heads)) & 0xFFFF))
+
+
+def used_ring(mem, used):
+    idx = struct.unpack("<H", mem.read(used + 2, 2))[0]
+    return [struct.unpack("<II", mem.read(used + 4 + 8 * (i % 8), 8)) for i in range(idx)]
+
+
+def rx_buffers(mem, dev, sizes, first=0, flags=W):
+    """Post receive buffers (descriptor i at NBUF + 0x1000 * i) and notify."""
+    for i, n in enumerate(sizes, first):
+        desc(mem, i, NBUF + 0x1000 * i, n, flags, table=RXD)
+    post(mem, RXA, range(first, first + len(sizes)))
+    dev.queue_notified(dev.queues[RX])
+
+
+def frame(n, fill=0x5A):
+    return bytes(range(14)) + bytes([fill]) * (n - 14)
+
+
+def test_net_identity_config_and_features(net):
+    dev, _ = net
+    assert (dev.device_id, dev.config[0x0B], dev.config[0x0A]) == (0x1041, 0x02, 0x00)
+    assert dev.bar.region.read(DEVICE_CFG_OFFSET, 4) == 0x01005452      # 52:54:00:01, little-endian
+    assert dev.bar.region.read(DEVICE_CFG_OFFSET + 4, 2) == 0x0302
+    assert dev.bar.region.read(DEVICE_CFG_OFFSET + abi.VIRTIO_NET_CFG_STATUS, 2) == abi.VIRTIO_NET_S_LINK_UP
+    for f in (abi.VIRTIO_NET_F_MAC, abi.VIRTIO_NET_F_STATUS, abi.VIRTIO_NET_F_MRG_RXBUF, 32):
+        assert dev.offered & 1 << f
+    for f in (abi.VIRTIO_NET_F_CSUM, abi.VIRTIO_NET_F_GUEST_CSUM, abi.VIRTIO_NET_F_HOST_TSO4,
+              abi.VIRTIO_NET_F_GUEST_TSO4, abi.VIRTIO_NET_F_CTRL_VQ, abi.VIRTIO_NET_F_MQ):
+        assert not dev.offered & 1 << f                   # no offloads, no control queue
+    assert common(dev, abi.VIRTIO_PCI_COMMON_NUMQ, 2) == 2
+
+
+@pytest.mark.parametrize("text,ok", [("52:54:00:12:34:56", True), ("52:54:00:AB:cd:EF", True),
+                                     ("01:00:5e:00:00:01", False), ("00:00:00:00:00:00", False),
+                                     ("52:54:00:12:34", False), ("52-54-00-12-34-56", False),
+                                     ("52:54:00:12:34:5g", False), ("525:4:00:12:34:56", False)])
+def test_parse_mac(text, ok):
+    if ok:
+        assert len(parse_mac(text)) == 6
+    else:
+        with pytest.raises(ValueError):
+            parse_mac(text)
+
+
+def test_net_tx_gathers_one_frame_and_zeroes_the_header(mem, net):
+    dev, peer = net
+    net_up(dev)
+    f = frame(60)
+    mem.write(NBUF, bytes([abi.VIRTIO_NET_HDR_F_NEEDS_CSUM, abi.VIRTIO_NET_HDR_GSO_TCPV4]) + b"\xff" * 10)
+    mem.write(NBUF + 0x100, f[:20])
+    mem.write(NBUF + 0x200, f[20:])
+    desc(mem, 0, NBUF, HDR, N, 1, table=TXD)
+    desc(mem, 1, NBUF + 0x100, 20, N, 2, table=TXD)
+    desc(mem, 2, NBUF + 0x200, 40, 0, table=TXD)
+    post(mem, TXA, [0])
+    dev.queue_notified(dev.queues[TX])
+    assert peer.recv(70000) == bytes(HDR) + f           # one datagram: no offload negotiated, a zero header
+    assert used_ring(mem, TXU) == [(0, 0)]
+    assert dev.stats["tx_packets"] == 1 and dev.isr & abi.VIRTIO_PCI_ISR_QUEUE and dev.intx_level
+
+
+@pytest.mark.parametrize("chain,why", [
+    ([(HDR, N), (60, W)], "transmit chain with 60 device-writable bytes"),
+    ([(8, 0)], "transmit chain of 8 bytes has no 12-byte virtio_net_hdr"),
+    ([(HDR, W)], "device-writable"),
+])
+def test_net_tx_hostile_chains_break_the_device(mem, net, chain, why):
+    dev, peer = net
+    net_up(dev)
+    for i, (n, flags) in enumerate(chain):
+        desc(mem, i, NBUF + 0x1000 * i, n, flags, i + 1, table=TXD)
+    post(mem, TXA, [0])
+    dev.queue_notified(dev.queues[TX])
+    assert dev.broken and why in dev.broken
+    assert dev.status & abi.VIRTIO_CONFIG_S_NEEDS_RESET and used_ring(mem, TXU) == []
+    with pytest.raises(BlockingIOError):
+        peer.recv(70000)
+
+
+@pytest.mark.parametrize("n,why", [(abi.VIRTIO_NET_MAX_PACKET + 1, "longer than 65550"), (13, "runt")])
+def test_net_tx_bad_frames_are_dropped(mem, net, n, why):
+    dev, peer = net
+    net_up(dev)
+    desc(mem, 0, NBUF, HDR, N, 1, table=TXD)
+    desc(mem, 1, 0x100000, n, 0, table=TXD)             # 64 KiB + 15 of guest RAM
+    desc(mem, 2, NBUF, HDR, N, 3, table=TXD)
+    desc(mem, 3, 0x100000, 64, 0, table=TXD)
+    post(mem, TXA, [0, 2])
+    dev.queue_notified(dev.queues[TX])
+    assert dev.broken is None
+    assert used_ring(mem, TXU) == [(0, 0), (2, 0)]      # both returned; only the good one sent
+    assert len(peer.recv(70000)) == HDR + 64
+    with pytest.raises(BlockingIOError):
+        peer.recv(70000)
+    assert dev.stats == {"rx_packets": 0, "rx_dropped": 0, "tx_packets": 1, "tx_dropped": 1}
+
+
+def test_net_rx_a_frame_spans_merged_buffers(mem, net):
+    dev, peer = net
+    net_up(dev)
+    rx_buffers(mem, dev, [32] * 4)
+    f = frame(60)
+    peer.send(bytes(HDR) + f)
+    dev.fd_ready(dev.fd, 1)
+    assert used_ring(mem, RXU) == [(0, 32), (1, 32), (2, 8)]
+    got = mem.read(NBUF, 32) + mem.read(NBUF + 0x1000, 32) + mem.read(NBUF + 0x2000, 8)
+    assert got[:HDR] == bytes(10) + struct.pack("<H", 3)     # flags 0, GSO_NONE, num_buffers 3
+    assert got[HDR:] == f
+    assert dev.stats["rx_packets"] == 1 and dev.watched_fds() == {dev.fd: 1}
+
+
+def test_net_rx_without_mrg_a_small_buffer_drops_the_frame_and_stays(mem, net):
+    dev, peer = net
+    net_up(dev, NET_FEATURES)
+    rx_buffers(mem, dev, [40])
+    peer.send(bytes(HDR) + frame(60))                    # 72 bytes: doesn't fit
+    peer.send(bytes(HDR) + frame(20))                    # 32: fits in the same buffer
+    dev.fd_ready(dev.fd, 1)
+    assert used_ring(mem, RXU) == [(0, 32)]
+    assert mem.read(NBUF, HDR) == bytes(10) + struct.pack("<H", 1)
+    assert dev.stats["rx_dropped"] == 1 and dev.stats["rx_packets"] == 1 and dev.broken is None
+
+
+@pytest.mark.parametrize("flags,size,features,why", [
+    (0, 1526, NET_FEATURES | MRG, "receive chain with 1526 device-readable bytes"),
+    (W, 8, NET_FEATURES | MRG, "receive buffer of 8 bytes, shorter than the 12-byte virtio_net_hdr"),
+])
+def test_net_rx_hostile_chains_break_the_device(mem, net, flags, size, features, why):
+    dev, peer = net
+    net_up(dev, features)
+    rx_buffers(mem, dev, [size], flags=flags)
+    peer.send(bytes(HDR) + frame(60))
+    dev.fd_ready(dev.fd, 1)
+    assert dev.broken and why in dev.broken and dev.watched_fds() == {}
+
+
+def test_net_rx_stops_reading_the_tap_without_buffers_and_resumes_on_notify(mem, net):
+    dev, peer = net
+    net_up(dev)
+    dev.queue_notified(dev.queues[RX])                   # DRIVER_OK's look: nothing posted
+    assert dev.watched_fds() == {}                       # paused: the tap is not polled
+    for k in range(3):
+        peer.send(bytes(HDR) + frame(100, fill=k))
+    dev.fd_ready(dev.fd, 1)                              # even if woken, nothing is read
+    assert dev._rx_len == 0 and used_ring(mem, RXU) == []
+    rx_buffers(mem, dev, [1526, 1526])                   # the notify resumes: two frames in
+    assert [n for _, n in used_ring(mem, RXU)] == [112, 112]
+    assert dev.watched_fds() == {} and dev._rx_len == 0  # out of buffers again, nothing in hand
+    rx_buffers(mem, dev, [1526], first=2)
+    assert len(used_ring(mem, RXU)) == 3 and mem.read(NBUF + 0x2000 + HDR + 14, 1) == b"\x02"
+    rx_buffers(mem, dev, [1526], first=3)                # the tap empty: it is polled again
+    assert len(used_ring(mem, RXU)) == 3 and dev.watched_fds() == {dev.fd: 1}
+
+
+def test_net_rx_frame_waits_for_enough_merged_buffers(mem, net):
+    dev, peer = net
+    net_up(dev)
+    rx_buffers(mem, dev, [32])
+    peer.send(bytes(HDR) + frame(100))                   # 112 bytes: four buffers of 32
+    dev.fd_ready(dev.fd, 1)
+    assert used_ring(mem, RXU) == [] and dev._rx_len == 112 and dev.watched_fds() == {}
+    assert dev.queues[RX].last_avail == 0                # the one buffer given back
+    rx_buffers(mem, dev, [32, 32, 32], first=1)
+    assert used_ring(mem, RXU) == [(0, 32), (1, 32), (2, 32), (3, 16)]
+    assert struct.unpack("<H", mem.read(NBUF + 10, 2))[0] == 4
+
+
+def test_net_rx_frame_larger_than_a_full_ring_is_dropped(mem, net):
+    dev, peer = net
+    net_up(dev)
+    rx_buffers(mem, dev, [32] * 8)                       # 256 bytes in all
+    peer.send(bytes(HDR) + frame(300))
+    peer.send(bytes(HDR) + frame(20))
+    dev.fd_ready(dev.fd, 1)
+    assert used_ring(mem, RXU) == [(0, 32)]              # the second frame took the first buffer
+    assert dev.stats["rx_dropped"] == 1 and dev.stats["rx_packets"] == 1
+
+
+@pytest.mark.parametrize("hdr,n,why", [
+    (bytes([abi.VIRTIO_NET_HDR_F_NEEDS_CSUM]) + bytes(11), 60, "didn't negotiate"),
+    (bytes([0, abi.VIRTIO_NET_HDR_GSO_TCPV4]) + bytes(10), 60, "didn't negotiate"),
+    (bytes(HDR), 10, "runt"),
+])
+def test_net_rx_frames_the_guest_cant_take_are_dropped(mem, net, hdr, n, why):
+    dev, peer = net
+    net_up(dev)
+    rx_buffers(mem, dev, [1526])
+    peer.send(hdr + frame(60)[:n])
+    dev.fd_ready(dev.fd, 1)
+    assert used_ring(mem, RXU) == [] and dev.stats["rx_dropped"] == 1 and dev.broken is None
+
+
+def test_net_reset_drops_the_frame_in_hand(mem, net):
+    dev, peer = net
+    net_up(dev)
+    rx_buffers(mem, dev, [32])
+    peer.send(bytes(HDR) + frame(100))
+    dev.fd_ready(dev.fd, 1)
+    assert dev._rx_len and dev.watched_fds() == {}
+    common(dev, abi.VIRTIO_PCI_COMMON_STATUS, 1, 0)
+    assert dev._rx_len == 0 and dev.stats["rx_dropped"] == 1 and dev.watched_fds() == {}
+    net_up(dev)
+    assert dev.watched_fds() == {dev.fd: 1}
+
+
+def test_net_abi_matches_linux_headers(tmp_path):
+    """devices/virtio/abi.py's virtio-net and tun numbers against the host's <linux/*.h>."""
+    import shutil
+    import subprocess
+    if not shutil.which("gcc"):
+        pytest.skip("no gcc")
+    names = ["VIRTIO_ID_NET", "VIRTIO_NET_F_CSUM", "VIRTIO_NET_F_GUEST_CSUM", "VIRTIO_NET_F_MAC",
+             "VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_NET_F_STATUS", "VIRTIO_NET_F_CTRL_VQ", "VIRTIO_NET_F_MQ",
+             "VIRTIO_NET_F_HOST_TSO4", "VIRTIO_NET_F_GUEST_TSO4", "VIRTIO_NET_S_LINK_UP",
+             "VIRTIO_NET_HDR_F_NEEDS_CSUM", "VIRTIO_NET_HDR_GSO_NONE", "VIRTIO_NET_HDR_GSO_TCPV4",
+             "TUNSETIFF", "TUNSETOFFLOAD", "TUNSETVNETHDRSZ", "TUNGETVNETHDRSZ", "IFF_TAP", "IFF_NO_PI",
+             "IFF_VNET_HDR", "TUN_F_CSUM", "IFNAMSIZ"]
+    exprs = {"VIRTIO_NET_HDR_V1_SIZE": "sizeof(struct virtio_net_hdr_v1)",
+             "VIRTIO_NET_HDR_NUM_BUFFERS": "offsetof(struct virtio_net_hdr_v1, num_buffers)",
+             "VIRTIO_NET_CFG_STATUS": "offsetof(struct virtio_net_config, status)",
+             "VIRTIO_NET_CFG_MAX_VIRTQUEUE_PAIRS": "offsetof(struct virtio_net_config, max_virtqueue_pairs)",
+             "IFREQ_SIZE": "sizeof(struct ifreq)", "IFREQ_FLAGS": "offsetof(struct ifreq, ifr_flags)",
+             **{n: n for n in names}}
+    src = tmp_path / "abi.c"
+    src.write_text("#include <stdio.h>\n#include <stddef.h>\n#include <sys/ioctl.h>\n#include <net/if.h>\n"
+                   "#include <linux/if_tun.h>\n"
+                   "#include <linux/virtio_ids.h>\n#include <linux/virtio_net.h>\nint main(void) {\n" +
+                   "".join(f'printf("{k} %lu\\n", (unsigned long)({v}));\n' for k, v in exprs.items()) + "}\n")
+    r = subprocess.run(["gcc", "-o", str(tmp_path / "abi"), str(src)], capture_output=True, text=True)
+    if r.returncode and "No such file" in r.stderr:
+        pytest.skip(f"no Linux uapi headers: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run([str(tmp_path / "abi")], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        name, value = line.split()
+        assert getattr(abi, name) == int(value), name

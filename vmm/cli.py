@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plug a virtio-rng device (virtio 1.x over modern PCI) fed from the host's getrandom()")
     r.add_argument("--drive", action="append", default=[], metavar="path=FILE[,readonly]",
                    help="plug a virtio-blk disk backed by FILE (repeatable); readonly: the guest can't write it")
+    r.add_argument("--net", action="append", default=[], metavar="tap=NAME[,mac=52:54:00:xx:xx:xx]",
+                   help="plug a virtio-net NIC on the tap device NAME (repeatable; create it first with "
+                        "`ip tuntap add NAME mode tap user USER`); mac: its address (default: 52:54:00 and a "
+                        "hash of NAME)")
     r.add_argument("--xen-platform-device", action="store_true", help=argparse.SUPPRESS)  # until `--xen` implies it
     r.add_argument("--timeout", type=_positive_float, metavar="S", help="stop the guest after S seconds (exit 124)")
     r.set_defaults(func=cmd_run)
@@ -193,6 +197,7 @@ def spec_from_args(args):
                        cpus=args.cpus, irqchip=args.irqchip, serial=args.serial, debugcon=args.debugcon,
                        acpi=not args.no_acpi, pci=not args.no_pci, pci_testdev=args.pci_testdev,
                        virtio_rng=args.virtio_rng, drives=[_parse_drive(d) for d in args.drive],
+                       nets=[_parse_net(n) for n in args.net],
                        xen_platform=args.xen_platform_device, xen=xen, xen_console=args.xen_console,
                        xen_name=args.xen_name, xenstore=[_parse_xenstore(kv) for kv in args.xenstore],
                        shutdown_timeout=args.xen_shutdown_timeout, stats=args.stats,
@@ -215,6 +220,25 @@ def _parse_drive(text: str) -> dict:
     if "path" not in drive:
         raise UserError(f"--drive: no path=FILE in {text!r}")
     return drive
+
+
+def _parse_net(text: str) -> dict:
+    """``tap=NAME[,mac=MAC]`` -> {"tap": NAME, "mac": MAC or None} (the values are checked
+    by MachineSpec.validate)."""
+    net: dict = {}
+    for item in text.split(","):
+        key, eq, value = item.partition("=")
+        if key not in ("tap", "mac") or not eq:
+            raise UserError(f"--net: unknown option {item!r} in {text!r} (expected tap=NAME[,mac=MAC])")
+        if not value:
+            raise UserError(f"--net: {key}= needs a value, in {text!r}")
+        if key in net:
+            raise UserError(f"--net: {key}= given twice in {text!r}")
+        net[key] = value
+    net.setdefault("mac", None)
+    if "tap" not in net:
+        raise UserError(f"--net: no tap=NAME in {text!r}")
+    return net
 
 
 def _parse_xenstore(kv: str) -> tuple[str, str]:

@@ -29,6 +29,7 @@ the spec it was built from and a restore can build the same machine again.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import signal
 import threading
@@ -40,6 +41,7 @@ from devices.pci_testdev import PciTestDev, attach_pci_testdev
 from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
 from devices.serial import COM1_BASE, COM1_IRQ
 from devices.virtio.blk import VirtioBlk
+from devices.virtio.net import VirtioNet, check_tap_name, parse_mac
 from devices.virtio.pci import VirtioPciDevice, attach_virtio
 from devices.virtio.rng import VirtioRng
 from kvm_bindings import KvmError
@@ -81,6 +83,7 @@ class MachineSpec:
     pci_testdev: bool = False
     virtio_rng: bool = False            # a virtio-rng device (devices/virtio/rng.py)
     drives: list = field(default_factory=list)     # virtio-blk disks: {"path": str, "readonly": bool}
+    nets: list = field(default_factory=list)       # virtio-net NICs: {"tap": str, "mac": str | None}
     xen_platform: bool = False          # the Xen platform PCI device without Xen (implied by xen)
     xen: XenConfig | None = None        # a Xen HVM domain (xen/domain.py), or none
     xen_console: str = "both"           # with xen: terminal input to "serial", "pv" (hvc0) or "both"
@@ -103,8 +106,15 @@ class MachineSpec:
         """The checks that need no KVM; ``UserError`` with one line on the first problem."""
         if not self.pci and (self.pci_testdev or self.xen_platform):
             raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
-        if not self.pci and (self.virtio_rng or self.drives):
-            raise UserError("--virtio-rng and --drive need the PCI bus: drop --no-pci")
+        if not self.pci and (self.virtio_rng or self.drives or self.nets):
+            raise UserError("--virtio-rng, --drive and --net need the PCI bus: drop --no-pci")
+        for n in self.nets:
+            try:
+                check_tap_name(n["tap"])
+                if n.get("mac") is not None:
+                    parse_mac(n["mac"])
+            except ValueError as e:
+                raise UserError(f"--net: {e}") from None
         for d in self.drives:
             path, ro = d["path"], d.get("readonly", False)
             if not os.path.exists(path):
@@ -160,8 +170,8 @@ PHASES: tuple[Phase, ...] = (
                       "host bridge and config ports (devices/board.py)",
           {"core": "devices take their interrupt lines from the Vm's irqchip and write to the sinks"}),
     Phase("pci", "PCI functions: the Xen platform device, the PCI test device, then the virtio devices "
-                 "(rng, then each --drive) (slots and BARs are assigned at plug time, so plugging in this "
-                 "order keeps their addresses)",
+                 "(rng, then each --drive, then each --net) (slots and BARs are assigned at plug time, so "
+                 "plugging in this order keeps their addresses)",
           {"platform": "they are plugged on the PCI bus"}),
     Phase("hypervisor", "the Xen domain: transport, event channels, the PIRQ table as the irqchip's "
                         "diverter, Xen's CPUID leaves; then what Xen's toolstack adds (special pages, "
@@ -214,7 +224,7 @@ class Machine:
         self.pc: PcDevices | None = None
         self.xen_platform: XenPlatformDevice | None = None
         self.pci_testdev: PciTestDev | None = None
-        self.virtio: list[VirtioPciDevice] = []    # virtio-rng, then the --drive disks in order
+        self.virtio: list[VirtioPciDevice] = []    # virtio-rng, then the --drive disks, then the --net NICs, in order
         self.xen: XenDomain | None = None
         self.toolstack: Toolstack | None = None
         self.rsdp = 0                            # 0: no ACPI
@@ -371,6 +381,16 @@ def _virtio_devices(m: Machine) -> None:
             dev = VirtioBlk(m.vm.memory, d["path"], readonly=d.get("readonly", False))
         except OSError as e:
             raise UserError(f"--drive: cannot open {d['path']}: {e.strerror or e}") from None
+        _plug_virtio(m, dev)
+    for n in s.nets:
+        mac = parse_mac(n["mac"]) if n.get("mac") is not None else None
+        try:
+            dev = VirtioNet(m.vm.memory, n["tap"], mac=mac)
+        except OSError as e:
+            hint = {errno.EINVAL: " (an interface that is not a tap?)",
+                    errno.EBUSY: " (another process has it open)",
+                    errno.EPERM: " (create it first: ip tuntap add NAME mode tap user USER)"}.get(e.errno, "")
+            raise UserError(f"--net: cannot open tap {n['tap']}: {e.strerror or e}{hint}") from None
         _plug_virtio(m, dev)
 
 

@@ -7,5 +7,7 @@
   negotiation, status and reset, MSI-X / INTx with the ISR, ioeventfd notifications
   served on the device's own thread, irqfd interrupts, the "broken" state;
 * ``rng.py``   — virtio-rng (``vmm run --virtio-rng``);
-* ``blk.py``   — virtio-blk on a host file (``vmm run --drive path=FILE[,readonly]``).
+* ``blk.py``   — virtio-blk on a host file (``vmm run --drive path=FILE[,readonly]``);
+* ``net.py``   — virtio-net on a host tap (``vmm run --net tap=NAME[,mac=MAC]``), whose
+  backend is ``tap.py`` (/dev/net/tun with IFF_VNET_HDR).
 """

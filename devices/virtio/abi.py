@@ -1,7 +1,8 @@
 """The virtio ABI constants, declared once for the package.
 
 Sources: the Virtual I/O Device (VIRTIO) Version 1.2 specification (cited as §n) and
-Linux's include/uapi/linux/virtio_{config,ids,pci,ring,blk}.h, whose names these are.
+Linux's include/uapi/linux/virtio_{config,ids,pci,ring,blk,net}.h, whose names these are;
+the tap ones from include/uapi/linux/if_tun.h and if.h.
 Nothing else in devices/virtio/ types a number of the ABI.
 """
 
@@ -144,6 +145,70 @@ VIRTIO_BLK_CFG_MAX_WRITE_ZEROES_SECTORS = 48
 VIRTIO_BLK_CFG_MAX_WRITE_ZEROES_SEG = 52
 VIRTIO_BLK_CFG_WRITE_ZEROES_MAY_UNMAP = 56
 VIRTIO_BLK_CFG_SIZE = 60                 # up to unused1[3]; no secure erase
+
+# ---------------------------------------------------------------- virtio_net.h (§5.1)
+VIRTIO_NET_F_CSUM = 0                    # the device takes packets with a partial checksum (not offered)
+VIRTIO_NET_F_GUEST_CSUM = 1              # the driver takes them (not offered)
+VIRTIO_NET_F_MTU = 3
+VIRTIO_NET_F_MAC = 5                     # the device has a MAC address in its config
+VIRTIO_NET_F_GUEST_TSO4 = 7
+VIRTIO_NET_F_GUEST_TSO6 = 8
+VIRTIO_NET_F_GUEST_ECN = 9
+VIRTIO_NET_F_GUEST_UFO = 10
+VIRTIO_NET_F_HOST_TSO4 = 11
+VIRTIO_NET_F_HOST_TSO6 = 12
+VIRTIO_NET_F_HOST_ECN = 13
+VIRTIO_NET_F_HOST_UFO = 14
+VIRTIO_NET_F_MRG_RXBUF = 15              # a received packet may span several receive buffers
+VIRTIO_NET_F_STATUS = 16                 # config.status holds the link state
+VIRTIO_NET_F_CTRL_VQ = 17
+VIRTIO_NET_F_MQ = 22
+
+VIRTIO_NET_S_LINK_UP = 1                 # config.status
+
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1          # struct virtio_net_hdr flags
+VIRTIO_NET_HDR_F_DATA_VALID = 2
+VIRTIO_NET_HDR_F_RSC_INFO = 4
+VIRTIO_NET_HDR_GSO_NONE = 0              # gso_type
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+VIRTIO_NET_HDR_GSO_UDP = 3
+VIRTIO_NET_HDR_GSO_TCPV6 = 4
+VIRTIO_NET_HDR_GSO_ECN = 0x80
+
+# struct virtio_net_hdr_v1 (§5.1.6): u8 flags, u8 gso_type, le16 hdr_len, le16 gso_size,
+# le16 csum_start, le16 csum_offset, le16 num_buffers.  VERSION_1 makes num_buffers present
+# whatever MRG_RXBUF says (§5.1.6.1), so the header is always these 12 bytes.
+VIRTIO_NET_HDR_FLAGS = 0
+VIRTIO_NET_HDR_GSO_TYPE = 1
+VIRTIO_NET_HDR_NUM_BUFFERS = 10
+VIRTIO_NET_HDR_V1_SIZE = 12
+
+# struct virtio_net_config field offsets (§5.1.4)
+VIRTIO_NET_CFG_MAC = 0                   # u8 mac[6]
+VIRTIO_NET_CFG_STATUS = 6                # le16
+VIRTIO_NET_CFG_MAX_VIRTQUEUE_PAIRS = 8   # le16 (meaningful with MQ only)
+VIRTIO_NET_CFG_SIZE = 10
+
+ETH_ALEN = 6                             # if_ether.h
+ETH_HLEN = 14
+VIRTIO_NET_MAX_PACKET = 65550            # §5.1.6.3.1: 65562-byte buffers minus the 12-byte header
+
+# ---------------------------------------------------------------- if_tun.h, if.h (the tap backend)
+IFNAMSIZ = 16                            # if.h: names are at most 15 bytes and a NUL
+IFREQ_SIZE = 40                          # sizeof(struct ifreq) on x86-64: name[16], then a 24-byte union
+IFREQ_FLAGS = 16                         # ifr_flags (short) in that union
+TUNSETIFF = 0x400454CA                   # _IOW('T', 202, int)
+TUNSETOFFLOAD = 0x400454D0               # _IOW('T', 208, unsigned int)
+TUNSETVNETHDRSZ = 0x400454D8             # _IOW('T', 216, int)
+TUNGETVNETHDRSZ = 0x800454D7             # _IOR('T', 215, int)
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01                        # TUNSETOFFLOAD bits: what the tap may hand us
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
+TUN_F_UFO = 0x10
 
 
 def bit(n: int) -> int:

@@ -34,6 +34,10 @@ it the queue's notify address is a KVM ioeventfd (2-byte writes, no data match:
 the address tells the queue), registered while the BAR is mapped: the guest's
 write never leaves the kernel.  Otherwise (KVM refused, or an access of another
 width) the write exits to the BAR's MMIO handler, which writes the same eventfd.
+A device type may give the thread fds of its own to poll (``watched_fds``, asked again
+after every wake-up; ``fd_ready`` when one is ready: virtio-net's tap) and take a
+queue's notifications itself (``queue_notified``; by default the queue's chains are
+served through ``handle_chain``).
 
 Interrupts (§4.1.5.4, §4.1.4.5).  With MSI-X enabled, a queue's vector (or the
 configuration vector) fires through ``MsixCapability.fire``; the device thread
@@ -166,9 +170,11 @@ CONFIG = "config"                        # the configuration change interrupt's 
 
 
 class VirtioPciDevice(PciDevice):
-    """The transport; a device type subclasses it (devices/virtio/blk.py, rng.py) and
+    """The transport; a device type subclasses it (devices/virtio/blk.py, rng.py, net.py) and
     gives ``virtio_id``, ``device_features()``, ``device_config()``, ``handle_chain()``
-    and, if it keeps state, ``device_reset()``."""
+    and, if it keeps state, ``device_reset()``.  A device with a host fd of its own
+    (virtio-net's tap) also gives ``watched_fds()``/``fd_ready()``, and may take a queue's
+    notifications itself (``queue_notified()``: a receive queue's buffers wait for data)."""
 
     virtio_id = 0
     class_code = 0xFF0000
@@ -223,6 +229,19 @@ class VirtioPciDevice(PciDevice):
 
     def device_reset(self) -> None:
         """The driver reset the device (device lock held)."""
+
+    def queue_notified(self, q: Virtqueue) -> None:
+        """The driver notified ``q`` (device thread, no lock held): serve its chains."""
+        self._service(q)
+
+    def watched_fds(self) -> dict[int, int]:
+        """Host fds the device thread polls besides the queues' eventfds: fd -> poll events.
+        Asked again after every wake-up, on the device thread (a device stops watching an fd
+        by leaving it out)."""
+        return {}
+
+    def fd_ready(self, fd: int, events: int) -> None:
+        """A watched fd is ready (device thread, no lock held)."""
 
     # ------------------------------------------------------------ capabilities
     def _add_vendor_cap(self, cfg_type: int, offset: int, length: int, size: int = VIRTIO_PCI_CAP_SIZE,
@@ -525,10 +544,18 @@ class VirtioPciDevice(PciDevice):
             for i, efd in enumerate(self._efds):
                 poller.register(efd, select.POLLIN)
                 by_fd[efd] = i
+            watched: dict[int, int] = {}
             while True:
-                for fd, _ in poller.poll():
+                watched = self._watch(poller, watched)
+                for fd, events in poller.poll():
                     if fd == self._stop_efd:
                         return
+                    if fd not in by_fd:
+                        try:
+                            self.fd_ready(fd, events)
+                        except Exception as e:  # noqa: BLE001 - reported; the device goes on serving
+                            internal_error(f"virtio-{self.name} fd {fd}", e)
+                        continue
                     try:
                         os.eventfd_read(fd)
                     except BlockingIOError:
@@ -538,21 +565,34 @@ class VirtioPciDevice(PciDevice):
                     if TP_NOTIFY.enabled:
                         TP_NOTIFY.emit(owner=self.bdf, queue=q, via="eventfd")
                     try:
-                        self._service(self.queues[q])
+                        self.queue_notified(self.queues[q])
                     except Exception as e:  # noqa: BLE001 - reported; the device goes on serving
                         internal_error(f"virtio-{self.name} queue {q}", e)
         except Exception as e:  # noqa: BLE001 - a device thread reports, never dies silently
             internal_error(f"virtio-{self.name} thread", e)
 
-    def _service(self, q: Virtqueue) -> None:
-        """Serve ``q`` in batches of at most its size, the lock released between them."""
+    def _watch(self, poller, watched: dict[int, int]) -> dict[int, int]:
+        """Bring the poll set's device fds in line with ``watched_fds()``."""
+        want = self.watched_fds()
+        if want != watched:
+            for fd in watched.keys() - want.keys():
+                poller.unregister(fd)
+            for fd, events in want.items():
+                if watched.get(fd) != events:
+                    poller.register(fd, events)     # registers, or modifies a registered fd
+        return want
+
+    def _service(self, q: Virtqueue, drain=None) -> None:
+        """Serve ``q`` in batches (``drain(q)``, by default ``_drain_locked``: at most a ring's
+        worth), the lock released between them."""
+        drain = drain or self._drain_locked
         while True:
             with self._lock:
                 if self.broken is not None or not q.enabled or not self.status & VIRTIO_CONFIG_S_DRIVER_OK:
                     return
                 more, deliveries = False, []
                 try:
-                    more, pushed, notify = self._drain_locked(q)
+                    more, pushed, notify = drain(q)
                     if notify:
                         deliveries = self._interrupt_locked(q.index, q.msix_vector)
                     elif pushed and TP_IRQ.enabled:    # the driver asked not to be told (§2.7.10)

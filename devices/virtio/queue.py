@@ -290,14 +290,32 @@ class Virtqueue:
         # vring_need_event(): the driver asked to be told once the used index passes used_event.
         return (new - used_event - 1) & 0xFFFF < (new - old) & 0xFFFF
 
-    def publish_avail_event(self) -> bool:
-        """With VIRTIO_F_EVENT_IDX: ask for a notification once the driver passes what the
-        device has taken; True if more is available already (service it: no notify comes)."""
+    def publish_avail_event(self, idx: int | None = None) -> bool:
+        """With VIRTIO_F_EVENT_IDX: ask for a notification once the driver passes ``idx``
+        (default: what the device has taken; a device waiting for more than what is there
+        passes the avail index it saw).  True if the avail index moved past ``idx`` already
+        (look again: no notify comes for it)."""
+        if idx is None:
+            idx = self.last_avail
         if not self.event_idx:
-            return self.has_work()
-        self._used16[2 + 4 * self.size] = self.last_avail
+            return self.enabled and self._avail16[1] != idx
+        self._used16[2 + 4 * self.size] = idx
         self._mb()
-        return self._avail16[1] != self.last_avail
+        return self._avail16[1] != idx
+
+    def unpop(self, n: int = 1) -> None:
+        """Give back the last ``n`` chains popped and not pushed (a device that can't use
+        them yet, as QEMU's virtqueue_unpop): the next pop walks them again."""
+        self.last_avail = (self.last_avail - n) & 0xFFFF
+
+    def pending(self) -> int:
+        """Chains the driver made available that the device hasn't taken (VirtqueueError
+        if the avail index is more than the ring ahead)."""
+        n = (self._avail16[1] - self.last_avail) & 0xFFFF
+        if n > self.size:
+            raise VirtqueueError(f"queue {self.index}: avail idx {self._avail16[1]} is {n} entries ahead of "
+                                 f"the device's {self.last_avail}, beyond the queue size {self.size}")
+        return n
 
 
 __all__ = ["Virtqueue", "VirtqueueError", "Chain", "slice_views", "MAX_CHAIN_BYTES",

@@ -1,6 +1,6 @@
 /*
  * A tiny virtio 1.x driver over the modern PCI transport for kit guests
- * (devices/virtio/, `vmm run --virtio-rng`, `--drive path=FILE`).
+ * (devices/virtio/, `vmm run --virtio-rng`, `--drive path=FILE`, `--net tap=NAME`).
  *
  * Virtio 1.2 §4.1 (PCI capabilities, common configuration, notifications, ISR),
  * §3.1 (device initialization), §2.7 (split virtqueues).  Constants and field
@@ -14,6 +14,7 @@
 
 #define VIRTIO_VENDOR		0x1af4
 #define VIRTIO_DEVICE_BASE	0x1040	/* + the virtio device ID */
+#define VIRTIO_ID_NET		1
 #define VIRTIO_ID_BLOCK		2
 #define VIRTIO_ID_RNG		4
 
@@ -231,8 +232,8 @@ static inline bool vq_setup(struct vdev *d, struct vq *q, int index, struct vq_m
 	return vc_read16(d, VC_Q_ENABLE) == 1;
 }
 
-/* Offer the chain starting at descriptor HEAD and notify the device (16-bit write). */
-static inline void vq_kick(struct vq *q, uint16_t head)
+/* Offer the chain starting at descriptor HEAD, without a notification. */
+static inline void vq_post(struct vq *q, uint16_t head)
 {
 	struct vq_mem *m = q->mem;
 	m->avail.ring[q->next_avail % q->size] = head;
@@ -240,10 +241,22 @@ static inline void vq_kick(struct vq *q, uint16_t head)
 	barrier();
 	m->avail.idx = ++q->next_avail;
 	barrier();
+}
+
+/* Notify the device (16-bit write, or 32-bit with notify32). */
+static inline void vq_notify(struct vq *q)
+{
 	if (q->notify32)
 		*(volatile uint32_t *)q->notify = q->index;
 	else
 		*q->notify = q->index;
+}
+
+/* Offer the chain starting at descriptor HEAD and notify the device. */
+static inline void vq_kick(struct vq *q, uint16_t head)
+{
+	vq_post(q, head);
+	vq_notify(q);
 }
 
 static inline bool vq_has_used(struct vq *q) { return *(volatile uint16_t *)&q->mem->used.idx != q->last_used; }
