@@ -15,7 +15,7 @@ PYTEST := $(PY) -m pytest
 
 # What the host tier needs: a compiler and binutils for the guests and the cffi
 # extension, the KVM uapi headers, and a Debian kernel for the bzImage loader tests.
-APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64
+APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64 iproute2 util-linux
 
 .PHONY: setup apt venv guest-images test test-host bench soak clean
 .DEFAULT_GOAL := setup

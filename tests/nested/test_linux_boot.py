@@ -20,9 +20,10 @@ pytestmark = pytest.mark.xen_kvm
 GUEST_RESET = 80      # vmm.exitcodes.GUEST_RESET: i8042 reset (reboot=k)
 
 
-def boot_linux(linux_guest, cmdline: str, *args: str) -> tuple[str, subprocess.CompletedProcess]:
-    """`vmm run` Debian's bzImage with the linux-guest initramfs; (console text, process)."""
-    cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
+def boot_linux(linux_guest, cmdline: str, *args: str, wrap=()) -> tuple[str, subprocess.CompletedProcess]:
+    """`vmm run` Debian's bzImage with the linux-guest initramfs (under ``wrap``, e.g.
+    `ip netns exec NS`); (console text, process)."""
+    cmd = [*wrap, sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
            "--initrd", str(linux_guest), "--memory", "512M", "--serial", "stdio", "--timeout", "600",
            *args, "--cmdline", cmdline]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

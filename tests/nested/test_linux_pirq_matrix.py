@@ -15,15 +15,22 @@ line of each variant decides how its interrupts arrive:
 Each variant also shows in dmesg the Xen version we announce, the event-channel ABI
 and (1-4) the callback vector; its clock runs at the right rate and tells the
 host's time; it reads the disk's first sector, writes a pattern that the test finds
-in the backing file, and reads the RNG.  The same kernel and devices also boot
+in the backing file, reads the RNG, and pings the host over virtio-net (a tap in a
+network namespace of the test host) while the host pings it.  The same kernel and devices also boot
 without ``--xen`` as a plain KVM guest, on 1 and 2 vCPUs.  No timing hints
 (tsc_early_khz) anywhere: the guest calibrates against our PIT.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -40,6 +47,8 @@ SCRIPT = ("echo IRQS-BEGIN; cat /proc/interrupts; echo IRQS-END; "
           "echo SECTOR0=$(head -c 16 /dev/vda); "
           "echo WRITTEN-{tag} | dd of=/dev/vda bs=512 seek=1 conv=fsync 2>/dev/null && echo WRITE-OK; "
           "echo RNG=$(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' '); "
+          "ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && "
+          "ping -c 2 -W 5 10.0.2.2 >/dev/null && echo GUEST-PING-OK; sleep 4; "
           "echo IRQS2-BEGIN; cat /proc/interrupts; echo IRQS2-END")
 
 
@@ -78,6 +87,76 @@ def virtio_rows(rows: dict) -> dict:
     return {name: v for name, v in rows.items() if name.startswith("virtio")}
 
 
+HOST_IP, GUEST_IP, TAP = "10.0.2.2", "10.0.2.15", "vmmtap0"
+
+# ICMP echo to argv[1] every 0.5 s until a reply comes back or argv[2] seconds pass (no
+# ping(8) on the test host): prints PING-REPLY and exits 0 on the first reply.
+PING = r"""
+import os, socket, struct, sys, time
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(0.5)
+ident, deadline, seq = os.getpid() & 0xffff, time.monotonic() + float(sys.argv[2]), 0
+while time.monotonic() < deadline:
+    seq += 1
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"vmm-matrix"
+    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    try:
+        s.sendto(body, (sys.argv[1], 0))
+        while True:
+            pkt, addr = s.recvfrom(2048)
+            icmp = pkt[(pkt[0] & 15) * 4:]
+            if addr[0] == sys.argv[1] and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                print("PING-REPLY", seq); sys.exit(0)
+    except (socket.timeout, OSError):
+        pass
+sys.exit(1)
+"""
+
+
+class GuestNet:
+    """A network namespace with a tap at HOST_IP for the guest's virtio-net, and a ping
+    of the guest from that namespace while it runs."""
+
+    def __init__(self, ns: str):
+        self.ns = ns
+        self.wrap = ("ip", "netns", "exec", ns)
+        self.ping_out = ""
+
+    def sh(self, *cmd: str, check: bool = True) -> str:
+        return subprocess.run([*self.wrap, *cmd], check=check, capture_output=True, text=True,
+                              timeout=60).stdout
+
+    def ping_guest_meanwhile(self, seconds: float) -> threading.Thread:
+        def run():
+            p = subprocess.run([*self.wrap, sys.executable, "-c", PING, GUEST_IP, str(seconds)],
+                               capture_output=True, text=True, timeout=seconds + 60)
+            self.ping_out = p.stdout + p.stderr
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+
+@pytest.fixture
+def net():
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or not shutil.which("ip"):
+        pytest.fail("the nested host must give root, /dev/net/tun and ip(8) for virtio-net", pytrace=False)
+    ns = f"vmm-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=60)
+    g = GuestNet(ns)
+    try:
+        g.sh("ip", "tuntap", "add", "dev", TAP, "mode", "tap")
+        g.sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", TAP)
+        g.sh("ip", "link", "set", TAP, "up")
+        yield g
+    finally:
+        g.sh("ip", "link", "del", TAP, check=False)
+        subprocess.run(["ip", "netns", "del", ns], timeout=60)
+
+
 @pytest.fixture
 def disk(tmp_path):
     path = tmp_path / "disk.img"
@@ -85,7 +164,17 @@ def disk(tmp_path):
     return path
 
 
-def check_common(out: str, p, disk, tag: str, started: float, xen: bool) -> None:
+def boot_with_devices(linux_guest, disk, net, cmdline: str, *args: str):
+    """Boot with the disk, an RNG and virtio-net on the namespace's tap, while the
+    namespace pings the guest."""
+    pinger = net.ping_guest_meanwhile(600)
+    out, p = boot_linux(linux_guest, cmdline, *args, "--drive", f"path={disk}", "--virtio-rng",
+                        "--net", f"tap={TAP}", wrap=net.wrap)
+    pinger.join(timeout=90)
+    return out, p
+
+
+def check_common(out: str, p, disk, tag: str, started: float, xen: bool, net=None) -> None:
     assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr[-3000:]
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr[-3000:]
     # The clock: `sleep 3` took 3 s of guest uptime (2..5 with the second boundaries and a
@@ -101,6 +190,10 @@ def check_common(out: str, p, disk, tag: str, started: float, xen: bool) -> None
     # virtio-rng
     rng = re.search(r"^RNG=([0-9a-f]{32})$", out, re.M)
     assert rng and len(set(rng[1])) > 2, out[-3000:]
+    # virtio-net: the guest pinged the host's tap, and the host pinged the guest
+    assert re.search(r"^GUEST-PING-OK$", out, re.M), out[-3000:]
+    if net is not None:
+        assert "PING-REPLY" in net.ping_out, f"the guest never answered the host's ping: {net.ping_out}"
     if xen:
         assert "Hypervisor detected: Xen HVM" in out
         assert re.search(r"Xen version 4\.17", out), "dmesg does not show the Xen version we announce"
@@ -119,14 +212,13 @@ def assert_counted(before: dict, after: dict, names, where: str) -> None:
 
 
 @pytest.mark.parametrize("v", VARIANTS, ids=[v.name for v in VARIANTS])
-def test_xen_pirq_matrix(linux_guest, disk, v: Variant):
+def test_xen_pirq_matrix(linux_guest, disk, net, v: Variant):
     tag = v.name.split("-")[0]
     cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 {v.cmdline} linuxguest.end=reboot "
                f'-- sh -c "{SCRIPT.format(tag=tag)}"')
     started = time.time()
-    out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2", "--drive", f"path={disk}",
-                        "--virtio-rng", *v.args)
-    check_common(out, p, disk, tag, started, xen=True)
+    out, p = boot_with_devices(linux_guest, disk, net, cmdline, "--xen", "--cpus", "2", *v.args)
+    check_common(out, p, disk, tag, started, xen=True, net=net)
     if v.vector_callback:
         assert "Xen HVM callback vector for event delivery is enabled" in out
     else:
@@ -160,14 +252,14 @@ def test_xen_pirq_matrix(linux_guest, disk, v: Variant):
 
 
 @pytest.mark.parametrize("cpus", [1, 2])
-def test_plain_kvm_guest_with_the_same_devices(linux_guest, disk, cpus: int):
+def test_plain_kvm_guest_with_the_same_devices(linux_guest, disk, net, cpus: int):
     """No --xen: the same kernel and devices as a plain KVM guest; virtio on native MSI-X."""
     tag = f"plain{cpus}"
     cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 linuxguest.end=reboot "
                f'-- sh -c "{SCRIPT.format(tag=tag)}"')
     started = time.time()
-    out, p = boot_linux(linux_guest, cmdline, "--cpus", str(cpus), "--drive", f"path={disk}", "--virtio-rng")
-    check_common(out, p, disk, tag, started, xen=False)
+    out, p = boot_with_devices(linux_guest, disk, net, cmdline, "--cpus", str(cpus))
+    check_common(out, p, disk, tag, started, xen=False, net=net)
     assert "Hypervisor detected: Xen" not in out
     before, after = interrupts(out), interrupts(out, "IRQS2-BEGIN", "IRQS2-END")
     vio = virtio_rows(after)

@@ -21,10 +21,11 @@ from vmm.testhost.config import TesthostError, file_key, guest_images_dir, locke
 BUSYBOX = Path("/bin/busybox")
 
 # What the outer VM needs from Debian's modules: virtio-mmio transport, the
-# virtio-serial ports, the 9p root share, the overlay, and kvm-amd's deps
-# (irqbypass, ccp).  kvm.ko / kvm-amd.ko are our Xen-enabled builds.
+# virtio-serial ports, the 9p root share, the overlay, kvm-amd's deps
+# (irqbypass, ccp), and tun for the taps of virtio-net tests.  kvm.ko / kvm-amd.ko
+# are our Xen-enabled builds.
 OUTER_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "overlay",
-                 "irqbypass", "ccp")
+                 "irqbypass", "ccp", "tun")
 
 # What the Linux guest loads for our devices (Debian builds them as modules): the
 # virtio PCI transport, virtio-blk (/dev/vda), virtio-net (eth0) and virtio-rng (/dev/hwrng).
