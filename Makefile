@@ -6,6 +6,7 @@
 #   test-host     host tier only
 #   guest-images  build the kit guests (guest-images/build/*.elf)
 #   bench         benchmarks (bench/), printing ratios against in-run baselines
+#   bench-linux   Linux boot and virtio-blk, ours vs QEMU, in the nested test host (slow, not in bench)
 #   soak          10 minutes of seeded hypercall fuzzing on 2 vCPUs with a PIRQ storm (bench/fuzz_soak.py), not in CI
 
 PYTHON ?= python3
@@ -17,7 +18,7 @@ PYTEST := $(PY) -m pytest
 # extension, the KVM uapi headers, and a Debian kernel for the bzImage loader tests.
 APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64 iproute2 util-linux
 
-.PHONY: setup apt venv guest-images test test-host bench soak clean
+.PHONY: setup apt venv guest-images test test-host bench bench-linux soak clean
 .DEFAULT_GOAL := setup
 
 setup: apt venv guest-images
@@ -47,6 +48,15 @@ bench: setup
 	$(PY) bench/hypercall.py
 	$(PY) bench/pirq.py
 	$(PY) bench/xen_services.py
+
+# bench/linux_boot.py: --prepare fills the cache on this host (QEMU >= 8 for the Xen pair,
+# the linux-guest initramfs); the nested test host, read-only, then only reads it.
+# E.g. BENCH_LINUX_ARGS="--reps 5 --console quiet".
+BENCH_LINUX_ARGS ?=
+BENCH_LINUX_TIMEOUT ?= 5400
+bench-linux: setup testhost-prepare
+	$(PY) bench/linux_boot.py --prepare
+	$(PY) -m vmm.testhost run --timeout $(BENCH_LINUX_TIMEOUT) -- $(PY) bench/linux_boot.py $(BENCH_LINUX_ARGS)
 
 SOAK_MINUTES ?= 10
 soak: setup
