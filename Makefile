@@ -14,8 +14,9 @@ PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 # What the host tier needs: a compiler and binutils for the guests and the cffi
-# extension, the KVM uapi headers, and a Debian kernel for the bzImage loader tests.
-APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64
+# extension, the KVM uapi headers, a Debian kernel for the bzImage loader tests, and
+# acpica-tools (iasl, acpiexec: tests/test_acpi.py decodes and runs our AML; skipped without).
+APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64 acpica-tools
 
 .PHONY: setup apt venv guest-images test test-host bench soak clean
 .DEFAULT_GOAL := setup
