@@ -15,8 +15,10 @@ PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 # What the host tier needs: a compiler and binutils for the guests and the cffi
-# extension, the KVM uapi headers, and a Debian kernel for the bzImage loader tests.
-APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64 iproute2 util-linux
+# extension, the KVM uapi headers, a Debian kernel for the bzImage loader tests,
+# acpica-tools (iasl, acpiexec: tests/test_acpi.py decodes and runs our AML; skipped without),
+# iproute2 (taps and network namespaces of the virtio-net tests) and util-linux (setpriv).
+APT_PACKAGES := gcc make binutils libc6-dev linux-libc-dev libffi-dev linux-image-amd64 acpica-tools iproute2 util-linux
 
 .PHONY: setup apt venv guest-images test test-host bench bench-linux soak clean
 .DEFAULT_GOAL := setup

@@ -11,7 +11,9 @@
     0x3f8-0x3ff    COM1 16550A, IRQ 4
     0x501          debug-exit (test guests: exit code = value & 0xff)
     0x510-0x51f    testdev (test guests: MSI / GSI requests)
-    0x620-0x623    ACPI sleep control/status, reset registers (HW-reduced ACPI, the FADT's)
+    0x600-0x60f    ACPI fixed hardware (the FADT's): PM1a event (0x600) and control (0x604) blocks,
+                   PM timer (0x608), reset register (0x60c); the SCI on ISA IRQ 9 (devices/acpi_pm.py)
+    0x610-0x614    PCI interrupt router: \\_PIC's model, links A-D (devices/pci.py; with the PCI bus)
     0xcf8-0xcff    PCI config mechanism #1, bus 0 (devices/pci.py; not with pci=False)
     0xc000-        PCI I/O BARs; PCI memory BARs from 0xc0000000 (assigned at plug time)
     0xfec00000     I/OAPIC, userspace model (--irqchip split only; else KVM's)
@@ -32,7 +34,7 @@ from devices.pit import PIT_BASE, PIT_IRQ, PIT_SIZE, PORT_B, Pit, PortB
 from devices.rtc import RTC_BASE, RTC_SIZE, CmosRtc
 from devices.serial import COM1_BASE, COM1_IRQ, Serial
 from vmm import exitcodes
-from vmm.boot.acpi import ACPI_PM_BASE, ACPI_PM_SIZE
+from vmm.boot.acpi import ACPI_PM_BASE, ACPI_PM_SIZE, SCI_IRQ
 from vmm.extint import ExtIntInjector
 from vmm.vm import Vm
 
@@ -45,6 +47,7 @@ class PcDevices:
     pci: PciBus | None = None        # unless attach_pc_devices(pci=False)
     pit: Pit | None = None           # only with the split irqchip (KVM has its own); stop() at close
     pic: Pic | None = None           # only with the split irqchip (KVM has its own)
+    acpi_pm: AcpiPm | None = None    # stop() at close (its PM timer's SCI timer)
 
 
 def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True,
@@ -58,7 +61,8 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     guest_exit = lambda code: vm.request_exit(code, f"guest wrote {code:#x} to the debug-exit port")  # noqa: E731
     testdev = TestDev(irqchip)
     acpi_pm = AcpiPm(lambda: vm.request_exit(exitcodes.GUEST_POWEROFF, "guest powered off (ACPI S5)"),
-                     lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (ACPI reset register)"))
+                     lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (ACPI reset register)"),
+                     irqchip.line(SCI_IRQ, "acpi-sci").set)
     bus = vm.pio_bus
     bus.register(I8042_DATA, 1, I8042(I8042_DATA, reset), "i8042")
     bus.register(I8042_COMMAND, 1, I8042(I8042_COMMAND, reset), "i8042")
@@ -78,7 +82,7 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
         bus.register(PIT_BASE, PIT_SIZE, pit, "pit")
         bus.register(PORT_B, 1, PortB(pit), "port61")
     pci_bus = attach_pci(vm) if pci else None
-    return PcDevices(serial, testdev, ioapic, pci_bus, pit, pic)
+    return PcDevices(serial, testdev, ioapic, pci_bus, pit, pic, acpi_pm)
 
 
 def attach_pic(vm: Vm) -> Pic:

@@ -45,9 +45,17 @@ INTx routing.  An I/O-APIC-only machine with the classic PCI swizzle: pin P
 
     GSI = 16 + ((S + P - 1) mod 4)         (``PciBus.intx_gsi``)
 
-i.e. I/O APIC pins 16-19, which no ISA device uses.  Sharing is wired-OR: the
-bus keeps the set of asserted (device, pin) per GSI and drives the GSI high
-while the set is non-empty.  Levels given to ``IrqChip.set_gsi`` mean
+i.e. I/O APIC pins 16-19, which no ISA device uses.  That is the APIC
+interrupt model, the reset state.  The same swizzle names the PCI interrupt
+link (0 = LNKA .. 3 = LNKD, ``PciBus.intx_link``): in the PIC model (ACPI
+``\\_PIC(0)``, written to ``PciIrqRouter``'s port 0x610 by the DSDT) link n
+drives the ISA IRQ its route register holds (PIIX PIRQRC: 0x611 + n, bit 7
+disabled, bits 3:0 the IRQ; the DSDT's LNKx._SRS writes it), which reaches
+the 8259s (and the I/O APIC's pin < 16), and nothing while disabled.  A model
+switch or a reprogrammed link moves an asserted pin to its new target at once;
+the interrupt-line registers follow (what firmware writes).  Sharing is
+wired-OR: the bus keeps the set of asserted (device, pin) per link and drives
+each target GSI high while any link routed to it has a non-empty set.  Levels given to ``IrqChip.set_gsi`` mean
 "asserted": PCI INTx# is electrically active-low and level-triggered, and a
 guest (or ACPI _PRT / MP table) programs the I/O APIC pin level-triggered
 active-low, but neither KVM's in-kernel I/O APIC (arch/x86/kvm/ioapic.c
@@ -76,8 +84,10 @@ from devices.trace_events import (
     TP_PCI_BAR_MAP as TP_BAR_MAP,
     TP_PCI_BAR_UNMAP as TP_BAR_UNMAP,
     TP_PCI_INTX as TP_INTX,
+    TP_PCI_ROUTE as TP_ROUTE,
 )
 from vmm.bus import BusError, Device
+from vmm.boot.acpi import PCI_IRQ_ROUTER_BASE, PCI_IRQ_ROUTER_SIZE
 from vmm.memory import IOAPIC_BASE, LAPIC_BASE, PCI_MMIO_BASE
 from vmm.vm import IDENTITY_MAP_ADDR, Vm
 from vmm.locks import ordered_lock, ordered_rlock
@@ -137,6 +147,10 @@ BAR_MEM64 = "mem64"
 INTA, INTB, INTC, INTD = 1, 2, 3, 4
 PIN_NAMES = {0: "none", INTA: "INTA", INTB: "INTB", INTC: "INTC", INTD: "INTD"}
 INTX_GSI_BASE = 16                 # I/O APIC pins 16-19
+NR_LINKS = 4                       # PCI interrupt links LNKA-LNKD (PIC mode)
+PIRQ_DISABLED = 0x80               # PIIX PIRQRC: bit 7 "routing disabled", bits 3:0 the IRQ
+PIRQ_IRQ_MASK = 0x0F
+PIRQ_VALID_IRQS = frozenset((3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15))
 
 # ---------------------------------------------------------------- firmware windows
 PCI_IO_BASE = 0xC000
@@ -434,8 +448,15 @@ class PciBus:
         self.config_address = 0
         self._config_lock = ordered_rlock("pci.config")
         self._intx_lock = ordered_lock("pci.intx")
-        self._asserted: dict[int, set[int]] = {}    # gsi -> devfns driving it
+        self._asserted: dict[int, set[int]] = {}    # link 0..3 -> devfns asserting a pin on it
         self._lines: dict = {}                       # gsi -> the bus's IrqLine to it
+        self._driven: dict[int, bool] = {}           # gsi -> True while the bus drives it high
+        # The interrupt model (PciIrqRouter; ACPI \\_PIC) and the links' routes.  APIC until
+        # told otherwise: Linux evaluates \\_PIC before it enables any PCI interrupt (with 0
+        # under "noapic"), and guests without ACPI (or our kit guests) use GSIs 16-19.
+        self.picf = 1
+        self.pic_mode = False
+        self.pirq = [PIRQ_DISABLED] * NR_LINKS
         self._io_next = PCI_IO_BASE
         self._mmio_next = PCI_MMIO_BASE
 
@@ -452,32 +473,105 @@ class PciBus:
         """(slot, pin, gsi) for every slot and pin: what an ACPI _PRT or MP table would list."""
         return [(s, p, self.intx_gsi(s, p)) for s in range(NR_SLOTS) for p in (INTA, INTB, INTC, INTD)]
 
+    @staticmethod
+    def intx_link(slot: int, pin: int) -> int:
+        """The interrupt link (0 = LNKA .. 3 = LNKD) that INTx pin ``pin`` of ``slot`` is
+        wired to: the same swizzle, so link n is what APIC mode routes to GSI 16 + n."""
+        return PciBus.intx_gsi(slot, pin) - INTX_GSI_BASE
+
+    def _link_target(self, link: int) -> int | None:
+        """Intx lock held: the GSI link ``link`` drives in the current interrupt model."""
+        if not self.pic_mode:
+            return INTX_GSI_BASE + link
+        value = self.pirq[link]
+        irq = value & PIRQ_IRQ_MASK
+        if value & PIRQ_DISABLED or irq not in PIRQ_VALID_IRQS:
+            return None
+        return irq
+
+    def _drive_links(self) -> None:
+        """Intx lock held: drive every GSI a link targets with the OR of its links' pins,
+        and lower the ones no link targets any more (a model switch or a reprogrammed link)."""
+        want: dict[int, bool] = {}
+        for link in range(NR_LINKS):
+            gsi = self._link_target(link)
+            if gsi is not None:
+                want[gsi] = want.get(gsi, False) or bool(self._asserted.get(link))
+        for gsi in sorted(set(want) | set(self._driven)):
+            level = want.get(gsi, False)
+            if self._driven.get(gsi, False) != level:
+                line = self._lines.get(gsi)
+                if line is None:
+                    line = self._lines[gsi] = self.vm.irqchip.line(gsi, "pci-intx")
+                line.set(level)
+                if level:
+                    self._driven[gsi] = True
+                else:
+                    self._driven.pop(gsi, None)
+
     def _update_intx(self, dev: PciDevice) -> None:
         pin = dev.interrupt_pin
         if not pin or dev.devfn is None:
             return
-        gsi = self.intx_gsi(dev.devfn >> 3, pin)
+        link = self.intx_link(dev.devfn >> 3, pin)
         with self._intx_lock:
             asserted = dev.intx_level and not dev.command & PCI_COMMAND_INTX_DISABLE and dev.bus is self
-            members = self._asserted.setdefault(gsi, set())
-            before = bool(members)
+            members = self._asserted.setdefault(link, set())
             was = dev.devfn in members
             if asserted:
                 members.add(dev.devfn)
             else:
                 members.discard(dev.devfn)
-            after = bool(members)
             if TP_INTX.enabled and was != asserted:
-                TP_INTX.emit(bdf=dev.bdf, pin=PIN_NAMES[pin], gsi=gsi, level=int(asserted), line=int(after))
-            if before != after:
-                line = self._lines.get(gsi)
-                if line is None:
-                    line = self._lines[gsi] = self.vm.irqchip.line(gsi, "pci-intx")
-                line.set(after)
+                gsi = self._link_target(link)
+                TP_INTX.emit(bdf=dev.bdf, pin=PIN_NAMES[pin], gsi=gsi if gsi is not None else "none",
+                             level=int(asserted), line=int(bool(members)))
+            self._drive_links()
 
     def gsi_level(self, gsi: int) -> bool:
+        """Whether the bus drives ``gsi`` high now."""
         with self._intx_lock:
-            return bool(self._asserted.get(gsi))
+            return self._driven.get(gsi, False)
+
+    # ------------------------------------------------------------ the interrupt model and links
+    def set_interrupt_model(self, value: int) -> None:
+        """\\_PIC's argument (ACPI §5.8.1): 0 the 8259s, 1 the I/O APIC (2, SAPIC, counts as
+        APIC).  PIC mode routes each link to its programmed ISA IRQ; APIC mode to GSI 16 + n."""
+        with self._config_lock:
+            with self._intx_lock:
+                self.picf = value & 0xFF
+                self.pic_mode = self.picf == 0
+                self._drive_links()
+                targets = [self._link_target(n) for n in range(NR_LINKS)]
+            self._firmware_lines()
+        if TP_ROUTE.enabled:
+            TP_ROUTE.emit(reg="model " + ("pic" if self.pic_mode else "apic"), value=value & 0xFF, targets=targets)
+
+    def set_link(self, link: int, value: int) -> None:
+        """A link's PIIX-style PIRQ route register: bit 7 disables, bits 3:0 the ISA IRQ
+        (one of 3-7, 9-12, 14, 15, as PIIX's PIRQRC; anything else routes nowhere)."""
+        with self._config_lock:
+            with self._intx_lock:
+                self.pirq[link] = value & (PIRQ_DISABLED | PIRQ_IRQ_MASK)
+                self._drive_links()
+                targets = [self._link_target(n) for n in range(NR_LINKS)]
+            self._firmware_lines()
+        if TP_ROUTE.enabled:
+            TP_ROUTE.emit(reg=f"link {'ABCD'[link]}", value=value & 0xFF, targets=targets)
+
+    def _firmware_lines(self) -> None:
+        """Config lock held: the interrupt-line registers say what firmware would have
+        written for the model: the GSI in APIC mode, the link's IRQ in PIC mode (left as
+        it was while the link is disabled)."""
+        for dev in self.devices.values():
+            pin = dev.interrupt_pin
+            if not pin:
+                continue
+            link = self.intx_link(dev.devfn >> 3, pin)
+            with self._intx_lock:
+                target = self._link_target(link)
+            if target is not None:
+                dev.config[PCI_INTERRUPT_LINE] = target
 
     # ------------------------------------------------------------ plugging
     def plug(self, dev: PciDevice, slot: int | None = None, function: int = 0) -> PciDevice:
@@ -712,14 +806,41 @@ class _ConfigDataPort:
         self.write = bus.config_write
 
 
+class PciIrqRouter:
+    """The interrupt model and link registers the DSDT's \\_PIC and LNKA-LNKD use
+    (vmm/boot/acpi.py ``pic_model``/``pci_link_devices``), at PCI_IRQ_ROUTER_BASE:
+
+        +0     PICF   \\_PIC's argument: 0 PIC, 1 APIC (reset: 1); reads back
+        +1..4  PRQA-D a link's route, PIIX PIRQRC[A:D]: bit 7 disabled (reset: 0x80), 3:0 IRQ
+    """
+
+    def __init__(self, bus: PciBus):
+        self.bus = bus
+
+    def read(self, offset: int, size: int) -> int:
+        regs = bytes([self.bus.picf, *self.bus.pirq])
+        return int.from_bytes(regs[offset:offset + size].ljust(size, b"\xff"), "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        for i in range(size):
+            off, byte = offset + i, (value >> (8 * i)) & 0xFF
+            if off == 0:
+                self.bus.set_interrupt_model(byte)
+            elif off <= NR_LINKS:
+                self.bus.set_link(off - 1, byte)
+
+
 def attach_pci(vm: Vm) -> PciBus:
-    """Create bus 0 with its host bridge and claim 0xCF8-0xCFF."""
+    """Create bus 0 with its host bridge and claim 0xCF8-0xCFF, and the interrupt
+    router's ports."""
     bus = PciBus(vm)
     bus.plug(PciHostBridge(), slot=0)
     vm.pio_bus.register(CONFIG_ADDRESS, 4, _ConfigAddressPort(bus), "pci-config-address")
     vm.pio_bus.register(CONFIG_DATA, 4, _ConfigDataPort(bus), "pci-config-data")
+    vm.pio_bus.register(PCI_IRQ_ROUTER_BASE, PCI_IRQ_ROUTER_SIZE, PciIrqRouter(bus), "pci-irq-router")
     return bus
 
 
-__all__ = ["PciBus", "PciDevice", "PciBar", "PciHostBridge", "PciError", "FnRegion", "attach_pci", "bdf_str",
+__all__ = ["PciBus", "PciDevice", "PciBar", "PciHostBridge", "PciIrqRouter", "PciError", "FnRegion", "attach_pci",
+           "bdf_str",
            "BAR_IO", "BAR_MEM32", "BAR_MEM64", "INTA", "INTB", "INTC", "INTD"]

@@ -44,6 +44,7 @@ TP_TESTDEV_GSI = T.point("testdev.gsi", "gsi={gsi} level={level}")
 # devices/acpi_pm.py
 TP_ACPI_SLEEP = T.point("acpi.sleep", "value={value:#x} slp_typ={slp_typ} slp_en={slp_en} action={action}")
 TP_ACPI_RESET = T.point("acpi.reset", "value={value:#x} action={action}")
+TP_ACPI_SCI = T.point("acpi.sci", "level={level} sts={sts:#x} en={en:#x}")
 
 # devices/ioapic.py
 TP_IOAPIC_RTE = T.point("ioapic.rte", "pin={pin} vector={vector:#x} mode={mode} dest={dest} level={level} "
@@ -58,6 +59,7 @@ TP_PCI_BAR_MAP = T.point("pci.bar.map", "bdf={bdf} bar={bar} kind={kind} addr={a
                                         "result={result}")
 TP_PCI_BAR_UNMAP = T.point("pci.bar.unmap", "bdf={bdf} bar={bar} kind={kind} addr={addr:#x} size={size:#x}")
 TP_PCI_INTX = T.point("pci.intx", "bdf={bdf} pin={pin} gsi={gsi} level={level} line={line}")
+TP_PCI_ROUTE = T.point("pci.route", "{reg} value={value:#x} targets={targets}")
 
 # devices/msi.py
 TP_PCI_MSI_CONFIG = T.point("pci.msi.config", "bdf={bdf} enable={enable} count={count} addr={addr:#x} data={data:#x} "

@@ -353,6 +353,7 @@ def _pc_devices(m: Machine) -> None:
     m.pc = attach_pc_devices(m.vm, com1, pci=m.spec.pci,
                              debugcon_out=m.debugcon.write if m.debugcon.enabled else None)
     m.on_close(m.pc.serial.stop)            # its character-timeout timer
+    m.on_close(m.pc.acpi_pm.stop)           # its PM timer's SCI timer
     if m.pc.pit is not None:
         m.on_close(m.pc.pit.stop)           # its timer thread, before the VM it pulses closes
 

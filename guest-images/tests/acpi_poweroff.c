@@ -1,17 +1,19 @@
 /*
  * acpi_poweroff: finds the VMM's ACPI tables the way an OS does and powers
- * off through them (ACPI 6.x, hardware-reduced ACPI).
+ * off through them (ACPI 6.x, a full, not hardware-reduced, ACPI platform).
  *
  *   RSDP (hvm_start_info.rsdp_paddr; §5.2.5.3: signature, both checksums,
  *   revision 2) -> XSDT (§5.2.8) -> every table's checksum -> FADT (§5.2.9:
- *   HW_REDUCED_ACPI, RESET_REG_SUP, sleep control/status and reset registers
- *   in System I/O space) -> DSDT (X_DSDT: the \_S5_ package's first element
- *   is SLP_TYPa) -> MADT (§5.2.12: one enabled Processor Local APIC per vCPU,
- *   APIC id = index, and an I/O APIC at 0xfec00000).
+ *   not HW_REDUCED_ACPI, RESET_REG_SUP, SCI_INT 9, SMI_CMD 0, the PM1a event
+ *   and control blocks and the PM timer in System I/O space, X_FIRMWARE_CTRL
+ *   -> a 64-byte aligned FACS (§5.2.10)) -> DSDT (X_DSDT: the \_S5_ package's
+ *   first element is SLP_TYPa) -> MADT (§5.2.12: one enabled Processor Local
+ *   APIC per vCPU, APIC id = index, an I/O APIC at 0xfec00000, and the SCI's
+ *   interrupt source override ISA 9 -> GSI 9, level, active high).
  *
  * Command line: cpus=N (the number of LAPIC entries to expect, default 1);
  * noacpi: expect rsdp_paddr == 0 (vmm run --no-acpi) and pass.
- * After "PASS" it writes SLP_TYPa << 2 | SLP_EN to the sleep control register,
+ * After "PASS" it writes SLP_TYPa << 10 | SLP_EN to PM1a_CNT (§4.8.3.2.1),
  * so the exit status 0 comes from the VMM's ACPI poweroff, not from the
  * debug-exit port.  acpi_reset.c builds this with ACPI_DO_RESET=1: it writes
  * the FADT's RESET_VALUE to RESET_REG instead (exit 80).
@@ -56,11 +58,26 @@ struct __attribute__((packed)) acpi_gas {		/* §5.2.3.2 */
 
 struct __attribute__((packed)) acpi_fadt {		/* §5.2.9, the fields we use */
 	struct acpi_header header;
-	uint8_t fields_36_to_111[112 - 36];
+	uint32_t firmware_ctrl;		/* 36 */
+	uint32_t dsdt;			/* 40 */
+	uint8_t reserved0, pm_profile;	/* 44 */
+	uint16_t sci_int;		/* 46 */
+	uint32_t smi_cmd;		/* 48 */
+	uint8_t fields_52_to_55[4];
+	uint32_t pm1a_evt_blk;		/* 56 */
+	uint32_t pm1b_evt_blk;		/* 60 */
+	uint32_t pm1a_cnt_blk;		/* 64 */
+	uint32_t pm1b_cnt_blk;		/* 68 */
+	uint32_t pm2_cnt_blk;		/* 72 */
+	uint32_t pm_tmr_blk;		/* 76 */
+	uint32_t gpe0_blk, gpe1_blk;	/* 80 */
+	uint8_t pm1_evt_len, pm1_cnt_len, pm2_cnt_len, pm_tmr_len;	/* 88 */
+	uint8_t fields_92_to_111[112 - 92];
 	uint32_t flags;			/* offset 112 */
 	struct acpi_gas reset_reg;	/* 116 */
 	uint8_t reset_value;		/* 128 */
-	uint8_t fields_129_to_139[140 - 129];
+	uint8_t fields_129_to_131[132 - 129];
+	uint64_t x_firmware_ctrl;	/* 132 */
 	uint64_t x_dsdt;		/* 140 */
 	struct acpi_gas x_blocks[8];	/* 148: X_PM1a_EVT_BLK .. X_GPE1_BLK */
 	struct acpi_gas sleep_control;	/* 244 */
@@ -72,10 +89,12 @@ _Static_assert(sizeof(struct acpi_fadt) == 276, "FADT revision 6 is 276 bytes");
 #define FADT_RESET_REG_SUP	(1u << 10)
 #define FADT_HW_REDUCED_ACPI	(1u << 20)
 #define GAS_SYSTEM_IO		1
-#define SLP_EN			(1u << 5)	/* §4.8.3.7 sleep control register */
-#define SLP_TYP_SHIFT		2
+#define SLP_EN			(1u << 13)	/* §4.8.3.2.1 PM1 control register */
+#define SLP_TYP_SHIFT		10
+#define SCI_EN			(1u << 0)
 #define MADT_LOCAL_APIC		0
 #define MADT_IO_APIC		1
+#define MADT_INT_OVERRIDE	2
 
 static uint8_t sum(const void *p, size_t n)
 {
@@ -163,7 +182,7 @@ void kit_main(void)
 	const struct acpi_rsdp *rsdp;
 	const struct acpi_header *xsdt, *madt = NULL;
 	const struct acpi_fadt *fadt = NULL;
-	unsigned ncpus = 0, nioapics = 0;
+	unsigned ncpus = 0, nioapics = 0, noverrides = 0;
 	int slp_typ;
 
 	printf("acpi_poweroff: ACPI tables, then %s through them\n", ACPI_DO_RESET ? "reset" : "poweroff");
@@ -199,14 +218,26 @@ void kit_main(void)
 	KIT_ASSERT(fadt && madt);
 
 	KIT_ASSERT(fadt->header.revision >= 6 && fadt->header.length >= sizeof(*fadt));
-	KIT_ASSERT(fadt->flags & FADT_HW_REDUCED_ACPI);
+	KIT_ASSERT(!(fadt->flags & FADT_HW_REDUCED_ACPI));
 	KIT_ASSERT(fadt->flags & FADT_RESET_REG_SUP);
-	KIT_ASSERT(fadt->sleep_control.space_id == GAS_SYSTEM_IO && fadt->sleep_control.address);
-	KIT_ASSERT(fadt->sleep_status.space_id == GAS_SYSTEM_IO && fadt->sleep_status.address);
 	KIT_ASSERT(fadt->reset_reg.space_id == GAS_SYSTEM_IO && fadt->reset_reg.address);
-	printf("acpi: FADT HW_REDUCED_ACPI sleep control %#lx status %#lx reset %#lx value %#x\n",
-	       fadt->sleep_control.address, fadt->sleep_status.address,
+	KIT_ASSERT(fadt->sci_int == 9 && fadt->smi_cmd == 0);
+	KIT_ASSERT(fadt->pm1a_evt_blk && fadt->pm1_evt_len == 4);
+	KIT_ASSERT(fadt->pm1a_cnt_blk && fadt->pm1_cnt_len == 2);
+	KIT_ASSERT(fadt->pm_tmr_blk && fadt->pm_tmr_len == 4);
+	KIT_ASSERT(inw((uint16_t)fadt->pm1a_cnt_blk) & SCI_EN);	/* no SMM: always in ACPI mode */
+	printf("acpi: FADT SCI_INT %u PM1a_EVT %#x PM1a_CNT %#x PM_TMR %#x reset %#lx value %#x\n",
+	       fadt->sci_int, fadt->pm1a_evt_blk, fadt->pm1a_cnt_blk, fadt->pm_tmr_blk,
 	       fadt->reset_reg.address, fadt->reset_value);
+	{
+		const char *facs = (const char *)(uintptr_t)fadt->x_firmware_ctrl;
+		uint32_t len;
+
+		KIT_ASSERT(fadt->x_firmware_ctrl && !(fadt->x_firmware_ctrl & 63) && !fadt->firmware_ctrl);
+		memcpy(&len, facs + 4, 4);
+		KIT_ASSERT(!memcmp(facs, "FACS", 4) && len == 64);
+		printf("acpi: FACS at %#lx len %u version %u\n", fadt->x_firmware_ctrl, len, (unsigned)facs[32]);
+	}
 
 	slp_typ = s5_slp_typ(table(fadt->x_dsdt, "DSDT"));
 	if (slp_typ < 0 || slp_typ > 7)
@@ -234,11 +265,21 @@ void kit_main(void)
 			printf("acpi: MADT IOAPIC id %u addr %#x gsi_base %u\n", e[2], addr, gsi_base);
 			KIT_ASSERT(addr == 0xfec00000 && gsi_base == 0);
 			nioapics++;
+		} else if (e[0] == MADT_INT_OVERRIDE) {
+			uint32_t gsi;
+			uint16_t flags;
+
+			memcpy(&gsi, e + 4, 4);
+			memcpy(&flags, e + 8, 2);
+			printf("acpi: MADT override bus %u irq %u gsi %u flags %#x\n", e[2], e[3], gsi, flags);
+			KIT_ASSERT(e[2] == 0 && e[3] == 9 && gsi == 9 && flags == 0xd);	/* level, high */
+			noverrides++;
 		}
 		off += e[1];
 	}
 	if (ncpus != want_cpus || nioapics != 1)
 		kit_fail("MADT: %u CPUs and %u I/O APICs, expected %lu and 1", ncpus, nioapics, want_cpus);
+	KIT_ASSERT(noverrides == 1);
 	printf("acpi: MADT %u CPUs ok\n", ncpus);
 	printf("PASS\n");
 
@@ -246,9 +287,10 @@ void kit_main(void)
 		printf("acpi: writing %#x to RESET_REG %#lx\n", fadt->reset_value, fadt->reset_reg.address);
 		outb((uint16_t)fadt->reset_reg.address, fadt->reset_value);
 	} else {
-		printf("acpi: writing SLP_TYP=%d|SLP_EN to SLEEP_CONTROL_REG %#lx\n",
-		       slp_typ, fadt->sleep_control.address);
-		outb((uint16_t)fadt->sleep_control.address, (uint8_t)(slp_typ << SLP_TYP_SHIFT | SLP_EN));
+		/* as Linux's acpi_hw_legacy_sleep: SLP_TYP first, then SLP_TYP | SLP_EN */
+		printf("acpi: writing SLP_TYP=%d|SLP_EN to PM1a_CNT %#x\n", slp_typ, fadt->pm1a_cnt_blk);
+		outw((uint16_t)fadt->pm1a_cnt_blk, (uint16_t)(slp_typ << SLP_TYP_SHIFT));
+		outw((uint16_t)fadt->pm1a_cnt_blk, (uint16_t)(slp_typ << SLP_TYP_SHIFT | SLP_EN));
 	}
 	for (volatile int i = 0; i < 100000; i++)	/* give the VMM time */
 		;

@@ -97,8 +97,9 @@ def test_linux_finds_the_pci_devices_through_acpi(linux_guest):
     assert len(xen) == 1 and len(testdev) == 1, devices
     # Before pci_enable_device the irq file holds the interrupt-line register (which
     # devices/pci.py fills with the GSI); after it, the Linux IRQ ACPI mapped the _PRT's GSI
-    # to.  A HW-reduced platform has no legacy PIC, so Linux numbers I/O APIC IRQs
-    # dynamically (IOAPIC_DOMAIN_DYNAMIC): the IRQ is not the GSI, its hwirq is.
+    # to.  With the legacy PIC (a full ACPI platform) the first I/O APIC's domain is
+    # IOAPIC_DOMAIN_LEGACY: IRQ = GSI below 16, dynamic above, so for GSIs 16-19 the IRQ
+    # need not be the GSI; its hwirq is.
     # "PCIIRQ <bdf> <irq> [<chip_name> <hwirq> <type>]"
     irqs = {f[1]: f[2:] for f in (line.split() for line in out.splitlines()) if f[:1] == ["PCIIRQ"]}
     assert irqs["0000:00:00.0"][0] == "0"                 # the host bridge has no INTx pin

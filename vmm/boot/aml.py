@@ -15,6 +15,14 @@ Packages nest: an element given as bytes is an already-encoded term, so
 
 Integers are encoded in the smallest form (§20.2.3), strings as StringPrefix
 ... NUL.  Nothing here evaluates AML: it is write-only.
+
+Control methods (§20.2.5.2 ``method``, §20.2.5.3 statements, §20.2.5.4
+expressions) cover what the PC's interrupt model needs (vmm/boot/acpi.py: \\_PIC,
+the PCI interrupt link devices): ``method``, ``if_``/``else_``, ``return_``,
+``store``, ``and_``/``or_``, ``lless``, ``create_dword_field``, ``arg(n)``,
+``local(n)``, and ``operation_region``/``field`` to reach a port.  Where an
+operand is a name, pass ``ref("NAME")`` (an encoded NameString); ints are
+integers, as elsewhere.
 """
 
 from __future__ import annotations
@@ -37,8 +45,27 @@ NAME_OP = 0x08              # DefName   := NameOp NameString DataRefObject
 SCOPE_OP = 0x10             # DefScope  := ScopeOp PkgLength NameString TermList
 BUFFER_OP = 0x11            # DefBuffer := BufferOp PkgLength BufferSize ByteList
 PACKAGE_OP = 0x12           # DefPackage := PackageOp PkgLength NumElements PackageElementList
+METHOD_OP = 0x14            # DefMethod := MethodOp PkgLength NameString MethodFlags TermList
 EXT_OP_PREFIX = 0x5B
 DEVICE_OP = 0x82            # DefDevice := ExtOpPrefix DeviceOp PkgLength NameString TermList
+OP_REGION_OP = 0x80         # DefOpRegion := ExtOpPrefix OpRegionOp NameString RegionSpace RegionOffset RegionLen
+FIELD_OP = 0x81             # DefField := ExtOpPrefix FieldOp PkgLength NameString FieldFlags FieldList
+REGION_SYSTEM_IO = 0x01     # RegionSpace (§19.6.100 OperationRegion): SystemIO
+FIELD_BYTE_ACC = 0x01       # FieldFlags bits 3:0 AccessType ByteAcc; bit 4 NoLock (0); bits 6:5 Preserve (0)
+# §20.2.6 Data/Local/Arg objects
+LOCAL0_OP = 0x60
+ARG0_OP = 0x68
+# §20.2.5.3 Statement opcodes, §20.2.5.4 Expression opcodes
+IF_OP = 0xA0                # DefIfElse := IfOp PkgLength Predicate TermList DefElse
+ELSE_OP = 0xA1
+RETURN_OP = 0xA4
+STORE_OP = 0x70             # DefStore := StoreOp TermArg SuperName
+AND_OP = 0x7B               # DefAnd := AndOp Operand Operand Target
+OR_OP = 0x7D
+LEQUAL_OP = 0x93
+LLESS_OP = 0x95
+CREATE_DWORD_FIELD_OP = 0x8A   # DefCreateDWordField := CreateDWordFieldOp SourceBuff ByteIndex NameString
+NULL_NAME = 0x00            # Target: none
 # §6.4.2 Small Resource Data Type: tag byte = item name << 3 | length
 IRQ_TAG = 0x22              # §6.4.2.1 IRQ Descriptor, 2 bytes follow (IRQNoFlags)
 IO_TAG = 0x47               # §6.4.2.5 I/O Port Descriptor, 7 bytes follow
@@ -46,6 +73,12 @@ END_TAG = 0x79              # §6.4.2.9 End Tag, 1 byte (checksum) follows
 IO_DECODE16 = 0x01          # I/O descriptor information bit 0: 16-bit address decode
 # §6.4.3 Large Resource Data Type: tag byte = 0x80 | item name, then a 16-bit length
 DWORD_ADDRESS_TAG = 0x87    # §6.4.3.5.2 DWord Address Space Descriptor, 23 bytes follow
+EXT_IRQ_TAG = 0x89          # §6.4.3.6 Extended Interrupt Descriptor
+# ... its Interrupt Vector Flags (byte 3)
+EXT_IRQ_CONSUMER = 1 << 0   # ResourceConsumer
+EXT_IRQ_EDGE = 1 << 1       # _HE: 1 edge, 0 level
+EXT_IRQ_ACTIVE_LOW = 1 << 2  # _LL
+EXT_IRQ_SHARED = 1 << 3     # _SHR
 WORD_ADDRESS_TAG = 0x88     # §6.4.3.5.3 Word Address Space Descriptor, 13 bytes follow
 # Address space descriptors: Resource Type (byte 3)
 ADDRESS_MEMORY = 0
@@ -241,3 +274,130 @@ def resource_template(*descriptors: bytes) -> bytes:
     """ResourceTemplate() {descriptors}: a Buffer ending with an End Tag
     (§6.4.2.9) whose checksum byte is 0 ("treat as correct")."""
     return buffer(b"".join(descriptors) + bytes([END_TAG, 0]))
+
+
+# ---------------------------------------------------------------- control methods
+def ref(path: str) -> bytes:
+    """A name used as an operand (a NameString: §20.2.2), e.g. ``store(arg(0), ref("PICF"))``."""
+    return name_string(path)
+
+
+def arg(n: int) -> bytes:
+    """ArgN (§20.2.6.1), 0..6."""
+    if not 0 <= n <= 6:
+        raise ValueError(f"Arg{n}: 0..6")
+    return bytes([ARG0_OP + n])
+
+
+def local(n: int) -> bytes:
+    """LocalN (§20.2.6.2), 0..7."""
+    if not 0 <= n <= 7:
+        raise ValueError(f"Local{n}: 0..7")
+    return bytes([LOCAL0_OP + n])
+
+
+def _operand(value: int | bytes) -> bytes:
+    return integer(value) if isinstance(value, int) and not isinstance(value, bool) else bytes(value)
+
+
+def method(path: str, nargs: int, *terms: bytes, serialized: bool = False) -> bytes:
+    """Method(path, nargs, NotSerialized|Serialized) {terms} — DefMethod (§20.2.5.2);
+    MethodFlags: bits 2:0 ArgCount, bit 3 SerializeFlag, bits 7:4 SyncLevel 0."""
+    if not 0 <= nargs <= 7:
+        raise ValueError(f"a method takes 0..7 arguments, not {nargs}")
+    body = name_string(path) + bytes([nargs | (0x08 if serialized else 0)]) + b"".join(terms)
+    return bytes([METHOD_OP]) + pkg_length(len(body)) + body
+
+
+def return_(value: int | bytes) -> bytes:
+    """Return(value) — DefReturn (§20.2.5.3)."""
+    return bytes([RETURN_OP]) + _operand(value)
+
+
+def store(source: int | bytes, target: bytes) -> bytes:
+    """Store(source, target) — DefStore (§20.2.5.4)."""
+    return bytes([STORE_OP]) + _operand(source) + bytes(target)
+
+
+def _binary(op: int, a: int | bytes, b: int | bytes, target: bytes | None) -> bytes:
+    return bytes([op]) + _operand(a) + _operand(b) + (bytes(target) if target is not None else bytes([NULL_NAME]))
+
+
+def and_(a: int | bytes, b: int | bytes, target: bytes | None = None) -> bytes:
+    """And(a, b[, target]) — DefAnd (§20.2.5.4)."""
+    return _binary(AND_OP, a, b, target)
+
+
+def or_(a: int | bytes, b: int | bytes, target: bytes | None = None) -> bytes:
+    """Or(a, b[, target]) — DefOr (§20.2.5.4)."""
+    return _binary(OR_OP, a, b, target)
+
+
+def lless(a: int | bytes, b: int | bytes) -> bytes:
+    """LLess(a, b) — DefLLess (§20.2.5.4)."""
+    return bytes([LLESS_OP]) + _operand(a) + _operand(b)
+
+
+def lequal(a: int | bytes, b: int | bytes) -> bytes:
+    """LEqual(a, b) — DefLEqual (§20.2.5.4)."""
+    return bytes([LEQUAL_OP]) + _operand(a) + _operand(b)
+
+
+def if_(predicate: int | bytes, *terms: bytes) -> bytes:
+    """If(predicate) {terms} — DefIfElse without its Else (§20.2.5.3)."""
+    body = _operand(predicate) + b"".join(terms)
+    return bytes([IF_OP]) + pkg_length(len(body)) + body
+
+
+def else_(*terms: bytes) -> bytes:
+    """Else {terms} — DefElse, right after an ``if_`` (§20.2.5.3)."""
+    body = b"".join(terms)
+    return bytes([ELSE_OP]) + pkg_length(len(body)) + body
+
+
+def create_dword_field(source: bytes, byte_index: int | bytes, path: str) -> bytes:
+    """CreateDWordField(source, index, name) — DefCreateDWordField (§20.2.5.2)."""
+    return bytes([CREATE_DWORD_FIELD_OP]) + bytes(source) + _operand(byte_index) + name_string(path)
+
+
+def operation_region_io(path: str, port: int, length: int) -> bytes:
+    """OperationRegion(path, SystemIO, port, length) — DefOpRegion (§20.2.5.2)."""
+    return bytes([EXT_OP_PREFIX, OP_REGION_OP]) + name_string(path) + bytes([REGION_SYSTEM_IO]) \
+        + integer(port) + integer(length)
+
+
+def field(region: str, *units: tuple[str | None, int]) -> bytes:
+    """Field(region, ByteAcc, NoLock, Preserve) {NAME, bits, ...} — DefField (§20.2.5.2).
+    ``units``: (name, bits), a None name is a reserved gap (``, bits``); each NamedField
+    is NameSeg PkgLength(bits), a ReservedField 0x00 PkgLength(bits) (§20.2.5.2 FieldList)."""
+    elements = b""
+    for unit, bits in units:
+        if bits <= 0:
+            raise ValueError(f"field unit {unit!r}: {bits} bits")
+        # The bit count is encoded as a PkgLength whose value is the count itself
+        # (no "+ own size"): pkg_length(n) encodes n + its own length, so undo that.
+        elements += (name_seg(unit) if unit is not None else bytes([NULL_NAME])) + _field_length(bits)
+    body = name_string(region) + bytes([FIELD_BYTE_ACC]) + elements
+    return bytes([EXT_OP_PREFIX, FIELD_OP]) + pkg_length(len(body)) + body
+
+
+def _field_length(bits: int) -> bytes:
+    """A FieldList unit's length: the PkgLength encoding of ``bits`` as a plain value."""
+    if bits < 1 << 6:
+        return bytes([bits])
+    for extra in (1, 2, 3):
+        if bits < 1 << (4 + 8 * extra):
+            return bytes([(extra << 6) | (bits & 0xF)]) + (bits >> 4).to_bytes(extra, "little")
+    raise ValueError(f"field of {bits} bits is too large")
+
+
+def extended_interrupt(*irqs: int, edge: bool = False, active_low: bool = True, shared: bool = True) -> bytes:
+    """Interrupt(ResourceConsumer, Level|Edge, ActiveLow|ActiveHigh, Shared|Exclusive) {irqs}
+    — Extended Interrupt Descriptor (§6.4.3.6): flags, count, one DWord per interrupt
+    number.  The default is a PCI interrupt: level-triggered, active-low, shared."""
+    if not 1 <= len(irqs) <= 255:
+        raise ValueError("an Interrupt descriptor lists 1..255 interrupts")
+    flags = EXT_IRQ_CONSUMER | (EXT_IRQ_EDGE if edge else 0) | (EXT_IRQ_ACTIVE_LOW if active_low else 0) \
+        | (EXT_IRQ_SHARED if shared else 0)
+    body = bytes([flags, len(irqs)]) + b"".join(n.to_bytes(4, "little") for n in irqs)
+    return bytes([EXT_IRQ_TAG]) + len(body).to_bytes(2, "little") + body
