@@ -370,6 +370,16 @@ const char *kit_cmdline(void)
 	return cmdline;
 }
 
+bool kit_cmdline_has(const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *c = cmdline; *c; c++)
+		if ((c == cmdline || c[-1] == ' ') && !memcmp(c, word, n) && (c[n] == ' ' || !c[n]))
+			return true;
+	return false;
+}
+
 static void save_start_info(uint32_t paddr)
 {
 	const struct hvm_start_info *si = (const void *)(uintptr_t)paddr;

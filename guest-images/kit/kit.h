@@ -234,6 +234,7 @@ struct hvm_memmap_table_entry {
 /* Copies taken at boot (the trampoline may overwrite low memory later). */
 const struct hvm_start_info *kit_start_info(void);	/* NULL if magic was bad */
 const char *kit_cmdline(void);				/* "" if none */
+bool kit_cmdline_has(const char *word);			/* WORD is one of its space-separated words */
 
 /* ---- Freestanding libc bits ------------------------------------------------------------------- */
 void *memset(void *d, int c, size_t n);

@@ -100,17 +100,6 @@ static const uint8_t *find_table(const char *sig)
 	kit_fail("no %s table", sig);
 }
 
-static bool cmdline_has(const char *word)
-{
-	const char *c = kit_cmdline();
-	size_t n = strlen(word);
-
-	for (; *c; c++)
-		if ((c == kit_cmdline() || c[-1] == ' ') && !memcmp(c, word, n) && (c[n] == ' ' || !c[n]))
-			return true;
-	return false;
-}
-
 static uint32_t rd32(const uint8_t *p, unsigned off)
 {
 	uint32_t v;
@@ -144,7 +133,7 @@ void kit_main(void)
 	CHECK(!((t0 | t1) >> 24), "PM_TMR wider than 24 bits: %#x %#x", t0, t1);
 	uint32_t ticks = (t1 - t0) & 0xffffff;
 	printf("acpi_sci: PM timer advanced %u ticks in 50 ms of PIT (expect ~%u)\n", ticks, PM_TIMER_HZ / 20);
-	if (cmdline_has("pitref"))
+	if (kit_cmdline_has("pitref"))
 		CHECK(ticks > PM_TIMER_HZ / 20 * 8 / 10 && ticks < PM_TIMER_HZ / 20 * 15 / 10,
 		      "PM timer rate off: %u ticks", ticks);
 	else

@@ -46,23 +46,6 @@ static uint8_t data[1024], want[1024];
 static volatile int irqs, isr_queue, spurious;
 static bool intx, ro;
 
-/* Is WORD one of the space-separated words of S? */
-static bool has_word(const char *s, const char *word)
-{
-	size_t n = strlen(word);
-	for (const char *p = s; *p; ) {
-		size_t k = 0;
-		while (p[k] && p[k] != ' ')
-			k++;
-		if (k == n && memcmp(p, word, n) == 0)
-			return true;
-		p += k;
-		while (*p == ' ')
-			p++;
-	}
-	return false;
-}
-
 static void queue_irq(struct kit_frame *f) { (void)f; irqs++; lapic_eoi(); }
 static void config_irq(struct kit_frame *f) { (void)f; kit_fail("configuration interrupt: status %#x", vdev_status(&dev)); }
 static void intx_irq(struct kit_frame *f)
@@ -120,9 +103,8 @@ static void expect(int got, int want_status, const char *what)
 
 void kit_main(void)
 {
-	const char *cmdline = kit_cmdline();
-	intx = has_word(cmdline, "intx");
-	ro = has_word(cmdline, "ro");
+	intx = kit_cmdline_has("intx");
+	ro = kit_cmdline_has("ro");
 	printf("virtio_blk: virtio-blk on a host file (%s%s)\n", intx ? "INTx" : "MSI-X", ro ? ", read-only" : "");
 	if (!vdev_find(&dev, VIRTIO_ID_BLOCK, 0))
 		kit_fail("no virtio-blk device (run with --drive path=FILE)");

@@ -52,22 +52,6 @@ static volatile int rx_irqs, tx_irqs, line_done;
 static int skipped;
 static bool mrg;
 
-static bool has_word(const char *s, const char *word)
-{
-	size_t n = strlen(word);
-	for (const char *p = s; *p; ) {
-		size_t k = 0;
-		while (p[k] && p[k] != ' ')
-			k++;
-		if (k == n && memcmp(p, word, n) == 0)
-			return true;
-		p += k;
-		while (*p == ' ')
-			p++;
-	}
-	return false;
-}
-
 static void rx_irq(struct kit_frame *f) { (void)f; rx_irqs++; lapic_eoi(); }
 static void tx_irq(struct kit_frame *f) { (void)f; tx_irqs++; lapic_eoi(); }
 static void config_irq(struct kit_frame *f) { (void)f; kit_fail("configuration interrupt: status %#x", vdev_status(&dev)); }
@@ -257,9 +241,8 @@ static void flood(void)
 
 void kit_main(void)
 {
-	const char *cmdline = kit_cmdline();
-	bool flooding = has_word(cmdline, "flood");
-	mrg = !has_word(cmdline, "nomrg");
+	bool flooding = kit_cmdline_has("flood");
+	mrg = !kit_cmdline_has("nomrg");
 	rxsize = mrg && !flooding ? 32 : BIG;
 	printf("virtio_net: virtio-net on a tap (%s, %u-byte receive buffers%s)\n", mrg ? "MRG_RXBUF" : "no MRG_RXBUF",
 	       rxsize, flooding ? ", flood" : "");
