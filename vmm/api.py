@@ -10,9 +10,10 @@ object on one line::
     {"cmd": "shutdown"}                   -> {"ok": true}   (as SIGTERM: Xen guests are asked first)
     anything else                         -> {"ok": false, "error": "one line"}
 
-One thread, ``api-server``, accepts and serves connections one at a time (a client may send
-several requests on one connection); the commands run on it, with the machine's control lock
-(``vm.control``, ARCHITECTURE.md) serialising pause/resume/snapshot.  The socket file is
+The ``api-server`` thread accepts connections; each is served by an ``api-client`` thread of
+its own (a client may send several requests on one connection, and an idle one blocks no
+other); the commands run there, the machine's control lock (``vm.control``, ARCHITECTURE.md)
+serialising pause/resume/snapshot.  The socket file is
 removed when the server stops.  :func:`request` is the client side (``vmm ctl``,
 ``vmm snapshot``).
 """
@@ -75,13 +76,16 @@ class ApiServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return                          # closed by stop()
-            try:
-                with conn:
-                    self._connection(conn)
-            except OSError:
-                pass                            # the client went away
-            except Exception as e:  # noqa: BLE001 - a VMM bug: reported, the server goes on
-                internal_error("api-server", e)
+            threading.Thread(target=self._client, args=(conn,), name="api-client", daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                self._connection(conn)
+        except OSError:
+            pass                                # the client went away
+        except Exception as e:  # noqa: BLE001 - a VMM bug: reported, the server goes on
+            internal_error("api-client", e)
 
     def _connection(self, conn: socket.socket) -> None:
         f = conn.makefile("rwb")

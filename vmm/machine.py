@@ -682,6 +682,9 @@ def restore_builder(path: str, overrides: dict | None = None) -> tuple[MachineBu
             spec = MachineSpec.from_dict(reader.json("spec"))
         except (TypeError, ValueError, KeyError) as e:
             raise SnapshotError(f"{path}: the saved machine spec is not one this vmm builds ({e})") from None
+        # The host's side (where the console goes, tracing) is this run's, not the saved run's.
+        for k in ("serial", "debugcon", "trace", "stats"):
+            setattr(spec, k, MachineSpec.__dataclass_fields__[k].default if k != "trace" else [])
         for k, v in (overrides or {}).items():
             if k not in RESTORE_OPTIONS:
                 raise UserError(f"restore: {k} changes the machine the snapshot recorded")

@@ -5,7 +5,7 @@
 #include "kit.h"
 
 #define TIMER_VECTOR 0x30
-#define LAST 2500
+#define LAST 2500		/* or ticks=N on the command line */
 #define PAGES 16
 
 static volatile unsigned ticks;
@@ -20,13 +20,23 @@ static void timer_handler(struct kit_frame *f)
 
 void kit_main(void)
 {
-	unsigned printed = 0, sum = 0, expect = 0;
+	unsigned printed = 0, sum = 0, expect = 0, last = LAST;
+	const char *arg = kit_cmdline();
+
+	for (; *arg; arg++) {
+		if (!memcmp(arg, "ticks=", 6)) {
+			last = 0;
+			for (arg += 6; *arg >= '0' && *arg <= '9'; arg++)
+				last = last * 10 + (unsigned)(*arg - '0');
+			break;
+		}
+	}
 
 	printf("snapshot_counter: boot\n");
 	kit_set_handler(TIMER_VECTOR, timer_handler);
 	lapic_enable();
 	lapic_timer_periodic(TIMER_VECTOR, 16, 200000);	/* ~3.2 ms */
-	while (printed < LAST) {
+	while (printed < last) {
 		unsigned t = ticks;
 		if (t >= printed + 25) {
 			printed = t - t % 25;
