@@ -362,7 +362,10 @@ class Machine:
             sections["devices"] = {name: part.save() for name, part in snapshot_parts(self)}
             _step("save", "devices", ", ".join(sections["devices"]))
             if self.xen is not None:
-                sections["xen"] = self.xen.save()
+                try:
+                    sections["xen"] = self.xen.save()
+                except ValueError as e:            # a state snapshots don't save yet
+                    raise SnapshotError(f"cannot snapshot this machine: {e}") from None
                 _step("save", "xen", "")
             with SnapshotWriter(path) as w:
                 for name, state in sections.items():
@@ -644,7 +647,7 @@ def snapshot_parts(m: Machine) -> list[tuple[str, object]]:
     pc = m.pc
     parts: list[tuple[str, object]] = []
     for name, dev in (("ioapic", pc.ioapic), ("pic", pc.pic), ("pit", pc.pit), ("rtc", pc.rtc),
-                      ("serial", pc.serial)):
+                      ("serial", pc.serial), ("testdev", pc.testdev)):
         if dev is not None:
             parts.append((name, dev))
     if m.pci is not None:
@@ -720,7 +723,10 @@ def _load_snapshot(m: Machine, reader: SnapshotReader) -> None:
         _step("restore", name, "primary")
     xen_state = reader.json("xen") if m.xen is not None else None
     if m.xen is not None:
-        m.xen.restore(xen_state)
+        try:
+            m.xen.restore(xen_state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise SnapshotError(f"{reader.path}: cannot restore the Xen domain: {e}") from None
         _step("restore", "xen", "primary")
         m.xen.placement_rebuilt()
         _step("restore", "xen.placement", "overlays mapped")
