@@ -144,6 +144,27 @@ class AcpiPm:
                 self._timer.cancel()
                 self._timer = None
 
+    # ------------------------------------------------------------ snapshot (ARCHITECTURE.md "Snapshots")
+    def save(self) -> dict:
+        """Primary: the registers, the PM timer's count (its origin is this host's clock)
+        and TMR_STS's epoch."""
+        with self._lock:
+            return {"ticks": self._ticks(), "sts": self._sts, "en": self._en, "cnt": self._cnt,
+                    "tmr_epoch": self._tmr_epoch}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            # The count goes on from the saved value: move the origin so _ticks() gives it now.
+            self._t0 = self._clock() - state["ticks"] * 1_000_000_000 // PM_TIMER_HZ
+            self._sts, self._en, self._cnt = state["sts"], state["en"], state["cnt"]
+            self._tmr_epoch = state["tmr_epoch"]
+
+    def rebuilt(self) -> None:
+        """Derived: the SCI's level and the TMR_STS timer."""
+        with self._lock:
+            self._sci_level = False
+            self._update_sci(self._ticks())
+
     @property
     def sci_level(self) -> bool:
         with self._lock:

@@ -48,6 +48,7 @@ class PcDevices:
     pit: Pit | None = None           # only with the split irqchip (KVM has its own); stop() at close
     pic: Pic | None = None           # only with the split irqchip (KVM has its own)
     acpi_pm: AcpiPm | None = None    # stop() at close (its PM timer's SCI timer)
+    rtc: CmosRtc | None = None
 
 
 def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = True,
@@ -67,7 +68,8 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     bus.register(I8042_DATA, 1, I8042(I8042_DATA, reset), "i8042")
     bus.register(I8042_COMMAND, 1, I8042(I8042_COMMAND, reset), "i8042")
     bus.register(POST_PORT, 1, PostCode(), "post")
-    bus.register(RTC_BASE, RTC_SIZE, CmosRtc(), "rtc")
+    rtc = CmosRtc()
+    bus.register(RTC_BASE, RTC_SIZE, rtc, "rtc")
     bus.register(DEBUGCON_PORT, 1, DebugCon(debugcon_out), "debugcon")
     bus.register(COM1_BASE, 8, serial, "serial0")
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")
@@ -82,7 +84,7 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
         bus.register(PIT_BASE, PIT_SIZE, pit, "pit")
         bus.register(PORT_B, 1, PortB(pit), "port61")
     pci_bus = attach_pci(vm) if pci else None
-    return PcDevices(serial, testdev, ioapic, pci_bus, pit, pic, acpi_pm)
+    return PcDevices(serial, testdev, ioapic, pci_bus, pit, pic, acpi_pm, rtc)
 
 
 def attach_pic(vm: Vm) -> Pic:

@@ -89,6 +89,30 @@ class IoApic:
             TP_EOI.emit(vector=vector, pins=cleared)
         return cleared
 
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary: the id, IOREGSEL, every RTE (Remote IRR included) and the pins' levels."""
+        with self._lock:
+            return {"id": self.id, "ioregsel": self.ioregsel, "rte": list(self.rte), "level": list(self.level)}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            self.id, self.ioregsel = state["id"], state["ioregsel"]
+            self.rte[:] = state["rte"]
+            self.level[:] = state["level"]
+
+    def rebuilt(self) -> None:
+        """Derived: KVM's routing table mirrors every unmasked RTE (so KVM reports EOIs of
+        level vectors); the irqchip's view of the pins is re-driven by their sources."""
+        with self._lock:
+            rtes = list(enumerate(self.rte))
+        for pin, rte in rtes:
+            if rte & RTE_MASKED:
+                self.irqchip.set_routes(pin, [])
+            else:
+                address, data = self.msi_of(rte)
+                self.irqchip.set_routes(pin, [MsiRoute(pin, address, data)])
+
     # ------------------------------------------------------------ delivery
     @staticmethod
     def msi_of(rte: int) -> tuple[int, int]:

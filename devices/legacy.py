@@ -90,6 +90,24 @@ class TestDev:
             return self.delivered
         return 0
 
+    # snapshot: the registers and the level of each GSI line it drives
+    def save(self) -> dict:
+        return {"addr_lo": self.addr_lo, "addr_hi": self.addr_hi, "delivered": self.delivered,
+                "lines": {str(g): line.level for g, line in self._lines.items()}}
+
+    def restore(self, state: dict) -> None:
+        self.addr_lo, self.addr_hi, self.delivered = state["addr_lo"], state["addr_hi"], state["delivered"]
+        self._saved_lines = {int(g): lvl for g, lvl in state["lines"].items()}
+
+    def rebuilt(self) -> None:
+        """Derived: its lines, driven again at their saved levels."""
+        for gsi, level in getattr(self, "_saved_lines", {}).items():
+            line = self._lines.get(gsi)
+            if line is None:
+                line = self._lines[gsi] = self._irqchip.line(gsi, "testdev")
+            if level:
+                line.set(True)
+
     def write(self, offset: int, size: int, value: int) -> None:
         if offset == 0x0:
             self.addr_lo = value & 0xFFFFFFFF

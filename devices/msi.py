@@ -160,6 +160,21 @@ class MsiCapability:
         self.vectors: list = []          # MsiVector per vector while plugged
         self._told: list = []            # the (address, data, masked) each vector was last told
         self._traced: tuple = ()
+        dev.state_parts.append(self)
+
+    # ------------------------------------------------------------ snapshot (the registers are config space)
+    def save(self) -> dict:
+        with self._lock:
+            return {"pending": self.pending}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            self.pending = state["pending"]
+
+    def rebuilt(self) -> None:
+        """Config lock held: enable, message and masks from the restored config space, told
+        to the irqchip (a pending message on an unmasked vector is sent)."""
+        self._config_written(0, 0)
 
     # ------------------------------------------------------------ messages
     def message(self, k: int) -> tuple[int, int]:
@@ -312,6 +327,26 @@ class MsixCapability:
         self.function_masked = False
         self.vectors: list = []
         self._told: list = []
+        dev.state_parts.append(self)
+
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary: the table (messages, per-entry masks) and the PBA; enable and function
+        mask are config space."""
+        with self._lock:
+            return {"table": bytes(self.table), "pba": self.pba}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            self.table[:] = state["table"]
+            self.pba = state["pba"]
+
+    def rebuilt(self) -> None:
+        """Config lock held: enable/function mask from config space, every entry told to the
+        irqchip."""
+        self._config_written(0, 0)
+        with self._lock:
+            self._sync_all_locked()
 
     # ------------------------------------------------------------ entries
     def entry(self, e: int) -> tuple[int, int, bool]:

@@ -246,6 +246,9 @@ class PciDevice:
         self.bus: PciBus | None = None
         self.devfn: int | None = None
         self.intx_level = False        # the device's own INTx output (before INTx-disable)
+        # Parts with state of their own that snapshots save with the function (the MSI/MSI-X
+        # capability models): each has save() -> dict, restore(state), rebuilt().
+        self.state_parts: list = []
         self._set16(PCI_VENDOR_ID, vendor_id)
         self._set16(PCI_DEVICE_ID, device_id)
         self.config[PCI_REVISION_ID] = revision & 0xFF
@@ -411,6 +414,42 @@ class PciDevice:
         changes to config bytes the guest may be writing too (MSI mask bits)."""
         return self.bus._config_lock if self.bus is not None else contextlib.nullcontext()
 
+    # ------------------------------------------------------------ snapshot (ARCHITECTURE.md "Snapshots")
+    def save(self) -> dict:
+        """Primary: config space (BAR addresses, command, capabilities' registers), the INTx
+        output, the capability models' own state, and the device's (``save_device``)."""
+        with self.config_lock():
+            return {"config": bytes(self.config), "intx": self.intx_level,
+                    "parts": [p.save() for p in self.state_parts], "device": self.save_device()}
+
+    def restore(self, state: dict) -> None:
+        with self.config_lock():
+            if len(state["config"]) != len(self.config) or len(state["parts"]) != len(self.state_parts):
+                raise ValueError(f"{self.name}: the saved function has another layout")
+            self.config[:] = state["config"]
+            self.intx_level = state["intx"]
+            for p, s in zip(self.state_parts, state["parts"]):
+                p.restore(s)
+            self.restore_device(state["device"])
+
+    def rebuilt(self) -> None:
+        """Derived: the BARs' mappings on the buses (and their ioeventfds) from the BAR
+        registers and decode enables; the MSI/MSI-X vectors told to the irqchip; INTx driven."""
+        if self.bus is None:
+            return
+        with self.config_lock():
+            self.bus._update_mappings(self)
+            for p in self.state_parts:
+                p.rebuilt()
+            self.bus._update_intx(self)
+
+    def save_device(self) -> dict | None:
+        """Hook: the device model's own state beyond config space (None: it has none)."""
+        return None
+
+    def restore_device(self, state) -> None:
+        """Hook: put back what ``save_device`` returned."""
+
     def unplugged(self) -> None:
         """Hook: the function left its bus (config lock held).  Stop device threads here."""
 
@@ -527,6 +566,24 @@ class PciBus:
                 TP_INTX.emit(bdf=dev.bdf, pin=PIN_NAMES[pin], gsi=gsi if gsi is not None else "none",
                              level=int(asserted), line=int(bool(members)))
             self._drive_links()
+
+    def save(self) -> dict:
+        """Primary: CONFIG_ADDRESS, which slots are taken (the functions save themselves),
+        the interrupt model (\\_PIC) and the links' route registers."""
+        with self._config_lock:
+            with self._intx_lock:
+                return {"config_address": self.config_address, "devfns": sorted(self.devices),
+                        "picf": self.picf, "pirq": list(self.pirq)}
+
+    def restore(self, state: dict) -> None:
+        with self._config_lock:
+            if sorted(self.devices) != state["devfns"]:
+                raise ValueError(f"the PCI functions differ: saved {state['devfns']}, built {sorted(self.devices)}")
+            self.config_address = state["config_address"]
+            with self._intx_lock:
+                self.picf = state["picf"]
+                self.pic_mode = self.picf == 0
+                self.pirq[:] = state["pirq"]
 
     def gsi_level(self, gsi: int) -> bool:
         """Whether the bus drives ``gsi`` high now."""

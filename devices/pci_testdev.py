@@ -123,6 +123,20 @@ class PciTestDev(PciDevice):
         self.msix = MsixCapability(self, MSIX_ENTRIES, MSIX_BAR, MSIX_TABLE_OFFSET, MSIX_BAR, MSIX_PBA_OFFSET,
                                    on_enable_change=self._msi_enable_changed)
 
+    # ------------------------------------------------------------ snapshot
+    def save_device(self) -> dict:
+        """The registers and counters; a running burst timer is not saved (it stops: the
+        guest sees a shorter burst)."""
+        with self._lock:
+            return {"level": self.level, "asserts": self.asserts, "scratch": self.scratch, "count": self.count,
+                    "period_us": self.period_us, "counters": dict(self.counters), "dropped": self.dropped}
+
+    def restore_device(self, state: dict) -> None:
+        with self._lock:
+            for k in ("level", "asserts", "scratch", "count", "period_us", "dropped"):
+                setattr(self, k, state[k])
+            self.counters.update(state["counters"])
+
     # ------------------------------------------------------------ INTx
     def _drive_intx_locked(self) -> None:
         """Device lock held: the pin follows the request unless MSI or MSI-X is on."""

@@ -227,6 +227,25 @@ class Pic:
     def attach_output(self, raise_: Callable[[], None]) -> None:
         self._raise = raise_
 
+    # ------------------------------------------------------------ snapshot (ARCHITECTURE.md "Snapshots")
+    def save(self) -> dict:
+        """Primary: both chips' registers (IRR, ISR, IMR, ELCR, ICW state, pin levels) and INT."""
+        with self._lock:
+            return {"chips": [dict(vars(c)) for c in self.chips], "int": self._int}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            for chip, s in zip(self.chips, state["chips"]):
+                vars(chip).update(s)
+            self._int = state["int"]
+
+    def rebuilt(self) -> None:
+        """Derived: a pending INT asks vCPU 0 for an interrupt window again (ExtINT injector)."""
+        with self._lock:
+            level = self._int
+        if level and self._raise is not None:
+            self._raise()
+
     def _update(self) -> bool:
         """Lock held: the cascade, then INT.  True if INT rose."""
         master, slave = self.chips

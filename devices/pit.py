@@ -439,6 +439,29 @@ class Pit:
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
 
+    # ------------------------------------------------------------ snapshot (ARCHITECTURE.md "Snapshots")
+    def save(self) -> dict:
+        """Primary: every channel's registers and its times (host monotonic ns: a restore on
+        the same host boot sees the counters as having run meanwhile), port 0x61."""
+        with self._cv:
+            now = self._clock()
+            for ch in self.channels:
+                ch.sync(now)
+            return {"channels": [dict(vars(ch)) for ch in self.channels], "p61": self._p61,
+                    "refresh": self._refresh, "edges": self.edges}
+
+    def restore(self, state: dict) -> None:
+        with self._cv:
+            for ch, s in zip(self.channels, state["channels"]):
+                vars(ch).update({k: tuple(v) if isinstance(v, list) and k in ("_pending",) else v
+                                 for k, v in s.items()})
+            self._p61, self._refresh, self.edges = state["p61"], state["refresh"], state["edges"]
+
+    def rebuilt(self) -> None:
+        """Derived: the timer thread, if channel 0 has an edge to come (counted from now)."""
+        with self._cv:
+            self._channel0_changed(self._clock())
+
     @property
     def timer_running(self) -> bool:
         return self._thread is not None

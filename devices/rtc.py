@@ -93,6 +93,19 @@ class CmosRtc:
             return                      # nonsense from the guest: the clock keeps its time
         self.offset = guest - self._now()
 
+    # -- snapshot (ARCHITECTURE.md "Snapshots"): CMOS RAM, the index, the guest's clock as an offset
+    # from the host's UTC (so the guest's clock keeps running while saved, as a real RTC's battery)
+    def save(self) -> dict:
+        with self._lock:
+            return {"index": self.index, "ram": bytes(self.ram), "offset": self.offset, "frozen": self._frozen}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            self.index = state["index"]
+            self.ram[:] = state["ram"]
+            self.offset = state["offset"]
+            self._frozen = state["frozen"]
+
     # -- ports: offset 0 = index (bit 7: NMI mask, ignored), offset 1 = data
     def read(self, offset: int, size: int) -> int:
         if offset == 0:

@@ -295,6 +295,31 @@ class Serial:
         else:
             self.backlog.append(byte)
 
+    # ---------------------------------------------------------- snapshot (ARCHITECTURE.md "Snapshots")
+    _SAVED = ("ier", "lcr", "mcr", "lsr", "msr", "scr", "dll", "dlm", "fcr", "thr_ipending")
+
+    def save(self) -> dict:
+        """Primary state: the registers, the receiver (RBR/RX FIFO) and the wire's backlog."""
+        with self._lock:
+            s = {k: getattr(self, k) for k in self._SAVED}
+            s["rx"] = bytes(self.rx)
+            s["backlog"] = bytes(self.backlog)
+            return s
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            for k in self._SAVED:
+                setattr(self, k, state[k])
+            self.rx = deque(state["rx"])
+            self.backlog = deque(state["backlog"])
+            self._rx_activity = self._clock()       # the character timeout restarts
+            self._irq_level = False
+
+    def rebuilt(self) -> None:
+        """Derived: the IRQ line's level (and the character-timeout timer) from the registers."""
+        with self._lock:
+            self._update_irq()
+
     # ---------------------------------------------------------- console input
     def feed(self, data: bytes) -> None:
         with self._lock:

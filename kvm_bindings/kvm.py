@@ -118,6 +118,18 @@ class Kvm:
         _check("KVM_GET_SUPPORTED_CPUID", _ioctl(self.fd, lib.KVM_GET_SUPPORTED_CPUID, cpuid))
         return cpuid
 
+    def msr_index_list(self) -> list[int]:
+        """KVM_GET_MSR_INDEX_LIST: the MSRs a vCPU's state includes (saved by snapshots)."""
+        probe = ffi.new("struct kvm_msr_list *", {"nmsrs": 0, "indices": 0})
+        r = _ioctl(self.fd, lib.KVM_GET_MSR_INDEX_LIST, probe)
+        if r < 0 and -r != _errno.E2BIG:
+            _check("KVM_GET_MSR_INDEX_LIST", r)
+        n = probe.nmsrs
+        lst = ffi.new("struct kvm_msr_list *", {"nmsrs": n, "indices": n})
+        lst.nmsrs = n
+        _check("KVM_GET_MSR_INDEX_LIST", _ioctl(self.fd, lib.KVM_GET_MSR_INDEX_LIST, lst))
+        return [lst.indices[i] for i in range(lst.nmsrs)]
+
     def create_vm(self, vm_type: int = 0) -> "VmFd":
         fd = _check("KVM_CREATE_VM", _ioctl_int(self.fd, lib.KVM_CREATE_VM, vm_type))
         return VmFd(self, fd)
@@ -261,9 +273,41 @@ class VmFd:
         _check("KVM_GET_CLOCK", _ioctl(self.fd, lib.KVM_GET_CLOCK, data))
         return data.clock
 
+    def set_clock(self, clock: int) -> None:
+        """KVM_SET_CLOCK: the VM's kvmclock (ns), as a restore continues it."""
+        data = ffi.new("struct kvm_clock_data *", {"clock": clock})
+        _check("KVM_SET_CLOCK", _ioctl(self.fd, lib.KVM_SET_CLOCK, data))
+
+    # -- in-kernel irqchip and PIT state, as opaque bytes of the kernel's struct (snapshots)
+    def get_irqchip(self, chip_id: int) -> bytes:
+        chip = ffi.new("struct kvm_irqchip *", {"chip_id": chip_id})
+        _check("KVM_GET_IRQCHIP", _ioctl(self.fd, lib.KVM_GET_IRQCHIP, chip), f"chip {chip_id}")
+        return bytes(ffi.buffer(chip))
+
+    def set_irqchip(self, data: bytes) -> None:
+        chip = _opaque("struct kvm_irqchip *", data)
+        _check("KVM_SET_IRQCHIP", _ioctl(self.fd, lib.KVM_SET_IRQCHIP, chip), f"chip {chip.chip_id}")
+
+    def get_pit2(self) -> bytes:
+        pit = ffi.new("struct kvm_pit_state2 *")
+        _check("KVM_GET_PIT2", _ioctl(self.fd, lib.KVM_GET_PIT2, pit))
+        return bytes(ffi.buffer(pit))
+
+    def set_pit2(self, data: bytes) -> None:
+        _check("KVM_SET_PIT2", _ioctl(self.fd, lib.KVM_SET_PIT2, _opaque("struct kvm_pit_state2 *", data)))
+
     def create_vcpu(self, vcpu_id: int) -> "VcpuFd":
         fd = _check("KVM_CREATE_VCPU", _ioctl_int(self.fd, lib.KVM_CREATE_VCPU, vcpu_id), f"id {vcpu_id}")
         return VcpuFd(self, fd, vcpu_id)
+
+
+def _opaque(ctype: str, data: bytes):
+    """A new ``ctype`` filled with ``data``, which must be exactly the kernel's size."""
+    p = ffi.new(ctype)
+    if len(data) != ffi.sizeof(p[0]):
+        raise KvmError(ctype, _errno.EINVAL, f"{len(data)} bytes, the kernel's struct has {ffi.sizeof(p[0])}")
+    ffi.buffer(p)[:] = data
+    return p
 
 
 # ---------------------------------------------------------------- register snapshots
@@ -415,6 +459,48 @@ class VcpuFd:
     def get_tsc_khz(self) -> int:
         return _check("KVM_GET_TSC_KHZ", _ioctl_int(self.fd, lib.KVM_GET_TSC_KHZ, 0))
 
+    # -- state a snapshot saves as opaque bytes of the kernel's struct (vmm/vcpu.py VcpuState)
+    def get_state_bytes(self, what: str) -> bytes:
+        ctype, get, _ = _VCPU_STATE[what]
+        p = ffi.new(ctype)
+        _check(f"KVM_GET_{what.upper()}", _ioctl(self.fd, get, p))
+        return bytes(ffi.buffer(p))
+
+    def set_state_bytes(self, what: str, data: bytes) -> None:
+        ctype, _, put = _VCPU_STATE[what]
+        _check(f"KVM_SET_{what.upper()}", _ioctl(self.fd, put, _opaque(ctype, data)))
+
+    def set_tsc_khz(self, khz: int) -> None:
+        _check("KVM_SET_TSC_KHZ", _ioctl_int(self.fd, lib.KVM_SET_TSC_KHZ, khz), f"{khz} kHz")
+
+    def get_msrs_best_effort(self, indices: Sequence[int]) -> dict[int, int]:
+        """KVM_GET_MSRS of every index KVM will read; those it refuses are left out
+        (KVM stops at the first one it can't read: skip it and go on)."""
+        out: dict[int, int] = {}
+        rest = list(indices)
+        while rest:
+            got = self.get_msrs(rest)
+            out.update(got)
+            rest = rest[len(got) + 1:]
+        return out
+
+    def set_msrs_best_effort(self, values: dict[int, int]) -> list[int]:
+        """KVM_SET_MSRS of every value; returns the indices KVM refused."""
+        refused = []
+        items = list(values.items())
+        while items:
+            n = len(items)
+            msrs = ffi.new("struct kvm_msrs *", {"nmsrs": n, "entries": n})
+            msrs.nmsrs = n
+            for i, (idx, val) in enumerate(items):
+                msrs.entries[i].index = idx
+                msrs.entries[i].data = val
+            done = _check("KVM_SET_MSRS", _ioctl(self.fd, lib.KVM_SET_MSRS, msrs))
+            if done < n:
+                refused.append(items[done][0])
+            items = items[done + 1:]
+        return refused
+
     def nmi(self) -> None:
         _check("KVM_NMI", _ioctl_int(self.fd, lib.KVM_NMI, 0))
 
@@ -430,3 +516,18 @@ class VcpuFd:
 
     def xen_vcpu_get_attr(self, attr) -> None:
         _check("KVM_XEN_VCPU_GET_ATTR", _ioctl(self.fd, lib.KVM_XEN_VCPU_GET_ATTR, attr), f"type {attr.type}")
+
+
+# name -> (ctype, GET ioctl, SET ioctl): vCPU state kept as the kernel's bytes
+_VCPU_STATE = {
+    "regs": ("struct kvm_regs *", lib.KVM_GET_REGS, lib.KVM_SET_REGS),
+    "sregs": ("struct kvm_sregs *", lib.KVM_GET_SREGS, lib.KVM_SET_SREGS),
+    "fpu": ("struct kvm_fpu *", lib.KVM_GET_FPU, lib.KVM_SET_FPU),
+    "xsave": ("struct kvm_xsave *", lib.KVM_GET_XSAVE, lib.KVM_SET_XSAVE),
+    "xcrs": ("struct kvm_xcrs *", lib.KVM_GET_XCRS, lib.KVM_SET_XCRS),
+    "lapic": ("struct kvm_lapic_state *", lib.KVM_GET_LAPIC, lib.KVM_SET_LAPIC),
+    "mp_state": ("struct kvm_mp_state *", lib.KVM_GET_MP_STATE, lib.KVM_SET_MP_STATE),
+    "vcpu_events": ("struct kvm_vcpu_events *", lib.KVM_GET_VCPU_EVENTS, lib.KVM_SET_VCPU_EVENTS),
+    "debugregs": ("struct kvm_debugregs *", lib.KVM_GET_DEBUGREGS, lib.KVM_SET_DEBUGREGS),
+}
+VCPU_STATE_NAMES = tuple(_VCPU_STATE)

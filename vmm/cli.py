@@ -140,7 +140,40 @@ def build_parser() -> argparse.ArgumentParser:
                         "hash of NAME)")
     r.add_argument("--xen-platform-device", action="store_true", help=argparse.SUPPRESS)  # until `--xen` implies it
     r.add_argument("--timeout", type=_positive_float, metavar="S", help="stop the guest after S seconds (exit 124)")
+    r.add_argument("--api-socket", metavar="PATH",
+                   help="serve the control API on this UNIX socket (JSON lines: status, pause, resume, stats, "
+                        "shutdown, snapshot; vmm/api.py)")
     r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("restore", help="resume a VM from a snapshot",
+                        description="Build the machine a snapshot recorded (its MachineSpec) in its saved state "
+                                    "and resume it. Only options that don't change the machine can be given; "
+                                    "exit status as for run.")
+    rs.add_argument("--from", dest="snapshot", required=True, metavar="FILE", help="the snapshot file")
+    for opt in ("--serial", "--debugcon", "--trace", "--trace-file", "--trace-format", "--stats", "--timeout",
+                "--xen-shutdown-timeout", "--api-socket"):
+        action = r._option_string_actions[opt]
+        kwargs = {"dest": action.dest, "help": action.help, "default": None}
+        if isinstance(action, argparse._StoreTrueAction):
+            rs.add_argument(opt, action="store_true", **kwargs)
+        elif isinstance(action, argparse._AppendAction):
+            rs.add_argument(opt, action="append", metavar=action.metavar, **kwargs)
+        else:
+            rs.add_argument(opt, type=action.type, choices=action.choices, metavar=action.metavar, **kwargs)
+    rs.set_defaults(func=cmd_restore, run_options=set(r._option_string_actions), parser=rs)
+
+    sn = sub.add_parser("snapshot", help="snapshot a running VM through its control socket")
+    sn.add_argument("--api-socket", required=True, metavar="PATH", help="the VM's --api-socket")
+    sn.add_argument("--to", required=True, metavar="FILE", help="the snapshot file to write")
+    sn.set_defaults(func=cmd_snapshot)
+
+    ct = sub.add_parser("ctl", help="send one command to a running VM's control socket",
+                        description="Commands: status, pause, resume, stats, shutdown, snapshot (with --to). "
+                                    "Prints the JSON answer; exit 0 if it is ok, 1 if not.")
+    ct.add_argument("--api-socket", required=True, metavar="PATH", help="the VM's --api-socket")
+    ct.add_argument("cmd", metavar="CMD")
+    ct.add_argument("--to", metavar="FILE", help="snapshot: the file to write")
+    ct.set_defaults(func=cmd_ctl)
 
     c = sub.add_parser("caps", help="show what the host KVM offers")
     c.set_defaults(func=cmd_caps)
@@ -174,15 +207,85 @@ def cmd_run(args) -> int:
         raise UserError("--trace-format perfetto needs a --trace-file")
     spec = spec_from_args(args)
     spec.validate()
+    _open_trace(args, fmt)
+    try:
+        return _run(spec, args.timeout, args.api_socket)
+    finally:
+        trace.close_output()      # the JSON's closing bracket, however the run ended
+
+
+def _open_trace(args, fmt) -> None:
     if args.trace_file:
         try:
             trace.open_output(args.trace_file, fmt)
         except OSError as e:
             raise UserError(f"--trace-file: cannot open {args.trace_file}: {e.strerror}") from None
+
+
+# ---------------------------------------------------------------- restore, snapshot, ctl
+def cmd_restore(args) -> int:
+    """`vmm restore --from FILE`: the snapshot's machine, its state loaded, resumed."""
+    extra = [a for a in getattr(args, "unknown", [])]
+    if extra:
+        opt = extra[0].split("=")[0]
+        if opt in args.run_options:
+            raise UserError(f"restore: {opt} changes the machine the snapshot recorded; restore builds that "
+                            f"machine as it was (give only {', '.join(sorted(_RESTORE_FLAGS))})")
+        raise UserError(f"restore: unrecognized arguments: {' '.join(extra)}")
+    from vmm.machine import BuildError, restore_builder
+    from vmm.snapshot import SnapshotError
+    overrides = {}
+    for key, value in (("serial", args.serial), ("debugcon", args.debugcon), ("stats", args.stats or None),
+                       ("shutdown_timeout", args.xen_shutdown_timeout), ("trace", args.trace)):
+        if value is not None:
+            overrides[key] = value
+    fmt = trace.output_format(args.trace_file, args.trace_format)
+    if fmt == "perfetto" and not args.trace_file:
+        raise UserError("--trace-format perfetto needs a --trace-file")
     try:
-        return _run(spec, args.timeout)
+        builder, reader = restore_builder(args.snapshot, overrides)
+    except SnapshotError as e:
+        raise UserError(str(e)) from None
+    _open_trace(args, fmt)
+    try:
+        with reader:
+            return _run(builder.spec, args.timeout, args.api_socket, builder=builder)
+    except SnapshotError as e:
+        raise UserError(str(e)) from None
     finally:
-        trace.close_output()      # the JSON's closing bracket, however the run ended
+        trace.close_output()
+
+
+_RESTORE_FLAGS = ("--serial", "--debugcon", "--trace", "--trace-file", "--trace-format", "--stats", "--timeout",
+                  "--xen-shutdown-timeout", "--api-socket")
+
+
+def _ctl(path: str, req: dict) -> dict:
+    from vmm.api import request
+    try:
+        return request(path, req)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--api-socket {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def cmd_snapshot(args) -> int:
+    answer = _ctl(args.api_socket, {"cmd": "snapshot", "to": args.to})
+    if not answer.get("ok"):
+        print(f"vmm: snapshot failed: {answer.get('error')}", file=sys.stderr)
+        return exitcodes.VMM_ERROR
+    print(f"snapshot {answer['path']}: {answer['bytes']} bytes ({answer['memory_saved']} of "
+          f"{answer['memory_size']} bytes of memory) in {answer['seconds']} s")
+    return 0
+
+
+def cmd_ctl(args) -> int:
+    import json
+    req = {"cmd": args.cmd}
+    if args.to is not None:
+        req["to"] = args.to
+    answer = _ctl(args.api_socket, req)
+    print(json.dumps(answer))
+    return 0 if answer.get("ok") else 1
 
 
 def spec_from_args(args):
@@ -248,15 +351,25 @@ def _parse_xenstore(kv: str) -> tuple[str, str]:
     return path, value
 
 
-def _run(spec, timeout: float | None) -> int:
-    from vmm.machine import BuildError, build
+def _run(spec, timeout: float | None, api_socket: str | None = None, builder=None) -> int:
+    from vmm.api import ApiError, ApiServer
+    from vmm.machine import BuildError, MachineBuilder
     try:
-        machine = build(spec)
+        machine = (builder or MachineBuilder(spec)).build()
     except BuildError as e:
         print(f"vmm: {e}", file=sys.stderr)
         return exitcodes.VMM_ERROR
     try:
+        server = None
+        if api_socket:
+            try:
+                server = ApiServer(api_socket, machine.api_handlers())
+            except ApiError as e:
+                raise UserError(str(e)) from None
+            machine.on_close(server.stop)
         machine.start()
+        if server is not None:
+            server.start()
         code = machine.wait(timeout)
     finally:
         machine.close()
@@ -350,7 +463,12 @@ def cmd_caps(args) -> int:
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if getattr(args, "func", None) is cmd_restore:
+            args.unknown = unknown
+        else:
+            parser.parse_args(argv)            # argparse's own one-line error, exit 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return exitcodes.USER_ERROR

@@ -498,6 +498,16 @@ class IrqChip:
         if TP_EOI.enabled:
             TP_EOI.emit(vector=vector)
 
+    # -- snapshot (ARCHITECTURE.md "Snapshots")
+    def save(self) -> dict:
+        """Primary state the kernel holds for this chip (none for the split chip: its LAPICs
+        are the vCPUs', its I/OAPIC and PICs are devices).  The GSI routing table, irqfds and
+        the lines' levels are derived: the devices and Xen rebuild them."""
+        return {}
+
+    def restore(self, state: dict) -> None:
+        pass
+
     # -- the GSI routing table
     def _take_gsi(self) -> int:
         gsi = self._next_gsi
@@ -533,6 +543,7 @@ class KernelIrqChip(IrqChip):
     def __init__(self, vm: VmFd, pit: bool = True):
         super().__init__(vm)
         vm.create_irqchip()
+        self.has_pit = pit
         if pit:
             vm.create_pit2()
         # KVM's default table (arch/x86/kvm/irq_comm.c default_routing): ISA
@@ -548,6 +559,20 @@ class KernelIrqChip(IrqChip):
 
     def _drive(self, gsi: int, level: bool) -> None:
         self.vm.irq_line(gsi, 1 if level else 0)
+
+    def save(self) -> dict:
+        """KVM's PICs and I/OAPIC (KVM_GET_IRQCHIP) and its PIT (KVM_GET_PIT2), as bytes."""
+        s = {"chips": [self.vm.get_irqchip(c) for c in (consts.KVM_IRQCHIP_PIC_MASTER, consts.KVM_IRQCHIP_PIC_SLAVE,
+                                                         consts.KVM_IRQCHIP_IOAPIC)]}
+        if self.has_pit:
+            s["pit"] = self.vm.get_pit2()
+        return s
+
+    def restore(self, state: dict) -> None:
+        for data in state["chips"]:
+            self.vm.set_irqchip(data)
+        if "pit" in state and self.has_pit:
+            self.vm.set_pit2(state["pit"])
 
     def add_eoi_listener(self, gsi: int, fn: Callable[[], None]) -> None:
         # The in-kernel I/OAPIC reports EOIs only through irqfd resamplers.

@@ -21,6 +21,8 @@ import threading
 from vmm.errors import internal_error
 
 LOCK_ORDER: tuple[str, ...] = (
+    "vm.control",       # Machine._control_lock: the control API's pause/resume/snapshot, one at a time; held
+                        # while a snapshot pauses the vCPUs and reads every part's state (their locks are below)
     "vm.exit",          # Vm._exit_lock: the exit code only; nothing is called under it
     "xen.xenstore",     # XenstoreDaemon.lock: the store, connections, rings; taken with no xen lock held,
                         # calls nothing of xen's (it returns "notify" and the caller kicks the port)

@@ -33,6 +33,7 @@ import errno
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,7 +51,11 @@ from vmm.boot import BootInfo, load_kernel
 from vmm.boot.acpi import write_acpi_tables
 from vmm.console import Console, LineSink
 from vmm.errors import UserError
+from vmm.api import ApiError
 from vmm.irqchip import IrqChipError
+from vmm.locks import ordered_lock
+from vmm.snapshot import SnapshotError, SnapshotReader, SnapshotWriter
+from vmm.trace_events import TP_SNAPSHOT_STEP
 from vmm.vm import Vm, VmConfig, VmSetupError
 from xen.domain import XenConfig, XenDomain
 from xen.platform_pci import XenPlatformDevice, attach_xen_platform
@@ -102,8 +107,10 @@ class MachineSpec:
     def wants_xen_platform(self) -> bool:
         return self.xen_platform or self.xen is not None
 
-    def validate(self) -> None:
-        """The checks that need no KVM; ``UserError`` with one line on the first problem."""
+    def validate(self, restoring: bool = False) -> None:
+        """The checks that need no KVM; ``UserError`` with one line on the first problem.
+        ``restoring``: the machine is built from a snapshot, which holds the guest: the
+        kernel and initrd files are not read."""
         if not self.pci and (self.pci_testdev or self.xen_platform):
             raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
         if not self.pci and (self.virtio_rng or self.drives or self.nets):
@@ -127,9 +134,9 @@ class MachineSpec:
                 raise UserError(f"--drive: {path} is not readable and writable (add ,readonly for a read-only disk)")
         if (self.xenstore or self.xen_name != "guest") and self.xen is None:
             raise UserError("--xenstore and --xen-name need --xen")
-        if not os.path.exists(self.kernel):
+        if not restoring and not os.path.exists(self.kernel):
             raise UserError(f"kernel not found: {self.kernel}")
-        if self.initrd and not os.path.exists(self.initrd):
+        if not restoring and self.initrd and not os.path.exists(self.initrd):
             raise UserError(f"initrd not found: {self.initrd}")
         if self.xen is not None:
             if not self.pci:
@@ -234,6 +241,9 @@ class Machine:
         self._cleanups: list[Callable[[], None]] = []
         self._started = False
         self._closed = False
+        self.graceful_stop: GracefulStop | None = None     # set by the late phase (main thread only)
+        # Serialises the control API's pause/resume/snapshot (ARCHITECTURE.md, lock order).
+        self._control_lock = ordered_lock("vm.control")
 
     @property
     def pci(self):
@@ -273,12 +283,109 @@ class Machine:
             self._cleanups.pop()()
 
 
+    # ------------------------------------------------------------ control (vmm/api.py's commands)
+    def status(self) -> dict:
+        vm = self.vm
+        ended = vm.exit_code is not None
+        state = "exited" if ended else "paused" if vm.paused else "running" if self._started else "created"
+        return {"state": state, "uptime": round(time.monotonic() - vm.started_at, 3) if vm.started_at else 0.0,
+                "vcpus": [{"id": v.id, "state": v.state.value, "offline": v.offline} for v in vm.vcpus],
+                **({"exit_code": vm.exit_code, "exit_reason": vm.exit_reason} if ended else {})}
+
+    def pause(self) -> None:
+        with self._control_lock:
+            self.vm.pause()
+            _step("pause", "vcpus", f"{len(self.vm.vcpus)} paused")
+
+    def resume(self) -> None:
+        with self._control_lock:
+            self.vm.resume()
+            _step("resume", "vcpus", f"{len(self.vm.vcpus)} resumed")
+
+    def request_shutdown(self) -> None:
+        """As SIGTERM: ask a Xen guest to power off, else end the VM (GracefulStop)."""
+        stop = self.graceful_stop or GracefulStop(self)
+        stop.requested()
+
+    def snapshot(self, path: str) -> dict:
+        """Pause, save every part's state and the memory to ``path`` (atomically: a temp file
+        renamed), resume unless it was paused.  Raises SnapshotError (one line)."""
+        with self._control_lock:
+            if self.vm.exit_code is not None:
+                raise SnapshotError("the guest has ended: nothing to snapshot")
+            unsupported = snapshot_unsupported(self)
+            if unsupported:
+                raise SnapshotError(f"cannot snapshot this machine: {unsupported}")
+            was_paused = self.vm.paused
+            t0 = time.monotonic()
+            self.vm.pause()
+            _step("save", "pause", f"paused in {time.monotonic() - t0:.3f}s")
+            try:
+                return self._write_snapshot(path, t0)
+            finally:
+                if not was_paused:
+                    self.vm.resume()
+                    _step("save", "resume", "")
+
+    def api_handlers(self) -> dict:
+        """The control socket's commands (vmm/api.py) on this machine."""
+        def snapshot(req: dict) -> dict:
+            to = req.get("to")
+            if not isinstance(to, str) or not to:
+                raise ApiError('snapshot needs "to": a file name')
+            try:
+                return self.snapshot(to)
+            except (SnapshotError, TimeoutError) as e:
+                raise ApiError(str(e)) from None
+
+        def paused(fn):
+            def run(req: dict) -> dict:
+                if self.vm.exit_code is not None:
+                    raise ApiError("the guest has ended")
+                try:
+                    fn()
+                except TimeoutError as e:
+                    raise ApiError(str(e)) from None
+                return self.status()
+            return run
+
+        return {"status": lambda req: self.status(), "pause": paused(self.pause), "resume": paused(self.resume),
+                "stats": lambda req: {"stats": dict(self.vm.collect_stats())},
+                "shutdown": lambda req: self.request_shutdown(), "snapshot": snapshot}
+
+    def _write_snapshot(self, path: str, t0: float) -> dict:
+        self.vm.irqchip.flush_deliveries()       # diverted deliveries in flight land first
+        hold = _quiesce(self)
+        try:
+            sections = {"spec": self.spec.to_dict(), "vm": self.vm.save_state()}
+            _step("save", "vm", f"{len(self.vm.vcpus)} vCPUs")
+            sections["devices"] = {name: part.save() for name, part in snapshot_parts(self)}
+            _step("save", "devices", ", ".join(sections["devices"]))
+            if self.xen is not None:
+                try:
+                    sections["xen"] = self.xen.save()
+                except ValueError as e:            # a state snapshots don't save yet
+                    raise SnapshotError(f"cannot snapshot this machine: {e}") from None
+                _step("save", "xen", "")
+            with SnapshotWriter(path) as w:
+                for name, state in sections.items():
+                    w.json(name, state)
+                saved = w.memory((r.gpa, r.view) for r in self.vm.memory.regions)
+        finally:
+            hold()
+        info = {"path": os.path.abspath(path), "bytes": w.size, "memory_saved": saved,
+                "memory_size": self.vm.memory.size, "seconds": round(time.monotonic() - t0, 3)}
+        _step("save", "done", f"{w.size} bytes ({saved} of memory) in {info['seconds']}s")
+        return info
+
+
 class MachineBuilder:
     """The phases' contributions for one build, which a caller may change first."""
 
     def __init__(self, spec: MachineSpec):
         self.spec = spec
         self.contributions = {name: list(fns) for name, fns in CONTRIBUTIONS.items()}
+        self.restoring = False          # a restore: the spec's kernel and initrd are not read
 
     def replace(self, phase: str, *fns: Contribution) -> "MachineBuilder":
         """Run ``fns`` instead of ``phase``'s contributions (a restore: ``boot``)."""
@@ -293,7 +400,7 @@ class MachineBuilder:
     def build(self) -> Machine:
         """Validate the spec and run every phase but ``late``.  A failure closes what
         was built and raises (``UserError``: bad input; ``BuildError``: the VMM's)."""
-        self.spec.validate()
+        self.spec.validate(restoring=self.restoring)
         m = Machine(self.spec, self.contributions["late"])
         try:
             for name in BUILD_PHASES:
@@ -458,7 +565,7 @@ def _signals(m: Machine) -> None:
     them alone."""
     if threading.current_thread() is not threading.main_thread():
         return
-    stop = GracefulStop(m)
+    stop = m.graceful_stop = GracefulStop(m)
     handlers = {signal.SIGINT: lambda signum=None, frame=None: _interrupted(m),
                 signal.SIGTERM: lambda signum=None, frame=None: stop.requested()}
     saved = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
@@ -523,6 +630,135 @@ def _vcpus(m: Machine) -> None:
     m.vm.start()
 
 
+# ---------------------------------------------------------------- snapshot and restore
+# ARCHITECTURE.md, "Snapshots": what is primary (saved) and what is derived (rebuilt), and the
+# order.  A snapshot's sections: spec (the MachineSpec), vm (kvmclock, the kernel irqchip, every
+# vCPU), devices (snapshot_parts, by name), xen (XenDomain.save), memory (RAM and overlays).
+RESTORE_OPTIONS = ("serial", "debugcon", "trace", "stats", "shutdown_timeout")   # not the machine's shape
+
+
+def _step(op: str, step: str, detail: str) -> None:
+    if TP_SNAPSHOT_STEP.enabled:
+        TP_SNAPSHOT_STEP.emit(op=op, step=step, detail=detail)
+
+
+def snapshot_parts(m: Machine) -> list[tuple[str, object]]:
+    """The devices whose state a snapshot saves, in restore order: the interrupt controllers
+    first (their pins' levels and Remote IRRs), then the devices that drive their lines."""
+    pc = m.pc
+    parts: list[tuple[str, object]] = []
+    for name, dev in (("ioapic", pc.ioapic), ("pic", pc.pic), ("pit", pc.pit), ("rtc", pc.rtc),
+                      ("acpi_pm", pc.acpi_pm), ("serial", pc.serial), ("testdev", pc.testdev)):
+        if dev is not None:
+            parts.append((name, dev))
+    if m.pci is not None:
+        parts.append(("pci", m.pci))
+        for devfn in sorted(m.pci.devices):
+            dev = m.pci.devices[devfn]
+            parts.append((f"pci:{dev.bdf}", dev))
+    return parts
+
+
+def snapshot_unsupported(m: Machine) -> str | None:
+    """What this machine has that snapshots don't save yet (one line), or None."""
+    if m.virtio:
+        return "virtio devices (--virtio-rng, --drive, --net) are not saved yet"
+    if m.xen is not None and m.xen.accel is not None:
+        return "Xen with the kernel transport is not saved yet (use --xen-hypercalls port)"
+    return None
+
+
+def _quiesce(m: Machine) -> Callable[[], None]:
+    """Stop the threads that change guest-visible state on their own while the vCPUs are
+    paused (Xen's timers): returns the function that lets them go again."""
+    if m.xen is not None:
+        return m.xen.hold_timers()
+    return lambda: None
+
+
+def restore_builder(path: str, overrides: dict | None = None) -> tuple[MachineBuilder, SnapshotReader]:
+    """A builder for the machine saved in ``path`` (checked whole first: SnapshotError), its
+    ``boot`` and ``firmware`` phases replaced by loading the saved state.  ``overrides``: run
+    options that don't change the machine's shape (RESTORE_OPTIONS)."""
+    reader = SnapshotReader(path)
+    try:
+        try:
+            spec = MachineSpec.from_dict(reader.json("spec"))
+        except (TypeError, ValueError, KeyError) as e:
+            raise SnapshotError(f"{path}: the saved machine spec is not one this vmm builds ({e})") from None
+        # The host's side (where the console goes, tracing) is this run's, not the saved run's.
+        for k in ("serial", "debugcon", "trace", "stats"):
+            setattr(spec, k, MachineSpec.__dataclass_fields__[k].default if k != "trace" else [])
+        for k, v in (overrides or {}).items():
+            if k not in RESTORE_OPTIONS:
+                raise UserError(f"restore: {k} changes the machine the snapshot recorded")
+            setattr(spec, k, v)
+        builder = MachineBuilder(spec)
+        builder.restoring = True
+        builder.replace("firmware")                 # the tables are in the saved memory
+        builder.replace("boot", lambda m: _load_snapshot(m, reader))
+    except BaseException:
+        reader.close()
+        raise
+    return builder, reader
+
+
+def _load_snapshot(m: Machine, reader: SnapshotReader) -> None:
+    """The ``boot`` phase of a restore.  Primary state first, every part's own ``restore``;
+    then the overlay pages Xen had placed (memory lands in them); the memory; the VM's
+    (vCPUs, kernel irqchip); then each part's ``rebuilt`` (derived state), in this order:
+    devices (I/OAPIC routes, PIC, PIT thread, PCI BARs and MSI vectors, lines), then Xen."""
+    unsupported = snapshot_unsupported(m)
+    if unsupported:
+        raise SnapshotError(f"cannot restore this machine: {unsupported}")
+    t0 = time.monotonic()
+    devices = reader.json("devices")
+    parts = snapshot_parts(m)
+    if sorted(devices) != sorted(name for name, _ in parts):
+        raise SnapshotError(f"{reader.path}: the saved devices ({', '.join(devices)}) are not the built ones")
+    for name, part in parts:
+        try:
+            part.restore(devices[name])
+        except (KeyError, ValueError, TypeError) as e:
+            raise SnapshotError(f"{reader.path}: cannot restore {name}: {e}") from None
+        _step("restore", name, "primary")
+    xen_state = reader.json("xen") if m.xen is not None else None
+    if m.xen is not None:
+        try:
+            m.xen.restore(xen_state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise SnapshotError(f"{reader.path}: cannot restore the Xen domain: {e}") from None
+        _step("restore", "xen", "primary")
+        m.xen.placement_rebuilt()
+        _step("restore", "xen.placement", "overlays mapped")
+    for r in m.vm.memory.regions:
+        if r.overlay:
+            r.view[:] = bytes(r.size)               # loaded below: a page saved as zeros stays zero
+    loaded = reader.load_memory(m.vm.memory.view)
+    _step("restore", "memory", f"{loaded} bytes")
+    try:
+        notes = m.vm.restore_state(reader.json("vm"))
+    except (KvmError, VmSetupError) as e:
+        raise SnapshotError(f"cannot restore the vCPUs on this host: {e}") from None
+    _step("restore", "vm", "; ".join(notes) or "vCPUs, irqchip, kvmclock")
+    for name, part in parts:
+        rebuilt = getattr(part, "rebuilt", None)
+        if rebuilt is not None:
+            rebuilt()
+            _step("rebuilt", name, "")
+    if m.xen is not None:
+        m.xen.rebuilt()
+        _step("rebuilt", "xen", "")
+    _step("restore", "done", f"in {time.monotonic() - t0:.3f}s")
+
+
+def restore(path: str, overrides: dict | None = None) -> Machine:
+    """Build the machine a snapshot recorded, in its saved state, ready to start()."""
+    builder, reader = restore_builder(path, overrides)
+    with reader:
+        return builder.build()
+
+
 # ---------------------------------------------------------------- trace tables
 def trace_tables() -> list:
     """Every package's trace-point table (importing a table declares its points)."""
@@ -534,4 +770,4 @@ def trace_tables() -> list:
 
 
 __all__ = ["BuildError", "Machine", "MachineBuilder", "MachineSpec", "PHASES", "Phase", "XenConfig",
-           "build", "contributes", "trace_tables"]
+           "build", "contributes", "restore", "restore_builder", "snapshot_parts", "trace_tables"]

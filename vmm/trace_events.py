@@ -42,5 +42,11 @@ TP_IRQ_EOI = T.point("irq.eoi", "vector={vector:#x}")
 # vmm/extint.py: a userspace PIC's vector injected as ExtINT (KVM_INTERRUPT)
 TP_IRQ_EXTINT = T.point("irq.extint", "vector={vector:#x}")
 
+# vmm/snapshot.py: a section written or read (and checked); vmm/machine.py: each step of a
+# snapshot or a restore (pause, save, load, rebuild of a subsystem, resume); vmm/api.py: a request
+TP_SNAPSHOT_SECTION = T.point("snapshot.section", "dir={dir} name={name} bytes={bytes} crc={crc}")
+TP_SNAPSHOT_STEP = T.point("snapshot.step", "{op} {step} {detail}")
+TP_API_REQUEST = T.point("api.request", "cmd={cmd} ok={ok} {detail}")
+
 # vmm/errors.py
 TP_VMM_INTERNAL_ERROR = T.point("vmm.internal_error", "where={where} error={error}")

@@ -29,6 +29,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
+from kvm_bindings.kvm import VCPU_STATE_NAMES
 from kvm_bindings import run_vcpu_fd
 from vmm import exitcodes, trace
 from vmm.errors import internal_error
@@ -259,6 +260,39 @@ class Vcpu:
     @property
     def offline(self) -> bool:
         return self._offline
+
+    # ---------------------------------------------------------- snapshot (ARCHITECTURE.md "Snapshots")
+    def save_state(self, msr_indices: list[int]) -> dict:
+        """The vCPU's architectural state as KVM holds it (the kernel's structs as bytes), the
+        MSRs KVM will read of ``msr_indices`` (KVM_GET_MSR_INDEX_LIST), the TSC's rate, and
+        the guest's offline hold.  The vCPU must be paused (or not started): ``call`` then
+        runs on the idle fd in this thread."""
+        def save(v: "Vcpu") -> dict:
+            fd = v.fd
+            s: dict = {name: fd.get_state_bytes(name) for name in VCPU_STATE_NAMES}
+            s["msrs"] = {f"{k:#x}": val for k, val in fd.get_msrs_best_effort(msr_indices).items()}
+            s["tsc_khz"] = fd.get_tsc_khz()
+            s["offline"] = v._offline
+            return s
+        return self.call(save)
+
+    def restore_state(self, state: dict) -> list[int]:
+        """Put ``save_state``'s result back (CPUID set already).  QEMU's order: sregs (APIC
+        base, EFER) before the LAPIC and the MSRs, MSRs (the TSC deadline) after the LAPIC,
+        events and mp_state last.  Returns the MSRs KVM refused."""
+        def restore(v: "Vcpu") -> list[int]:
+            fd = v.fd
+            if state["tsc_khz"] != fd.get_tsc_khz():
+                fd.set_tsc_khz(state["tsc_khz"])
+            for name in ("sregs", "regs", "xcrs", "xsave", "lapic"):
+                fd.set_state_bytes(name, state[name])
+            refused = fd.set_msrs_best_effort({int(k, 16): val for k, val in state["msrs"].items()})
+            for name in ("mp_state", "vcpu_events", "debugregs"):
+                fd.set_state_bytes(name, state[name])
+            if state["offline"]:
+                v.take_offline()
+            return refused
+        return self.call(restore)
 
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None:

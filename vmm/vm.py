@@ -209,6 +209,42 @@ class Vm:
             total["internal-errors"] = errors
         return total
 
+    # ------------------------------------------------------------ pause, snapshot state
+    def pause(self, timeout: float = 5.0) -> None:
+        """Every vCPU out of guest code (Vcpu.pause); resume() undoes it."""
+        for v in self.vcpus:
+            v.pause(timeout)
+
+    def resume(self) -> None:
+        for v in self.vcpus:
+            v.resume()
+
+    @property
+    def paused(self) -> bool:
+        return all(v.pause_requested for v in self.vcpus)
+
+    def save_state(self) -> dict:
+        """Primary state of the VM that KVM holds (vCPUs paused): kvmclock, the in-kernel
+        irqchip's, every vCPU's (vmm/vcpu.py save_state)."""
+        msrs = self.kvm.msr_index_list()
+        return {"clock": self.fd.get_clock(), "irqchip": self.irqchip.save(),
+                "vcpus": [v.save_state(msrs) for v in self.vcpus]}
+
+    def restore_state(self, state: dict) -> list[str]:
+        """Before start(): CPUID (once), the irqchip's kernel state, each vCPU's, kvmclock.
+        Returns notes (MSRs KVM refused) for the trace."""
+        if len(state["vcpus"]) != len(self.vcpus):
+            raise VmSetupError(f"the snapshot has {len(state['vcpus'])} vCPUs, this VM {len(self.vcpus)}")
+        self.configure_cpuid()
+        self.irqchip.restore(state["irqchip"])
+        notes = []
+        for v, s in zip(self.vcpus, state["vcpus"]):
+            refused = v.restore_state(s)
+            if refused:
+                notes.append(f"vcpu{v.id}: KVM refused MSRs {', '.join(hex(i) for i in refused)}")
+        self.fd.set_clock(state["clock"])
+        return notes
+
     @property
     def boot_vcpu(self):
         """vCPU 0's fd, for setting the boot state: CPUID is configured first."""

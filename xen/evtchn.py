@@ -27,6 +27,7 @@ looks the binding up again under the port lock.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
@@ -376,6 +377,27 @@ class EventChannels:
             self._release_quarantined(quarantined)
         elif fifo is not None:
             self._routes_changed()                    # KVM may deliver PIRQs again
+
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary: the port table, VIRQ bindings, which backend port is whose.  Pending and
+        mask bits are the guest's memory (shared_info).  2-level only for now."""
+        with self.lock:
+            if self.port_abi is not self._two_level:
+                raise ValueError("FIFO event channels are not saved yet")
+            return {"ports": [[i, dataclasses.asdict(ch)] for i, ch in enumerate(self.ports) if ch.state != ECS_FREE],
+                    "virq_ports": [[v, virq, port] for (v, virq), port in self.virq_ports.items()],
+                    "backends": {str(port): b.name for port, b in self.backends.items()}}
+
+    def restore(self, state: dict) -> None:
+        with self.lock:
+            built = {str(port): b.name for port, b in self.backends.items()}
+            if built != state["backends"]:
+                raise ValueError(f"backend ports differ: saved {state['backends']}, built {built}")
+            self.ports = [Channel() for _ in range(self.max_ports)]
+            for i, ch in state["ports"]:
+                self.ports[i] = Channel(**ch)
+            self.virq_ports = {(v, virq): port for v, virq, port in state["virq_ports"]}
 
     def switch_abi(self, new_abi: "PortAbi") -> None:
         """Install another port ABI (EVTCHNOP_init_control: FIFO; EVTCHNOP_reset: 2-level

@@ -30,6 +30,17 @@ class GrantTable:
         self.nr_frames = 1
         self.frames: dict[int, int] = {}     # frame index -> gpa
 
+    # snapshot: version, size, the frames' gpas (their content is memory; their placement PagePlacement's)
+    def save(self) -> dict:
+        with self.lock:
+            return {"version": self.version, "nr_frames": self.nr_frames,
+                    "frames": {str(k): v for k, v in self.frames.items()}}
+
+    def restore(self, state: dict) -> None:
+        with self.lock:
+            self.version, self.nr_frames = state["version"], state["nr_frames"]
+            self.frames = {int(k): v for k, v in state["frames"].items()}
+
     def map_frame(self, idx: int, gpa: int) -> None:
         """Frame ``idx`` moves to ``gpa`` (RAM, or a PCI MMIO page: PagePlacement.place_page)
         with its contents; a frame that was at ``gpa`` is no longer mapped anywhere."""

@@ -44,6 +44,15 @@ class HvmParams:
         self.values: dict[int, int] = {}
         self.on_set = dict(on_set or {})
 
+    def save(self) -> dict:
+        with self.lock:
+            return {str(k): v for k, v in self.values.items()}
+
+    def restore(self, state: dict) -> None:
+        """The values only: the hooks' effects (the callback via) are Upcall's own state."""
+        with self.lock:
+            self.values = {int(k): v for k, v in state.items()}
+
     @staticmethod
     def _param(index: int) -> Param | None:
         if not 0 <= index < abi.HVM_NR_PARAMS:

@@ -34,6 +34,7 @@ it released the table) that take the port lock and look the binding up again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -105,6 +106,32 @@ class PirqTable:
         self.msi_vectors: dict[int, "MsiVector"] = {}    # pirq -> the vector programmed with it
 
     # ------------------------------------------------------------ Xen's helpers (irq.c)
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary: every PIRQ (mapping, allocation, bound port and its vCPU), the GSI map and
+        the mapped GSIs' line levels.  The MSI snoop records are derived (the PCI functions
+        tell their vectors again), so are KVM's routes."""
+        with self.lock:
+            return {"pirqs": {str(n): dataclasses.asdict(p) for n, p in self.pirqs.items()},
+                    "emuirq_pirq": {str(k): v for k, v in self.emuirq_pirq.items()},
+                    "gsi_level": {str(k): v for k, v in self.gsi_level.items()}}
+
+    def restore(self, state: dict) -> None:
+        with self.lock:
+            self.pirqs = {int(n): Pirq(**p) for n, p in state["pirqs"].items()}
+            self.emuirq_pirq = {int(k): v for k, v in state["emuirq_pirq"].items()}
+            self.gsi_level = {int(k): v for k, v in state["gsi_level"].items()}
+            self.msi_vectors = {}
+
+    def rebuilt(self) -> None:
+        """Derived, with no lock held: the mapped GSIs' pins asked again (a level line still
+        high and awaiting EOI stays as it was: its level is primary), the irqfd routes."""
+        with self.lock:
+            gsis = [g for g in self.emuirq_pirq if g >= 0]
+        for gsi in gsis:
+            self.irqchip.redrive(gsi)
+        self.irqchip.rebuild_msi_routes()
+
     def _is_free(self, pirq: int) -> bool:
         """irq.c is_free_pirq: no entry, or neither reserved nor mapped (a bound port doesn't count)."""
         info = self.pirqs.get(pirq)

@@ -64,6 +64,25 @@ class PagePlacement:
                 raise XenError(abi.XenErrno.EINVAL, str(e)) from None
             self._placed[gpa] = owner
 
+    # snapshot: which overlay gpa holds which Xen page (the pages' content is saved as memory)
+    def save(self) -> dict:
+        with self._lock:
+            return {"placed": [[gpa, owner if isinstance(owner, str) else list(owner)]
+                               for gpa, owner in self._placed.items()]}
+
+    def restore(self, state: dict) -> None:
+        with self._lock:
+            self._placed = {gpa: owner if isinstance(owner, str) else tuple(owner) for gpa, owner in state["placed"]}
+
+    def rebuilt(self) -> None:
+        """Derived: the overlay memory slots of the placed pages (before memory is loaded)."""
+        with self._lock:
+            for gpa in self._placed:
+                try:
+                    self._map_overlay(gpa, PAGE_SIZE)
+                except GuestMemoryError as e:
+                    raise XenError(abi.XenErrno.EINVAL, f"cannot place gpfn {gpa >> 12:#x} again: {e}") from None
+
     def release_page(self, gpa: int, owner) -> None:
         """``owner`` moved away from ``gpa``: drop the overlay there if it is still its."""
         with self._lock:

@@ -110,6 +110,19 @@ class XenPlatformDevice(PciDevice):
         self.mmio_bar = self.add_bar(1, XEN_PLATFORM_MMIO_SIZE, (self._mmio_read, self._mmio_write),
                                      BAR_MEM32, prefetchable=True)
 
+    # ------------------------------------------------------------ snapshot
+    def save_device(self) -> dict:
+        with self._lock:
+            return {"flags": self.flags, "product": self.product, "build": self.build,
+                    "blacklisted": self.blacklisted, "unplugged": self.unplugged,
+                    "unplug_requests": [list(r) for r in self.unplug_requests]}
+
+    def restore_device(self, state: dict) -> None:
+        with self._lock:
+            for k in ("flags", "product", "build", "blacklisted", "unplugged"):
+                setattr(self, k, state[k])
+            self.unplug_requests = [tuple(r) for r in state["unplug_requests"]]
+
     # ------------------------------------------------------------ fixed ports 0x10-0x1f
     def fixed_read(self, offset: int, size: int) -> int:
         with self._lock:

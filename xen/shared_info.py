@@ -100,6 +100,28 @@ class SharedInfo:
         for fn in self.width_listeners:
             fn(compat)
 
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary: where shared_info and each vcpu_info are, the latched width, and the shadow
+        page while shared_info is unplaced (once placed, its content is guest memory)."""
+        with self.lock:
+            return {"gpa": self.gpa, "vcpu_info_gpa": {str(k): v for k, v in self.vcpu_info_gpa.items()},
+                    "compat": self.compat, "shadow": self._shadow.read(0, PAGE_SIZE) if self.gpa is None else None}
+
+    def restore(self, state: dict) -> None:
+        with self.lock:
+            self.gpa = state["gpa"]
+            self.vcpu_info_gpa = {int(k): v for k, v in state["vcpu_info_gpa"].items()}
+            if state["shadow"] is not None:
+                self._shadow.write(0, state["shadow"])
+        self.compat = state["compat"]
+        self.layout = LAYOUT[self.compat]
+
+    def rebuilt(self) -> None:
+        """Derived: the width's listeners (KVM's long-mode flag) hear the latch again."""
+        for fn in self.width_listeners:
+            fn(self.compat)
+
     # ------------------------------------------------------------ placement
     def map_at(self, gpa: int) -> None:
         """XENMEM_add_to_physmap(shared_info): the page at ``gpa`` becomes shared_info."""

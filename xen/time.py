@@ -116,6 +116,21 @@ class XenTime:
             TP_PVCLOCK.emit(vcpu=vcpu, system_time=info["system_time"], tsc=info["tsc_timestamp"],
                             mul=self.mul, shift=self.shift)
 
+    # snapshot: the rate, one (guest TSC, system time) pair, and the wallclock at system time 0
+    def save(self, guest_tsc: int) -> dict:
+        """``guest_tsc``: vCPU 0's TSC now (the vCPUs paused)."""
+        return {"tsc_khz": self.tsc_khz, "tsc": guest_tsc, "now": self.now(), "wc0": self.wall0 - self.offset}
+
+    def restore(self, state: dict, guest_tsc: int) -> None:
+        """System time continues from the saved pair: the guest's TSC is ``guest_tsc`` now
+        (restored by KVM_SET_MSRS a moment ago, and it went on counting since)."""
+        self.tsc_khz = state["tsc_khz"]
+        self.mul, self.shift = time_scale(self.tsc_khz * 1000)
+        self.tsc0 = guest_tsc
+        self.mono0 = time.monotonic_ns()
+        self.offset = state["now"] + (guest_tsc - state["tsc"]) * 1_000_000 // self.tsc_khz
+        self.wall0 = state["wc0"] + self.offset
+
     def wallclock(self) -> tuple[int, int]:
         """(sec, nsec) of UTC at system time 0 (``offset`` moves system time 0 to KVM's)."""
         return divmod(self.wall0 - self.offset, NSEC)
@@ -171,6 +186,7 @@ class Timers:
         self.singleshot: dict[int, int] = {}    # vcpu -> deadline (ns); the entry is live if it matches
         self.periodic: dict[int, tuple[int, int]] = {}   # vcpu -> (period, next)
         self._stop = False
+        self._held = False                      # a snapshot in progress: nothing fires
         self._thread = threading.Thread(target=self._run, name="xen-timers", daemon=True)
 
     def start(self) -> None:
@@ -179,6 +195,32 @@ class Timers:
     def stop(self) -> None:
         with self._cv:
             self._stop = True
+            self._cv.notify()
+
+    # snapshot
+    def hold(self) -> None:
+        """Fire nothing until ``release`` (a snapshot reads timers and memory meanwhile)."""
+        with self._cv:
+            self._held = True
+
+    def release(self) -> None:
+        with self._cv:
+            self._held = False
+            self._cv.notify()
+
+    def save(self) -> dict:
+        """The live timers' deadlines, in system time (which a restore continues)."""
+        with self._cv:
+            return {"singleshot": {str(v): d for v, d in self.singleshot.items()},
+                    "periodic": {str(v): list(p) for v, p in self.periodic.items()}}
+
+    def restore(self, state: dict) -> None:
+        with self._cv:
+            self.singleshot = {int(v): d for v, d in state["singleshot"].items()}
+            self.periodic = {int(v): tuple(p) for v, p in state["periodic"].items()}
+            self._heap = ([(d, next(self._seq), v, "singleshot") for v, d in self.singleshot.items()]
+                          + [(nxt, next(self._seq), v, "periodic") for v, (_, nxt) in self.periodic.items()])
+            heapq.heapify(self._heap)
             self._cv.notify()
 
     def set_singleshot(self, vcpu: int, deadline: int) -> None:
@@ -226,6 +268,9 @@ class Timers:
             fire = []
             with self._cv:
                 while not self._stop:
+                    if self._held:
+                        self._cv.wait()
+                        continue
                     now = self.clock.now()
                     if self._heap and self._heap[0][0] <= now:
                         deadline, _, vcpu, kind = heapq.heappop(self._heap)

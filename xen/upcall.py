@@ -76,6 +76,25 @@ class Upcall:
             v.irq_window.add_client(self._window_open)     # shared with the PIC's ExtINT (vmm/extint.py)
 
     # ------------------------------------------------------------ configuration
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary: the per-vCPU vectors and the callback via (HVM_PARAM_CALLBACK_IRQ's value)."""
+        with self._lock:
+            return {"vectors": {str(k): v for k, v in self.vectors.items()}, "via_type": self.via_type,
+                    "via_value": self.via_value}
+
+    def restore(self, state: dict) -> None:
+        self._saved = state
+
+    def rebuilt(self) -> None:
+        """Derived: the callback line (and its EOI listener) from the via; KVM's vectors;
+        an upcall raised again wherever evtchn_upcall_pending is set."""
+        state = self._saved
+        if state["via_type"] is not None:
+            self.set_callback_irq(state["via_value"])
+        for vcpu, vector in state["vectors"].items():
+            self.set_vector(int(vcpu), vector)          # delivers if events are pending
+
     def set_vector(self, vcpu: int, vector: int) -> None:
         """HVMOP_set_evtchn_upcall_vector.  Like Xen (hvm_assert_evtchn_irq right
         after setting it), deliver at once if events are already pending."""

@@ -9,6 +9,7 @@ acceleration (``accel``: KvmXenAccel) KVM may keep a vCPU's runstate itself
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from xen import abi
@@ -42,6 +43,13 @@ class XenVcpus:
         # The domain's VMASST bits (vm_assist): the one an HVM guest may set is about the
         # runstate area (VMASST_TYPE_runstate_update_flag), so they live here.
         self.vm_assists = 0
+
+    def save(self) -> dict:
+        return {"records": [dataclasses.asdict(r) for r in self.records], "vm_assists": self.vm_assists}
+
+    def restore(self, state: dict) -> None:
+        self.records = [XenVcpu(**r) for r in state["records"]]
+        self.vm_assists = state["vm_assists"]
 
     def __len__(self) -> int:
         return len(self.records)

@@ -71,10 +71,18 @@ VARIANTS = [
 ]
 
 
+def section(out: str, begin: str, end: str) -> str:
+    """The lines between the marker lines ``begin`` and ``end`` (not the script's own text,
+    which init echoes on its "run:" line)."""
+    m = re.search(rf"^{begin}$(.*?)^{end}$", out, re.M | re.S)
+    assert m, f"no {begin} ... {end} in the console output:\n{out[-3000:]}"
+    return m[1]
+
+
 def interrupts(out: str, begin: str = "IRQS-BEGIN", end: str = "IRQS-END") -> dict[str, tuple[int, str]]:
     """/proc/interrupts between the markers: device name -> (total count, the rest of the line:
     chip and flow).  Lines look like ``37:  0  7  xen-pirq  -msi-x  virtio1-req.0``."""
-    text = out[out.index(begin):out.index(end)]
+    text = section(out, begin, end)
     rows = {}
     for line in text.splitlines():
         m = re.match(r"^\s*\w+:\s+((?:\d+\s+)+)(.*\S)\s+(\S+)\s*$", line)
@@ -226,7 +234,7 @@ def test_xen_pirq_matrix(linux_guest, disk, net, v: Variant):
     before, after = interrupts(out), interrupts(out, "IRQS2-BEGIN", "IRQS2-END")
     vio = virtio_rows(after)
     platform = {n: r for n, r in after.items() if "xen-platform-pci" in n}
-    listing = out[out.index("IRQS2-BEGIN"):out.index("IRQS2-END")]
+    listing = section(out, "IRQS2-BEGIN", "IRQS2-END")
     if v.name == "1-default":
         assert vio and all(re.search(r"xen-pirq\s*-msi", r[1]) for r in vio.values()), listing
         assert_counted(before, after, vio, "xen-pirq-msi(-x)")
@@ -263,5 +271,5 @@ def test_plain_kvm_guest_with_the_same_devices(linux_guest, disk, net, cpus: int
     assert "Hypervisor detected: Xen" not in out
     before, after = interrupts(out), interrupts(out, "IRQS2-BEGIN", "IRQS2-END")
     vio = virtio_rows(after)
-    assert vio and all("PCI-MSI" in r[1] for r in vio.values()), out[out.index("IRQS2-BEGIN"):]
+    assert vio and all("PCI-MSI" in r[1] for r in vio.values()), section(out, "IRQS2-BEGIN", "IRQS2-END")
     assert_counted(before, after, vio, "PCI-MSI")
