@@ -47,7 +47,7 @@ GUESTS: dict[str, tuple[list[str], str, int, list[str]]] = {
     "xen_ipi_smp": (["--cpus", "2"], "", 0, ["PASS"]),
     # FIFO event channels (xen/evtchn_fifo.py); with the kernel transport the FIFO domain's
     # events are delivered by the VMM, not KVM (KvmXenAccel.stop_event_delivery).
-    "xen_fifo": (["--cpus", "2"], "events=1500", 0, ["PASS", "1500 handled on vCPU 0, 0 duplicates"]),
+    "xen_fifo": (["--cpus", "2", "--xen-fifo", "on"], "events=1500", 0, ["PASS", "1500 handled on vCPU 0, 0 duplicates"]),
     "xen_negative": ([], "", 0, ["PASS"]),
     "xen_negative_cpl3": ([], "", 0, ["PASS"]),
     "xen_compat32": ([], "", 0, ["PASS"]),

@@ -96,9 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--xen-no-kvm-accel", dest="xen_kvm_accel", action="store_false",
                    help="with the kernel transport, don't hand event delivery and SCHEDOP_poll to KVM "
                         "(KVM then treats poll as a yield)")
-    r.add_argument("--xen-no-fifo", dest="xen_fifo", action="store_false",
-                   help="don't offer FIFO event channels (EVTCHNOP_init_control is -ENOSYS, as QEMU): the "
-                        "guest stays on 2-level ones, which KVM's acceleration delivers without exits")
+    r.add_argument("--xen-fifo", choices=("auto", "on", "off"), default="auto",
+                   help="offer FIFO event channels: auto (default) offers them unless KVM's acceleration "
+                        "delivers events, which it can only do for 2-level ones; off: EVTCHNOP_init_control "
+                        "is -ENOSYS, as QEMU; on: offered even then, and the VMM delivers a FIFO guest's events")
+    r.add_argument("--xen-no-fifo", dest="xen_fifo", action="store_const", const="off",
+                   help="same as --xen-fifo off")
     r.add_argument("--xen-nr-pirqs", type=int, default=256, metavar="N",
                    help="PIRQs of the Xen domain (default 256, as QEMU: keeps PIRQ MSI addresses 32-bit)")
     r.add_argument("--xen-console", choices=("serial", "pv", "both"), default="both",
@@ -295,7 +298,7 @@ def spec_from_args(args):
     xen = None
     if args.xen:
         xen = XenConfig(version=_parse_xen_version(args.xen_version), hypercalls=args.xen_hypercalls,
-                        kvm_accel=args.xen_kvm_accel, fifo=args.xen_fifo, nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt)
+                        kvm_accel=args.xen_kvm_accel, fifo={"auto": None, "on": True, "off": False}[args.xen_fifo], nr_pirqs=args.xen_nr_pirqs, apic_virt=args.xen_apic_virt)
     return MachineSpec(kernel=args.kernel, initrd=args.initrd, cmdline=args.cmdline, memory=memory,
                        cpus=args.cpus, irqchip=args.irqchip, serial=args.serial, debugcon=args.debugcon,
                        acpi=not args.no_acpi, pci=not args.no_pci, pci_testdev=args.pci_testdev,

@@ -51,7 +51,10 @@ class XenConfig:
     nr_pirqs: int = 256                 # PIRQs of the domain (Xen: nr_static_irqs + extra_guest_irqs)
     # Offer FIFO event channels (Xen does; Linux then prefers them).  Off: EVTCHNOP_init_control
     # is -ENOSYS (as QEMU), the guest stays 2-level, which KVM's acceleration delivers in-kernel.
-    fifo: bool = True
+    # None (auto): offered unless KVM delivers events (accel_full): KVM's in-kernel delivery
+    # knows only 2-level, so there a FIFO guest would take every timer, IPI and PIRQ event
+    # through the VMM -- a Linux boot in the nested host ran ~4x slower.  Exits avoided first.
+    fifo: bool | None = None
     # CPUID base+4 XEN_HVM_CPUID_APIC_ACCESS_VIRT | X2APIC_VIRT: "the hardware virtualizes the
     # (x2)APIC", so Linux uses native MSIs instead of PIRQs (arch/x86/pci/xen.c xen_hvm_msi_init)
     apic_virt: bool = False
@@ -77,6 +80,7 @@ class XenDomain:
         self.accel = (KvmXenAccel(vm, config.kvm_accel and accel_available(vm.kvm))
                       if kind == "kernel" else None)
         self.accel_full = bool(self.accel and self.accel.full)
+        self.fifo = config.fifo if config.fifo is not None else not self.accel_full
         full = self.accel if self.accel_full else None        # KVM delivers events, writes pvclocks
 
         self.placement = PagePlacement.for_vm(vm)

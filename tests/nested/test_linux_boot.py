@@ -34,29 +34,6 @@ def boot_linux(linux_guest, cmdline: str, *args: str, wrap=()) -> tuple[str, sub
     return out, p
 
 
-def test_plain_linux_boot_runs_a_command(linux_guest):
-    info = packages.kernel_info()
-    script = ("echo UNAME=$(uname -r); echo CPUS=$(grep -c ^processor /proc/cpuinfo); "
-              "grep -m1 ^flags /proc/cpuinfo; echo ANSWER=$((6*7)); cat /proc/cmdline")
-    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
-               f'linuxguest.end=reboot -- sh -c "{script}"')
-    out, p = boot_linux(linux_guest, cmdline, "--cpus", "1")
-
-    # the guest's own output, through its serial console
-    assert "linuxguest: up, kernel " + info.abi in out
-    assert re.search(rf"^UNAME={re.escape(info.abi)}$", out, re.M), "uname -r is not the packaged ABI"
-    assert re.search(r"^CPUS=1$", out, re.M)
-    flags = re.search(r"^flags\s*:(.*)$", out, re.M)
-    assert flags, "no flags line from /proc/cpuinfo"
-    assert {"fpu", "tsc", "apic", "lm"} <= set(flags.group(1).split())
-    assert re.search(r"^ANSWER=42$", out, re.M)
-    assert re.search(r"^console=ttyS0 .*linuxguest\.end=reboot", out, re.M)
-    assert "linuxguest: exit status 0" in out
-    assert "linuxguest: end reboot" in out
-    # ... and the VMM's view of how it ended: reboot -f with reboot=k is an i8042 reset
-    assert p.returncode == GUEST_RESET, p.stderr
-
-
 # The guest side of test_linux_finds_the_pci_devices_through_acpi (no double quotes: the
 # kernel command line groups words with them).  Lists the PCI functions with their IRQ,
 # turns on pci_irq.c's debug messages, enables every function through sysfs -- which makes
@@ -116,63 +93,6 @@ def test_linux_finds_the_pci_devices_through_acpi(linux_guest):
     assert "no GSI" not in out
 
 
-def test_linux_boots_as_a_xen_hvm_guest(linux_guest):
-    """`vmm run --xen` with Debian's kernel and 2 vCPUs (kernel transport with KVM's
-    acceleration, as `auto` picks here): Linux takes itself for a Xen *HVM* guest (it
-    sees the CMOS RTC; without one it would call itself PVH), delivers events through
-    the callback vector, runs on the Xen clocksource, and places its grant frames in
-    the Xen platform device's BAR (an overlay page outside RAM), which must work for
-    xen-platform-pci to probe."""
-    # Only the lines we look for: a whole dmesg through the emulated UART takes long enough
-    # (interrupts off in the console driver) for RCU stall reports to garble it.
-    script = ("echo CPUS=$(grep -c ^processor /proc/cpuinfo); "
-              "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; "
-              "dmesg | grep -E 'Xen HVM|Xen PVH|callback vector|Grant table|add_to_physmap|xen-platform-pci|rtc_cmos|xen:events'")
-    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
-               f'linuxguest.end=reboot -- sh -c "{script}"')
-    out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2")
-    assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
-    assert "Hypervisor detected: Xen HVM" in out
-    assert "Booting paravirtualized kernel on Xen HVM" in out
-    assert "Xen HVM callback vector for event delivery is enabled" in out
-    assert re.search(r"^CPUS=2$", out, re.M)
-    assert re.search(r"^xen$", out, re.M), "the Xen clocksource is not in use"
-    assert "Grant table initialized" in out
-    # FIFO event channels (xen/evtchn_fifo.py) on 2 vCPUs: the boot's timers and IPIs ran on them
-    assert "xen:events: Using FIFO-based ABI" in out
-    assert "grant table add_to_physmap failed" not in out
-    assert not re.search(r"xen-platform-pci: probe of \S+ failed", out)
-    assert "rtc_cmos" in out and "registered as rtc0" in out
-
-
-def test_linux_maps_its_gsis_to_pirqs(linux_guest):
-    """With XENFEAT_hvm_pirqs, a vector callback and ACPI, Linux asks for every GSI it
-    registers through ACPI (the serial port's IRQ 4, PCI INTx) as a PIRQ
-    (arch/x86/pci/xen.c acpi_register_gsi_xen_hvm -> PHYSDEVOP_map_pirq, then
-    EVTCHNOP_bind_pirq): the VMM diverts the line from the I/OAPIC to the bound event
-    channel.  The console keeps working through it, and the interrupts are counted
-    on the xen-pirq chip."""
-    script = ("echo PIRQ-LINES; grep -E 'xen-pirq|ttyS' /proc/interrupts; "
-              "echo FEATURES=$(dmesg | grep -c 'Xen HVM callback vector'); dmesg | grep xen:events; "
-              "echo CONSOLE-STILL-WORKS")
-    # xen.fifo_events=0 (drivers/xen/events/events_base.c): 2-level events, so KVM delivers the
-    # PIRQs (KVM_IRQ_ROUTING_XEN_EVTCHN routes, EVTCHN_SEND) -- the fast path; FIFO guests are
-    # served by the VMM (test_linux_boots_as_a_xen_hvm_guest boots with FIFO).
-    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 xen.fifo_events=0 "
-               f'linuxguest.end=reboot -- sh -c "{script}"')
-    out, p = boot_linux(linux_guest, cmdline, "--xen", "--cpus", "2", "--stats")
-    assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
-    assert "vmm: internal error" not in p.stderr
-    # /proc/interrupts prints the chip and the flow name as "%8s-%-8s": "xen-pirq    -ioapic-edge"
-    m = re.search(r"^\s*4:\s+([\d\s]+?)\s+xen-pirq\s*-ioapic-edge\s+ttyS0\s*$", out, re.M)
-    assert m, "the serial port's IRQ 4 is not on a xen-pirq chip:\n" + out[out.find("PIRQ-LINES"):]
-    assert sum(int(n) for n in m[1].split()) > 0, "no serial interrupt arrived as a PIRQ"
-    assert "CONSOLE-STILL-WORKS" in out
-    assert "xen:events: Using 2-level ABI" in out and "FIFO" not in out
-    # the VMM saw the guest's physdev ops (hypercall counts from --stats)
-    assert re.search(r"hcall:physdev_op\s+\d+", p.stderr), p.stderr[-2000:]
-
-
 def _boot_until(linux_guest, cmdline: str, marker: str, *args: str, ready_s: float = 600, end_s: float = 300):
     """`vmm run` the Linux guest, wait for ``marker`` on its console, send SIGTERM;
     (console text, exit code, stderr)."""
@@ -216,12 +136,13 @@ SERVICES_SCRIPT = ("echo CONSOLE=$(cat /sys/class/tty/console/active); "
 def test_linux_xen_services_pv_console_xenstore_fifo_and_sigterm(linux_guest):
     """`vmm run --xen` with `console=hvc0` only: Linux's whole console is the PV console
     ring (xen/pv_console.py); xenbus connects to our xenstore (the balloon driver reads
-    memory/target through it); events use the FIFO ABI (xen/evtchn_fifo.py).  SIGTERM
+    memory/target through it); events use the FIFO ABI (xen/evtchn_fifo.py; `--xen-fifo on`:
+    with KVM's acceleration the default offers 2-level only), timers and IPIs on 2 vCPUs too.  SIGTERM
     writes control/shutdown = poweroff: Linux's shutdown watch runs /sbin/poweroff and
     the guest powers off (exit 0)."""
     cmdline = f'console=hvc0 quiet panic=-1 -- sh -c "{SERVICES_SCRIPT}"'
     out, code, err = _boot_until(linux_guest, cmdline, "SERVICES-READY", "--xen", "--cpus", "2",
-                                 "--serial", "none")
+                                 "--serial", "none", "--xen-fifo", "on")
     assert "linuxguest: up, kernel" in out, err[-3000:]
     assert re.search(r"^CONSOLE=hvc0$", out, re.M), out[-3000:]
     assert "xen:events: Using FIFO-based ABI" in out

@@ -4,8 +4,10 @@ Debian's kernel boots with `vmm run --xen`, 2 vCPUs, a virtio-blk disk and a
 virtio-rng (virtio 1.x on the modern PCI transport, MSI-X), and the kernel command
 line of each variant decides how its interrupts arrive:
 
-1. default                          virtio MSI-X vectors on ``xen-pirq -msi-x``
-2. ``pci=nomsi``                    virtio INTx on ``xen-pirq -ioapic-level``
+1. default                          virtio MSI-X vectors on ``xen-pirq -msi-x`` (2-level
+                                    events, delivered by KVM), the UART and the SCI on xen-pirq
+2. ``pci=nomsi``                    virtio INTx on ``xen-pirq -ioapic-level`` (FIFO events,
+                                    ``--xen-fifo on``: delivered by the VMM)
 3. ``noapic pci=nomsi``             virtio INTx on ``xen-pirq``
 4. ``--xen-apic-virt`` (CPUID)      virtio on native ``PCI-MSI``, the ACPI SCI on ``xen-pirq``
 5. ``xen_no_vector_callback``       the callback is xen-platform-pci's INTx: ``fasteoi``
@@ -36,12 +38,16 @@ from dataclasses import dataclass
 import pytest
 
 from tests.nested.test_linux_boot import GUEST_RESET, boot_linux
+from vmm.testhost import packages
 
 pytestmark = pytest.mark.xen_kvm
 
 # One kernel argument (the kernel groups "double quotes"; no double quotes inside).
 SCRIPT = ("echo IRQS-BEGIN; cat /proc/interrupts; echo IRQS-END; "
-          "dmesg | grep -E 'Xen version|callback vector|xen:events|Hypervisor detected'; "
+          "echo CPUS=$(grep -c ^processor /proc/cpuinfo) "
+          "CLOCKSOURCE=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); "
+          "dmesg | grep -E 'Xen version|callback vector|xen:events|Hypervisor detected|Grant table|"
+          "xen-platform-pci|rtc_cmos'; "
           "T0=$(cut -d. -f1 /proc/uptime); sleep 3; T1=$(cut -d. -f1 /proc/uptime); "
           "echo SLEPT=$((T1-T0)) NOW=$(date +%s); "
           "echo SECTOR0=$(head -c 16 /dev/vda); "
@@ -61,8 +67,8 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("1-default", ""),
-    Variant("2-nomsi", "pci=nomsi"),
+    Variant("1-default", "", ("--stats",)),
+    Variant("2-nomsi", "pci=nomsi", ("--xen-fifo", "on")),
     Variant("3-noapic-nomsi", "noapic pci=nomsi"),
     Variant("4-apic-virt", "", ("--xen-apic-virt",)),
     Variant("5-novector", "xen_no_vector_callback", vector_callback=False),
@@ -182,8 +188,10 @@ def boot_with_devices(linux_guest, disk, net, cmdline: str, *args: str):
     return out, p
 
 
-def check_common(out: str, p, disk, tag: str, started: float, xen: bool, net=None) -> None:
+def check_common(out: str, p, disk, tag: str, started: float, xen: bool, cpus: int, net=None) -> None:
+    assert "linuxguest: up, kernel " + packages.kernel_info().abi in out, out[-3000:]
     assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr[-3000:]
+    assert re.search(rf"^CPUS={cpus} CLOCKSOURCE=\S+$", out, re.M), out[-3000:]
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr[-3000:]
     # The clock: `sleep 3` took 3 s of guest uptime (2..5 with the second boundaries and a
     # slow host), and the guest's wallclock is the host's.
@@ -226,7 +234,7 @@ def test_xen_pirq_matrix(linux_guest, disk, net, v: Variant):
                f'-- sh -c "{SCRIPT.format(tag=tag)}"')
     started = time.time()
     out, p = boot_with_devices(linux_guest, disk, net, cmdline, "--xen", "--cpus", "2", *v.args)
-    check_common(out, p, disk, tag, started, xen=True, net=net)
+    check_common(out, p, disk, tag, started, xen=True, cpus=2, net=net)
     if v.vector_callback:
         assert "Xen HVM callback vector for event delivery is enabled" in out
     else:
@@ -238,8 +246,24 @@ def test_xen_pirq_matrix(linux_guest, disk, net, v: Variant):
     if v.name == "1-default":
         assert vio and all(re.search(r"xen-pirq\s*-msi", r[1]) for r in vio.values()), listing
         assert_counted(before, after, vio, "xen-pirq-msi(-x)")
+        # The default with KVM's acceleration: 2-level events (--xen-fifo auto), which KVM
+        # delivers (PIRQ MSIs through KVM_IRQ_ROUTING_XEN_EVTCHN routes).  Linux takes itself
+        # for an HVM guest (it sees the CMOS RTC), runs on the Xen clocksource and places its
+        # grant frames in the platform device's BAR; ACPI's GSIs (the UART's IRQ 4, the SCI)
+        # became PIRQs (acpi_register_gsi_xen_hvm -> PHYSDEVOP_map_pirq, EVTCHNOP_bind_pirq).
+        assert "xen:events: Using 2-level ABI" in out
+        assert "Booting paravirtualized kernel on Xen HVM" in out or "Hypervisor detected: Xen HVM" in out
+        assert re.search(r"CLOCKSOURCE=xen$", out, re.M), "the Xen clocksource is not in use"
+        assert "Grant table initialized" in out and "grant table add_to_physmap failed" not in out
+        assert not re.search(r"xen-platform-pci: probe of \S+ failed", out)
+        assert "rtc_cmos" in out and "registered as rtc0" in out
+        assert "ttyS0" in after and re.search(r"xen-pirq\s*\d*-ioapic-edge", after["ttyS0"][1]), listing
+        assert after["ttyS0"][0] > 0, "no serial interrupt arrived as a PIRQ"
+        assert "acpi" in after and "xen-pirq" in after["acpi"][1], listing       # the SCI
+        assert re.search(r"hcall:physdev_op\s+\d+", p.stderr), p.stderr[-2000:]
     elif v.name == "2-nomsi":
-        assert vio and all(re.search(r"xen-pirq\s*-ioapic-level", r[1]) for r in vio.values()), listing
+        assert "xen:events: Using FIFO-based ABI" in out      # --xen-fifo on: the VMM delivers
+        assert vio and all(re.search(r"xen-pirq\s*\d*-ioapic-level", r[1]) for r in vio.values()), listing
         assert_counted(before, after, vio, "xen-pirq-ioapic-level")
     elif v.name == "3-noapic-nomsi":
         assert vio and all("xen-pirq" in r[1] for r in vio.values()), listing
@@ -267,7 +291,7 @@ def test_plain_kvm_guest_with_the_same_devices(linux_guest, disk, net, cpus: int
                f'-- sh -c "{SCRIPT.format(tag=tag)}"')
     started = time.time()
     out, p = boot_with_devices(linux_guest, disk, net, cmdline, "--cpus", str(cpus))
-    check_common(out, p, disk, tag, started, xen=False, net=net)
+    check_common(out, p, disk, tag, started, xen=False, cpus=cpus, net=net)
     assert "Hypervisor detected: Xen" not in out
     before, after = interrupts(out), interrupts(out, "IRQS2-BEGIN", "IRQS2-END")
     vio = virtio_rows(after)

@@ -42,7 +42,7 @@ def families(d: "XenDomain") -> list:
         HvmOps(d.hvm_params, d.upcall, d.domid, len(d.vcpus)),
         VcpuOps(d.vcpus, d.shared, d.timers, d.clock, d.time, d.vm.memory, d.config.version, d.shutdown, accel),
         SchedOps(d.shared, d.evtchn, d.upcall, d.vcpus, d.clock, d.events, lambda: d.running, d.shutdown, d.domid),
-        EvtchnOps(d.evtchn, fifo=d.config.fifo),
+        EvtchnOps(d.evtchn, fifo=d.fifo),
         PhysdevOps(d.pirqs, d.upcall, d.domid),
         ConsoleOps(d.console_out, d.lock, d.domid),
         VmAssistOps(d.vcpus),
