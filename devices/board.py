@@ -26,7 +26,8 @@ from typing import Callable
 
 from devices.acpi_pm import AcpiPm
 from devices.legacy import (DEBUG_EXIT_PORT, DEBUGCON_PORT, I8042_COMMAND, I8042_DATA, POST_PORT,
-                            TESTDEV_BASE, TESTDEV_SIZE, DebugCon, DebugExit, I8042, PostCode, TestDev)
+                            PVPANIC_PORT, TESTDEV_BASE, TESTDEV_SIZE, DebugCon, DebugExit, I8042, PostCode,
+                            PvPanic, TestDev)
 from devices.ioapic import IoApic, attach_ioapic
 from devices.pci import PciBus, attach_pci
 from devices.pic import ELCR_BASE, ELCR_SIZE, PIC_MASTER, PIC_SIZE, PIC_SLAVE, ElcrPorts, Pic, PicPorts
@@ -73,6 +74,8 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     bus.register(DEBUGCON_PORT, 1, DebugCon(debugcon_out), "debugcon")
     bus.register(COM1_BASE, 8, serial, "serial0")
     bus.register(DEBUG_EXIT_PORT, 1, DebugExit(guest_exit), "debug-exit")
+    bus.register(PVPANIC_PORT, 1, PvPanic(lambda: vm.request_exit(exitcodes.GUEST_PANIC, "guest kernel panicked (pvpanic)")),
+                 "pvpanic")
     bus.register(TESTDEV_BASE, TESTDEV_SIZE, testdev, "testdev")
     bus.register(ACPI_PM_BASE, ACPI_PM_SIZE, acpi_pm, "acpi-pm")
     pit = pic = None

@@ -5,6 +5,8 @@
 * ``DebugExit``  — port 0x501: a write of V ends the VMM with exit code V & 0xff
 * ``TestDev``    — 0x510-0x51f: lets test guests ask for an MSI or a GSI level
 * ``PostCode``   — port 0x80 POST/delay port (writes ignored, quietly)
+* ``PvPanic``    — port 0x505, QEMU's pvpanic (docs/specs/pvpanic.rst): a guest kernel
+                   that panics says so, and `vmm run` ends with its own status (83)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from devices.trace_events import (
     TP_DEBUG_EXIT_WRITE as TP_DEBUG_EXIT,
     TP_TESTDEV_MSI,
     TP_TESTDEV_GSI,
+    TP_PVPANIC_WRITE as TP_PVPANIC,
 )
 
 I8042_DATA = 0x60
@@ -26,6 +29,10 @@ DEBUG_EXIT_PORT = 0x501
 TESTDEV_BASE = 0x510
 TESTDEV_SIZE = 0x10
 POST_PORT = 0x80
+PVPANIC_PORT = 0x505        # QEMU's pvpanic-isa default ioport
+# Event bits (QEMU docs/specs/pvpanic.rst; Linux include/uapi/misc/pvpanic.h)
+PVPANIC_PANICKED = 1 << 0
+PVPANIC_CRASH_LOADED = 1 << 1
 
 
 class I8042:
@@ -137,3 +144,22 @@ class PostCode:
 
     def write(self, offset: int, size: int, value: int) -> None:
         pass
+
+
+class PvPanic:
+    """Reads answer the events we take; a write of PANICKED ends the VMM with
+    GUEST_PANIC (``panicked()``), CRASH_LOADED (a kdump kernel takes over) is only
+    traced.  Linux's pvpanic-mmio driver finds the port through the DSDT's QEMU0001
+    device and writes PANICKED from its panic notifier, before panic=N reboots."""
+
+    def __init__(self, panicked: Callable[[], None]):
+        self._panicked = panicked
+
+    def read(self, offset: int, size: int) -> int:
+        return PVPANIC_PANICKED
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if TP_PVPANIC.enabled:
+            TP_PVPANIC.emit(value=value)
+        if value & PVPANIC_PANICKED:
+            self._panicked()

@@ -40,6 +40,7 @@ TP_I8042_RESET = T.point("i8042.reset", "value={value:#x}")
 TP_DEBUG_EXIT_WRITE = T.point("debug_exit.write", "value={value:#x}")
 TP_TESTDEV_MSI = T.point("testdev.msi", "addr={addr:#x} data={data:#x} delivered={ok}")
 TP_TESTDEV_GSI = T.point("testdev.gsi", "gsi={gsi} level={level}")
+TP_PVPANIC_WRITE = T.point("pvpanic.write", "value={value:#x}")
 
 # devices/acpi_pm.py
 TP_ACPI_SLEEP = T.point("acpi.sleep", "value={value:#x} slp_typ={slp_typ} slp_en={slp_en} action={action}")

@@ -123,6 +123,15 @@ def test_triple_fault_exit_code(vmm, guest):
     assert "triple fault" in r.err
 
 
+def test_pvpanic_ends_the_run_with_guest_panic(vmm, guest):
+    """A kernel that says it panicked (pvpanic, port 0x505) ends the run with its own status."""
+    r = vmm("run", "--kernel", guest("pvpanic"), "--timeout", "60")
+    assert r.code == exitcodes.GUEST_PANIC, r
+    assert "pvpanic: events 0x1" in r.out and "guest kernel panicked (pvpanic)" in r.err
+    assert len({exitcodes.GUEST_PANIC, exitcodes.GUEST_FAILURE, exitcodes.GUEST_RESET,
+                exitcodes.TRIPLE_FAULT, exitcodes.GUEST_POWEROFF, exitcodes.VMM_ERROR}) == 6
+
+
 def test_reset_exit_code(vmm, guest):
     r = vmm("run", "--kernel", guest("reset"), "--timeout", "60")
     assert r.code == exitcodes.GUEST_RESET

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="boot a kernel in a new VM",
                        description="Boot a PVH ELF or a Linux bzImage. The exit status is the guest's "
                                    "(debug-exit port value, 0 on poweroff) or one of: 80 reset, "
-                                   "81 triple fault, 82 KVM could not run the guest, 124 timeout, "
+                                   "81 triple fault, 82 KVM could not run the guest or it crashed, 83 guest kernel panic (pvpanic), 124 timeout, "
                                    "130 interrupted, 2 bad input, 1 VMM error.")
     r.add_argument("--kernel", metavar="PATH", help="PVH ELF (32/64-bit) or bzImage "
                                                       "(required unless --trace list)")

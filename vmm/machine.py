@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from devices.board import PcDevices, attach_pc_devices
+from devices.legacy import PVPANIC_PORT
 from devices.pci_testdev import PciTestDev, attach_pci_testdev
 from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
 from devices.serial import COM1_BASE, COM1_IRQ
@@ -542,7 +543,8 @@ def _acpi_tables(m: Machine) -> None:
     m.rsdp = write_acpi_tables(
         m.vm.memory, s.cpus, serial_ports=[(COM1_BASE, COM1_IRQ)],
         pci_routing=m.pci.routing_table() if m.pci is not None else None,
-        legacy_pic=True, rtc=(RTC_BASE, RTC_CENTURY))   # KVM's 8259s, or ours with split
+        legacy_pic=True, rtc=(RTC_BASE, RTC_CENTURY),   # KVM's 8259s, or ours with split
+        pvpanic_port=PVPANIC_PORT)
 
 
 # ---------------------------------------------------------------- boot

@@ -574,7 +574,7 @@ def pci_link_devices() -> list[bytes]:
 
 def build_dsdt(serial_ports: Sequence[tuple[int, int]] = (),
                pci_routing: Sequence[tuple[int, int, int]] | None = None,
-               rtc_port: int | None = None) -> bytes:
+               rtc_port: int | None = None, pvpanic_port: int | None = None) -> bytes:
     """The DSDT: ``\\_SB_.COMn`` for each (port, irq) serial port, and unless
     ``pci_routing`` is None the interrupt model (``pic_model``: ``\\_PIC``), the PCI
     host bridge ``\\_SB_.PCI0`` (see ``pci_host_bridge``) and its interrupt link
@@ -602,6 +602,10 @@ def build_dsdt(serial_ports: Sequence[tuple[int, int]] = (),
     if rtc_port is not None:      # Device (RTC_) { _HID PNP0B00, IO (rtc_port, 2) }: no IRQ wired
         devices.append(aml.device("RTC_", aml.name("_HID", aml.eisa_id("PNP0B00")),
                                   aml.name("_CRS", aml.resource_template(aml.io_port(rtc_port, rtc_port, 1, 2)))))
+    if pvpanic_port is not None:  # QEMU's pvpanic-isa: _HID "QEMU0001", IO (port, 1) (Linux pvpanic-mmio)
+        devices.append(aml.device("PEVT", aml.name("_HID", "QEMU0001"),
+                                  aml.name("_CRS", aml.resource_template(
+                                      aml.io_port(pvpanic_port, pvpanic_port, 1, 1)))))
     prologue = b""
     if pci_routing is not None:
         prologue = pic_model()
@@ -643,7 +647,7 @@ def _align(addr: int, align: int = TABLE_ALIGN) -> int:
 def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequence[tuple[int, int]] = (),
                       pci_routing: Sequence[tuple[int, int, int]] | None = None,
                       legacy_pic: bool = True, rtc: tuple[int, int] | None = None,
-                      base: int = layout.ACPI_TABLES) -> int:
+                      pvpanic_port: int | None = None, base: int = layout.ACPI_TABLES) -> int:
     """Write the RSDP at ``base``, then FACS (64-byte aligned), DSDT, MADT, FADT and
     XSDT after it (each 16-byte aligned, each placed before the table that points at it), mark the
     area as ACPI in the e820 map, put the reset-vector stub in place, and
@@ -654,7 +658,8 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
     (``PciBus.routing_table()``) to declare the host bridge with, None for a
     machine without PCI;
     ``legacy_pic``: whether the irqchip has the dual 8259 (MADT PCAT_COMPAT);
-    ``rtc``: (port, century register) of the CMOS RTC, None for a machine without."""
+    ``rtc``: (port, century register) of the CMOS RTC, None for a machine without;
+    ``pvpanic_port``: the pvpanic device's port (QEMU0001), None for none."""
     if base % TABLE_ALIGN:
         raise ValueError(f"ACPI tables base {base:#x} is not {TABLE_ALIGN}-byte aligned")
     tables: list[tuple[int, bytes]] = []
@@ -669,7 +674,7 @@ def write_acpi_tables(memory: GuestMemory, nr_cpus: int, *, serial_ports: Sequen
 
     cursor = _align(cursor, FACS_ALIGN)
     facs_addr = place(build_facs())
-    dsdt_addr = place(build_dsdt(serial_ports, pci_routing, rtc[0] if rtc else None))
+    dsdt_addr = place(build_dsdt(serial_ports, pci_routing, rtc[0] if rtc else None, pvpanic_port))
     madt_addr = place(build_madt(nr_cpus, legacy_pic))
     fadt_addr = place(build_fadt(dsdt_addr, facs_addr, rtc[1] if rtc else 0))
     xsdt_addr = place(build_xsdt([fadt_addr, madt_addr]))

@@ -28,8 +28,9 @@ OUTER_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "overlay
                  "irqbypass", "ccp", "tun")
 
 # What the Linux guest loads for our devices (Debian builds them as modules): the
-# virtio PCI transport, virtio-blk (/dev/vda), virtio-net (eth0) and virtio-rng (/dev/hwrng).
-LINUX_GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio-rng")
+# virtio PCI transport, virtio-blk (/dev/vda), virtio-net (eth0), virtio-rng (/dev/hwrng), and
+# pvpanic-mmio (the DSDT's QEMU0001 at port 0x505: a panic ends `vmm run` with GUEST_PANIC).
+LINUX_GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "pvpanic-mmio")
 
 
 class Cpio:
