@@ -34,6 +34,29 @@ def boot_linux(linux_guest, cmdline: str, *args: str, wrap=()) -> tuple[str, sub
     return out, p
 
 
+def test_plain_linux_boot_runs_a_command(linux_guest):
+    info = packages.kernel_info()
+    script = ("echo UNAME=$(uname -r); echo CPUS=$(grep -c ^processor /proc/cpuinfo); "
+              "grep -m1 ^flags /proc/cpuinfo; echo ANSWER=$((6*7)); cat /proc/cmdline")
+    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
+               f'linuxguest.end=reboot -- sh -c "{script}"')
+    out, p = boot_linux(linux_guest, cmdline, "--cpus", "1")
+
+    # the guest's own output, through its serial console
+    assert "linuxguest: up, kernel " + info.abi in out
+    assert re.search(rf"^UNAME={re.escape(info.abi)}$", out, re.M), "uname -r is not the packaged ABI"
+    assert re.search(r"^CPUS=1$", out, re.M)
+    flags = re.search(r"^flags\s*:(.*)$", out, re.M)
+    assert flags, "no flags line from /proc/cpuinfo"
+    assert {"fpu", "tsc", "apic", "lm"} <= set(flags.group(1).split())
+    assert re.search(r"^ANSWER=42$", out, re.M)
+    assert re.search(r"^console=ttyS0 .*linuxguest\.end=reboot", out, re.M)
+    assert "linuxguest: exit status 0" in out
+    assert "linuxguest: end reboot" in out
+    # ... and the VMM's view of how it ended: reboot -f with reboot=k is an i8042 reset
+    assert p.returncode == GUEST_RESET, p.stderr
+
+
 # The guest side of test_linux_finds_the_pci_devices_through_acpi (no double quotes: the
 # kernel command line groups words with them).  Lists the PCI functions with their IRQ,
 # turns on pci_irq.c's debug messages, enables every function through sysfs -- which makes
