@@ -170,6 +170,17 @@ static inline void kit_try_resume(struct kit_frame *f) { f->rip = kit_try_rip; }
 #define APIC_TMICT	0x380
 #define APIC_TMCCT	0x390
 #define APIC_TDCR	0x3e0
+#define APIC_LVT0	0x350
+#define LVT_EXTINT	0x700	/* LVT delivery mode ExtINT: the 8259's INTR */
+
+/* ---- 8259 pair and ELCR (ports as on a PC) ----------------------------------------------- */
+#define PIC1_CMD	0x20
+#define PIC1_DATA	0x21
+#define PIC2_CMD	0xa0
+#define PIC2_DATA	0xa1
+#define ELCR1		0x4d0
+#define ELCR2		0x4d1
+#define PIC_EOI		0x20	/* OCW2 non-specific EOI */
 
 extern volatile bool kit_x2apic_mode;	/* global: all CPUs use the same mode */
 uint32_t lapic_read(unsigned reg);	/* reg = xAPIC offset, e.g. APIC_SVR */

@@ -875,7 +875,7 @@ static inline void ioapic_route(unsigned gsi, uint8_t vector, bool level, bool a
 	ioapic_write(0x10 + 2 * gsi, vector | (level ? 1u << 15 : 0) | (active_low ? 1u << 13 : 0) |
 		     (masked ? 1u << 16 : 0));
 }
-static inline void pic_mask_all(void) { outb(0x21, 0xff); outb(0xa1, 0xff); }
+static inline void pic_mask_all(void) { outb(PIC1_DATA, 0xff); outb(PIC2_DATA, 0xff); }
 static inline uint32_t pci_cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off)
 {
 	outl(0xcf8, 0x80000000u | (bus << 16) | (dev << 11) | (fn << 8) | (off & 0xfc));

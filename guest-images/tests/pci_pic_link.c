@@ -21,14 +21,6 @@
 #define ROUTER		0x610		/* PICF, then PRQA-PRQD */
 #define PIRQ_DISABLED	0x80
 #define LINK_IRQ	11
-#define PIC1_CMD	0x20
-#define PIC1_DATA	0x21
-#define PIC2_CMD	0xa0
-#define PIC2_DATA	0xa1
-#define ELCR2		0x4d1
-#define PIC_EOI		0x20
-#define APIC_LVT0	0x350
-#define LVT_EXTINT	0x700
 #define VEC_BASE	0x20
 #define VEC_BASE2	0x28
 #define TEST_VENDOR	0x1b36

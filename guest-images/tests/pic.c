@@ -18,14 +18,6 @@
 #define PIT_CMD		0x43
 #define PORT61		0x61
 #define PIT_HZ		1193182
-#define PIC1_CMD	0x20
-#define PIC1_DATA	0x21
-#define PIC2_CMD	0xa0
-#define PIC2_DATA	0xa1
-#define ELCR2		0x4d1
-#define PIC_EOI		0x20
-#define APIC_LVT0	0x350
-#define LVT_EXTINT	0x700
 #define VEC_BASE	0x20		/* IRQ 0 */
 #define VEC_BASE2	0x28		/* IRQ 8 */
 #define GSI_LEVEL	10
