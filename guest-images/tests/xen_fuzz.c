@@ -1,5 +1,6 @@
 /*
- * xen_fuzz: seeded hypercall fuzzing (`--cmdline "seed=N calls=M"`, optional `verbose=1`).
+ * xen_fuzz: seeded hypercall fuzzing (`--cmdline "seed=N calls=M"`, optional `verbose=1`,
+ * `fifo=off` when the VMM runs with --xen-fifo off).
  *
  * Every hypercall family the VMM offers an HVM guest, and the numbers it must refuse, with
  * random, boundary and hostile arguments: NULL, unmapped and non-canonical pointers, MMIO
@@ -745,8 +746,12 @@ static void f_evtchn_op(struct cpu *c, struct call *k)
 	if (cmd == EVTCHNOP_reset && chance(c, 80))
 		cmd = EVTCHNOP_send;		/* reset closes everything: keep it rare */
 	uint8_t *p = place(c, k, 0, cmd < 14 ? size[cmd] : 32, 15);
-	/* event_channel.c: every op copies its struct in first (the FIFO ops too) */
-	k->want_efault = k->b[0].faults && cmd <= EVTCHNOP_set_priority;
+	/* event_channel.c: every op copies its struct in first (the FIFO ops too); with
+	 * `fifo=off` (--xen-fifo off) the FIFO ops don't exist and are -ENOSYS unread. */
+	static int fifo = -1;
+	if (fifo < 0)
+		fifo = !kit_cmdline_has("fifo=off");
+	k->want_efault = k->b[0].faults && (cmd < EVTCHNOP_init_control || (fifo && cmd <= EVTCHNOP_set_priority));
 	if (!k->b[0].faults) {
 		uint32_t *w = (uint32_t *)(void *)p;
 		switch (cmd) {

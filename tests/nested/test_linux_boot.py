@@ -34,14 +34,36 @@ def boot_linux(linux_guest, cmdline: str, *args: str, wrap=()) -> tuple[str, sub
     return out, p
 
 
-def test_plain_linux_boot_runs_a_command(linux_guest):
-    info = packages.kernel_info()
+# The guest side of test_linux_finds_the_pci_devices_through_acpi, run by the plain_boot
+# fixture (no double quotes: the kernel command line groups words with them).  Lists the
+# PCI functions with their IRQ, turns on pci_irq.c's debug messages, enables every function through sysfs -- which makes
+# Linux route its INTx through ACPI (pci_enable_device -> acpi_pci_irq_enable -> _PRT) --
+# shows the Linux IRQ each got with its chip, hardware IRQ (the I/O APIC pin: the GSI, GSI
+# base 0) and trigger, and what the kernel logged about PCI and ACPI.
+PCI_SCRIPT = ("cd /sys/bus/pci/devices; "
+              "for d in *; do echo PCIDEV $d $(cat $d/vendor) $(cat $d/device) $(cat $d/irq); done; "
+              "echo file drivers/acpi/pci_irq.c +p > /proc/dynamic_debug/control; "
+              "for d in *; do echo 1 > $d/enable; i=$(cat $d/irq); "
+              "echo PCIIRQ $d $i $(cd /sys/kernel/irq/$i 2>/dev/null && cat chip_name hwirq type); done; "
+              "echo ROOT=$(readlink /sys/devices/pci0000:00/firmware_node); "
+              "dmesg | grep -iE 'pci|acpi|gsi'")
+
+
+@pytest.fixture(scope="module")
+def plain_boot(linux_guest) -> tuple[str, subprocess.CompletedProcess]:
+    """One plain 1-vCPU boot (no --xen) that both tests below read: it runs a few
+    commands, then PCI_SCRIPT, and reboots (a Linux boot costs minutes in the nested host,
+    so the two share it)."""
     script = ("echo UNAME=$(uname -r); echo CPUS=$(grep -c ^processor /proc/cpuinfo); "
-              "grep -m1 ^flags /proc/cpuinfo; echo ANSWER=$((6*7)); cat /proc/cmdline")
+              "grep -m1 ^flags /proc/cpuinfo; echo ANSWER=$((6*7)); cat /proc/cmdline; " + PCI_SCRIPT)
     cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
                f'linuxguest.end=reboot -- sh -c "{script}"')
-    out, p = boot_linux(linux_guest, cmdline, "--cpus", "1")
+    return boot_linux(linux_guest, cmdline, "--cpus", "1", "--xen-platform-device", "--pci-testdev")
 
+
+def test_plain_linux_boot_runs_a_command(plain_boot):
+    info = packages.kernel_info()
+    out, p = plain_boot
     # the guest's own output, through its serial console
     assert "linuxguest: up, kernel " + info.abi in out
     assert re.search(rf"^UNAME={re.escape(info.abi)}$", out, re.M), "uname -r is not the packaged ABI"
@@ -57,27 +79,12 @@ def test_plain_linux_boot_runs_a_command(linux_guest):
     assert p.returncode == GUEST_RESET, p.stderr
 
 
-# The guest side of test_linux_finds_the_pci_devices_through_acpi (no double quotes: the
-# kernel command line groups words with them).  Lists the PCI functions with their IRQ,
-# turns on pci_irq.c's debug messages, enables every function through sysfs -- which makes
-# Linux route its INTx through ACPI (pci_enable_device -> acpi_pci_irq_enable -> _PRT) --
-# shows the Linux IRQ each got with its chip, hardware IRQ (the I/O APIC pin: the GSI, GSI
-# base 0) and trigger, and what the kernel logged about PCI and ACPI.
-PCI_SCRIPT = ("cd /sys/bus/pci/devices; "
-              "for d in *; do echo PCIDEV $d $(cat $d/vendor) $(cat $d/device) $(cat $d/irq); done; "
-              "echo file drivers/acpi/pci_irq.c +p > /proc/dynamic_debug/control; "
-              "for d in *; do echo 1 > $d/enable; i=$(cat $d/irq); "
-              "echo PCIIRQ $d $i $(cd /sys/kernel/irq/$i 2>/dev/null && cat chip_name hwirq type); done; "
-              "echo ROOT=$(readlink /sys/devices/pci0000:00/firmware_node); "
-              "dmesg | grep -iE 'pci|acpi|gsi'")
 
 
-def test_linux_finds_the_pci_devices_through_acpi(linux_guest):
+def test_linux_finds_the_pci_devices_through_acpi(plain_boot):
     """With the DSDT's \\_SB_.PCI0 (vmm/boot/acpi.py) Linux enumerates bus 0 through
     configuration mechanism #1 (no MCFG) and routes INTx by the _PRT's hardwired GSIs."""
-    cmdline = (f"console=ttyS0 quiet reboot=k panic=-1 "
-               f'linuxguest.end=reboot -- sh -c "{PCI_SCRIPT}"')
-    out, p = boot_linux(linux_guest, cmdline, "--cpus", "1", "--xen-platform-device", "--pci-testdev")
+    out, p = plain_boot
     assert "linuxguest: exit status 0" in out and p.returncode == GUEST_RESET, p.stderr
 
     # the root bridge came from the DSDT, with our _CRS; config space through 0xCF8
