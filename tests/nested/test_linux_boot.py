@@ -36,9 +36,9 @@ def boot_linux(linux_guest, cmdline: str, *args: str, wrap=()) -> tuple[str, sub
 
 # The guest side of test_linux_finds_the_pci_devices_through_acpi, run by the plain_boot
 # fixture (no double quotes: the kernel command line groups words with them).  Lists the
-# PCI functions with their IRQ, turns on pci_irq.c's debug messages, enables every function through sysfs -- which makes
-# Linux route its INTx through ACPI (pci_enable_device -> acpi_pci_irq_enable -> _PRT) --
-# shows the Linux IRQ each got with its chip, hardware IRQ (the I/O APIC pin: the GSI, GSI
+# PCI functions with their IRQ, turns on pci_irq.c's debug messages, enables every
+# function through sysfs -- which makes Linux route its INTx through ACPI
+# (pci_enable_device -> acpi_pci_irq_enable -> _PRT) -- shows the Linux IRQ each got with its chip, hardware IRQ (the I/O APIC pin: the GSI, GSI
 # base 0) and trigger, and what the kernel logged about PCI and ACPI.
 PCI_SCRIPT = ("cd /sys/bus/pci/devices; "
               "for d in *; do echo PCIDEV $d $(cat $d/vendor) $(cat $d/device) $(cat $d/irq); done; "
