@@ -358,16 +358,21 @@ class Machine:
         self.vm.irqchip.flush_deliveries()       # diverted deliveries in flight land first
         hold = _quiesce(self)
         try:
+            # Xen's first: with KVM's acceleration its runstate times are kvmclock times,
+            # which must not be later than the kvmclock the VM's section saves.
+            xen = None
+            if self.xen is not None:
+                try:
+                    xen = self.xen.save()
+                except ValueError as e:            # a state snapshots don't save yet
+                    raise SnapshotError(f"cannot snapshot this machine: {e}") from None
+                _step("save", "xen", "")
             sections = {"spec": self.spec.to_dict(), "vm": self.vm.save_state()}
             _step("save", "vm", f"{len(self.vm.vcpus)} vCPUs")
             sections["devices"] = {name: part.save() for name, part in snapshot_parts(self)}
             _step("save", "devices", ", ".join(sections["devices"]))
-            if self.xen is not None:
-                try:
-                    sections["xen"] = self.xen.save()
-                except ValueError as e:            # a state snapshots don't save yet
-                    raise SnapshotError(f"cannot snapshot this machine: {e}") from None
-                _step("save", "xen", "")
+            if xen is not None:
+                sections["xen"] = xen
             with SnapshotWriter(path) as w:
                 for name, state in sections.items():
                     w.json(name, state)
@@ -665,8 +670,6 @@ def snapshot_unsupported(m: Machine) -> str | None:
     """What this machine has that snapshots don't save yet (one line), or None."""
     if m.virtio:
         return "virtio devices (--virtio-rng, --drive, --net) are not saved yet"
-    if m.xen is not None and m.xen.accel is not None:
-        return "Xen with the kernel transport is not saved yet (use --xen-hypercalls port)"
     return None
 
 

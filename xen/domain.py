@@ -141,10 +141,10 @@ class XenDomain:
         return self.timers.release
 
     def save(self) -> dict:
-        """Every subsystem's primary state (vCPUs paused, timers held).  The port transport
-        only: with KVM's Xen support KVM holds state of its own (not saved yet)."""
-        if self.accel is not None:
-            raise ValueError("Xen with the kernel transport is not saved yet")
+        """Every subsystem's primary state (vCPUs paused, timers held).  With KVM's Xen
+        acceleration the one state KVM holds that is not also ours is each runstate area's
+        times (saved with the vCPU records); the rest KVM was told by us, and ``rebuilt``
+        tells it again."""
         tsc = self.vm.vcpus[0].call(lambda v: v.fd.get_msrs([IA32_TSC])[IA32_TSC])
         # Each part under its own lock (the vCPUs are paused: no hypercall runs meanwhile).
         return {"clock": self.clock.save(tsc), "timers": self.timers.save(), "shared": self.shared.save(),
@@ -177,11 +177,25 @@ class XenDomain:
         callback via and upcall vectors (re-raising pending upcalls), the pvclocks."""
         tsc = self.vm.vcpus[0].call(lambda v: v.fd.get_msrs([IA32_TSC])[IA32_TSC])
         self.clock.restore(self._saved["clock"], tsc)
-        self.shared.rebuilt()
+        if self.accel_full:
+            self.clock.follow_kvm_clock(self.vm.fd)     # kvmclock was restored: KVM's pvclocks
+        self.shared.rebuilt()                          # (KVM's long-mode flag)
+        if self.accel_full:
+            self._kvm_rebuilt()
         self.pirqs.rebuilt()
-        self.upcall.rebuilt()
+        self.upcall.rebuilt()                          # (KVM's upcall vectors)
         for v in self.vcpus:
             self.time.publish(v.id)
+
+    def _kvm_rebuilt(self) -> None:
+        """KVM's Xen attributes from our primary state: where shared_info and each
+        vcpu_info are, the runstate areas KVM kept and their times.  (The vCPU ids are set
+        when the domain is built, the upcall vectors by ``upcall.rebuilt``.)"""
+        if self.shared.gpa is not None:
+            self.accel.shared_info(self.shared.gpa, self.shared.default_vcpu_info_gpas(v.id for v in self.vcpus))
+        for vcpu, gpa in sorted(self.shared.vcpu_info_gpa.items()):
+            self.accel.vcpu_info(vcpu, gpa)
+        self.vcpus.kvm_runstate_rebuilt()
 
     # ------------------------------------------------------------ events
     def notify_events(self) -> None:

@@ -127,6 +127,22 @@ class KvmXenAccel:
         return dict(state=r.state, state_entry_time=r.state_entry_time,
                     time=[r.time_running, r.time_runnable, r.time_blocked, r.time_offline])
 
+    def set_runstate_data(self, vcpu: int, data: dict) -> None:
+        """A snapshot's runstate times back into KVM (its state_entry_time must be the sum
+        of the four times and not after kvmclock: api.rst).  One KVM refuses restarts
+        its accounting from zero: traced, not fatal."""
+        attr = ffi.new("struct kvm_xen_vcpu_attr *")
+        attr.type = consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_DATA
+        r = attr.u.runstate
+        r.state, r.state_entry_time = data["state"], data["state_entry_time"]
+        r.time_running, r.time_runnable, r.time_blocked, r.time_offline = data["time"]
+        try:
+            self.vm.vcpus[vcpu].call(lambda v: v.fd.xen_vcpu_set_attr(attr))
+        except KvmError as e:
+            self._trace(f"vcpu{vcpu} runstate times refused: {e}")
+            return
+        self._trace(f"vcpu{vcpu} runstate times restored (state {data['state']})")
+
     # ------------------------------------------------------------ upcalls and events
     def upcall_vector(self, vcpu: int, vector: int) -> None:
         self.vm.vcpus[vcpu].call(lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,

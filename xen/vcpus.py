@@ -28,7 +28,9 @@ class XenVcpu:
     rs_state: int = 0
     rs_entry: int = 0
     rs_time: list = field(default_factory=lambda: [0, 0, 0, 0])
-    runstate_kvm: bool = False        # KVM maintains the runstate (kernel transport)
+    runstate_kvm: bool = False        # KVM maintains the runstate (kernel transport) ...
+    runstate_gpa: int | None = None   # ... in the area's page here (what KVM was told)
+    kvm_runstate: dict | None = None  # KVM's times, in a snapshot (saved; restored by rebuilt)
 
 
 class XenVcpus:
@@ -45,11 +47,31 @@ class XenVcpus:
         self.vm_assists = 0
 
     def save(self) -> dict:
-        return {"records": [dataclasses.asdict(r) for r in self.records], "vm_assists": self.vm_assists}
+        """The records; where KVM keeps a runstate, the times it holds (kvmclock ns)."""
+        records = []
+        for r in self.records:
+            d = dataclasses.asdict(r)
+            d["kvm_runstate"] = self.runstate(r.id) if r.runstate_kvm else None
+            records.append(d)
+        return {"records": records, "vm_assists": self.vm_assists}
 
     def restore(self, state: dict) -> None:
         self.records = [XenVcpu(**r) for r in state["records"]]
         self.vm_assists = state["vm_assists"]
+
+    def kvm_runstate_rebuilt(self) -> None:
+        """Each runstate area KVM kept is registered with it again, with its saved times
+        (kvmclock was restored before this).  One KVM refuses stays ours, as at
+        registration (vcpu_op.register_runstate_memory_area)."""
+        for xv in self.records:
+            saved, xv.kvm_runstate = xv.kvm_runstate, None
+            if not xv.runstate_kvm:
+                continue
+            xv.runstate_kvm = xv.runstate_gpa is not None and self.accel.runstate_area(xv.id, xv.runstate_gpa)
+            if xv.runstate_kvm and saved is not None:
+                self.accel.set_runstate_data(xv.id, saved)
+            elif saved is not None:                # ours from here: go on from KVM's times
+                xv.rs_state, xv.rs_entry, xv.rs_time = saved["state"], saved["state_entry_time"], list(saved["time"])
 
     def __len__(self) -> int:
         return len(self.records)

@@ -5,8 +5,26 @@
  * "tick=N ipi=M" every 20 ticks until ticks=N (cmdline, default 400); then checks every
  * event arrived exactly once: each IPI once, the masked port not at all until unmasked
  * and then once, the PIRQ once, and once more at its EOI (the line is still high).
+ * A registered runstate area (kept by KVM with the kernel transport) must go on being
+ * updated across restores: its times never go back nor past system time, and a last
+ * 20 ms poll moves it.
  */
 #include "xen.h"
+
+static struct vcpu_runstate_info rs __attribute__((aligned(64)));
+static uint64_t rs_last;			/* state_entry_time at the last check */
+
+static void check_runstate(const char *when)
+{
+	volatile struct vcpu_runstate_info *vr = &rs;
+	uint64_t entry = vr->state_entry_time & ~XEN_RUNSTATE_UPDATE;
+	uint64_t sum = vr->time[0] + vr->time[1] + vr->time[2] + vr->time[3];
+	uint64_t now = xen_now();
+	if (entry < rs_last || entry > now || sum > now)
+		kit_fail("xen_snapshot: runstate %s: entry %lu (last %lu), times %lu, now %lu", when, entry, rs_last,
+			 sum, now);
+	rs_last = entry;
+}
 
 void kit_main(void)
 {
@@ -18,6 +36,9 @@ void kit_main(void)
 	xen_test_start("xen_snapshot");
 	xen_use_upcall_vector();
 	last = (uint32_t)xen_cmdline_u64("ticks", 400);
+	struct vcpu_register_runstate_memory_area ra = { .addr = (uintptr_t)&rs };
+	XEN_EXPECT("register_runstate_memory_area", HYPERVISOR_vcpu_op(VCPUOP_register_runstate_memory_area, 0, &ra), 0);
+	check_runstate("at registration");
 
 	XEN_EXPECT("bind_virq(TIMER)", xen_evtchn_bind_virq(VIRQ_TIMER, 0, &tp), 0);
 	XEN_EXPECT("bind_ipi", xen_evtchn_bind_ipi(0, &ip), 0);
@@ -45,10 +66,20 @@ void kit_main(void)
 		if (t >= printed + 20) {
 			printed = t - t % 20;
 			printf("tick=%u ipi=%u\n", printed, xen_evtchn_count[ip]);
+			check_runstate("while ticking");
 		}
 		XEN_WAIT_UNTIL(xen_evtchn_count[tp] != t, xen_now() + XEN_MS(100));
 	}
 	HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, NULL);
+	uint64_t before = rs_last;
+	evtchn_port_t idle;
+	XEN_EXPECT("alloc_unbound (idle port)", xen_evtchn_alloc_unbound(DOMID_SELF, &idle), 0);
+	struct sched_poll poll = { .ports = (uintptr_t)&idle, .nr_ports = 1, .timeout = xen_now() + XEN_MS(20) };
+	XEN_EXPECT("poll(idle port, 20 ms)", HYPERVISOR_sched_op(SCHEDOP_poll, &poll), 0);
+	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(2));	/* let the area be refreshed */
+	check_runstate("after a poll");
+	if (rs_last == before)
+		kit_fail("xen_snapshot: the runstate area was not updated by a poll (entry %lu)", rs_last);
 	if (xen_evtchn_count[ip] != sent)
 		kit_fail("xen_snapshot: %u IPIs sent, %u received", sent, xen_evtchn_count[ip]);
 	if (xen_evtchn_count[mp] != 0 || !xen_evtchn_pending(mp))

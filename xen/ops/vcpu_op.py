@@ -122,7 +122,7 @@ class VcpuOps:
         gva = self._area_gva(call, abi.vcpu_register_runstate_memory_area, arg)
         xv = self.vcpus[vcpuid]
         xv.runstate_gva, xv.runstate_abi = (gva or None), call.abi
-        xv.runstate_kvm = False
+        xv.runstate_kvm, xv.runstate_gpa = False, None
         if gva and self.accel is not None and vcpuid == call.vcpu_id:
             # KVM takes a guest-physical address; Xen keeps the virtual one.  Only
             # while it fits in one page (KVM 6.1 maps one page).
@@ -133,6 +133,7 @@ class VcpuOps:
                 gpa = None        # unmapped now: ours to (try to) update, as Xen's
             if gpa is not None and gva % PAGE_SIZE + size <= PAGE_SIZE:
                 xv.runstate_kvm = self.accel.runstate_area(vcpuid, gpa)
+                xv.runstate_gpa = gpa if xv.runstate_kvm else None
         if gva and not xv.runstate_kvm:
             try:
                 self.vcpus.write_runstate(vcpuid, call.mem)
