@@ -2,6 +2,7 @@
  * xen_snapshot: Xen state that a snapshot must carry (port transport): a periodic
  * VIRQ_TIMER, an IPI sent and received once per tick, a port left pending but masked, and a
  * level GSI PIRQ (GSI 20 from the testdev, held high, not EOI'd).  It prints
+ * An MSI PIRQ (the testdev sends an MSI naming it) is sent once per tick too.  It prints
  * "tick=N ipi=M" every 20 ticks until ticks=N (cmdline, default 400); then checks every
  * event arrived exactly once: each IPI once, the masked port not at all until unmasked
  * and then once, the PIRQ once, and once more at its EOI (the line is still high).
@@ -28,8 +29,9 @@ static void check_runstate(const char *when)
 
 void kit_main(void)
 {
-	evtchn_port_t tp, ip, mp, pp;
+	evtchn_port_t tp, ip, mp, pp, qp;
 	int pirq = -1;
+	uint32_t msi_pirq;
 	uint32_t sent = 0, printed = 0, last;
 
 	printf("xen_snapshot: boot\n");
@@ -47,6 +49,8 @@ void kit_main(void)
 	XEN_EXPECT("send (masked)", xen_evtchn_send(mp), 0);
 	XEN_EXPECT("map_pirq(GSI 20)", xen_map_pirq_gsi(20, &pirq), 0);
 	XEN_EXPECT("bind_pirq", xen_bind_pirq((uint32_t)pirq, 0, &pp), 0);
+	XEN_EXPECT("get_free_pirq(MSI)", xen_get_free_pirq(MAP_PIRQ_TYPE_MSI, &msi_pirq), 0);
+	XEN_EXPECT("bind_pirq(MSI)", xen_bind_pirq(msi_pirq, 0, &qp), 0);
 	testdev_set_gsi(20, 1);			/* level, held high: one event until the EOI */
 	if (!XEN_WAIT_UNTIL(xen_evtchn_count[pp] == 1, xen_now() + XEN_MS(1000)))
 		kit_fail("xen_snapshot: no PIRQ event");
@@ -62,6 +66,9 @@ void kit_main(void)
 			sent++;
 			if (!XEN_WAIT_UNTIL(xen_evtchn_count[ip] == sent, xen_now() + XEN_MS(2000)))
 				kit_fail("xen_snapshot: IPI %u never arrived (%u)", sent, xen_evtchn_count[ip]);
+			testdev_send_msi(XEN_PIRQ_MSI_ADDR(msi_pirq), XEN_PIRQ_MSI_DATA);
+			if (!XEN_WAIT_UNTIL(xen_evtchn_count[qp] == sent, xen_now() + XEN_MS(2000)))
+				kit_fail("xen_snapshot: MSI PIRQ %u never arrived (%u)", sent, xen_evtchn_count[qp]);
 		}
 		if (t >= printed + 20) {
 			printed = t - t % 20;
@@ -93,8 +100,9 @@ void kit_main(void)
 	if (!XEN_WAIT_UNTIL(xen_evtchn_count[pp] == 2, xen_now() + XEN_MS(1000)))
 		kit_fail("xen_snapshot: the level PIRQ did not re-assert at its EOI (%u)", xen_evtchn_count[pp]);
 	XEN_WAIT_UNTIL(false, xen_now() + XEN_MS(50));
-	if (xen_evtchn_count[mp] != 1 || xen_evtchn_count[pp] != 2 || xen_evtchn_count[ip] != sent)
+	if (xen_evtchn_count[mp] != 1 || xen_evtchn_count[pp] != 2 || xen_evtchn_count[ip] != sent ||
+	    xen_evtchn_count[qp] != sent)
 		kit_fail("xen_snapshot: late duplicates");
-	printf("xen_snapshot: %u ticks, %u IPIs, each event once\n", printed, sent);
+	printf("xen_snapshot: %u ticks, %u IPIs, %u MSI PIRQs, each event once\n", printed, sent, sent);
 	kit_pass();
 }
