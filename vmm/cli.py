@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib import metadata
 
 from vmm import exitcodes, trace
 from vmm.errors import UserError, internal_errors
@@ -18,10 +17,22 @@ from vmm.sizes import parse_size
 
 
 def _version() -> str:
+    from importlib import metadata      # ~50 ms of every `vmm` start if imported eagerly
     try:
         return metadata.version("vmm")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"vmm {_version()}")
+        parser.exit()
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vmm", description="A KVM microVMM with Xen HVM emulation.",
                 epilog="Docs: README.md, ARCHITECTURE.md, docs/ in the source tree.")
-    p.add_argument("--version", action="version", version=f"vmm {_version()}")
+    p.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser("run", help="boot a kernel in a new VM",

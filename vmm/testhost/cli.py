@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
     if args.verbose:
         _log(f"testhost: prepared in {time.monotonic() - t0:.2f} s")
     timeout = args.timeout if args.timeout and args.timeout > 0 else None
-    result = launcher.run(art, command, timeout=timeout, memory=args.memory,
+    result = launcher.run(art, command, timeout=timeout, memory=args.memory, cpus=args.cpus,
                           verbose=args.verbose, keep=args.keep)
     return result.exit_code
 
@@ -109,6 +109,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"kill the outer VM after S seconds, exit 124 (default {DEFAULT_TIMEOUT:g}; 0 = none)")
     r.add_argument("--memory", default=launcher.DEFAULT_MEMORY, metavar="M",
                    help=f"outer VM memory, e.g. 2G or 1536M (default {launcher.DEFAULT_MEMORY})")
+    r.add_argument("--cpus", type=int, default=None, metavar="N",
+                   help=f"outer VM vCPUs (default $VMM_TESTHOST_CPUS or {launcher.DEFAULT_CPUS})")
     r.add_argument("-v", "--verbose", action="store_true", help="report boot and command timings")
     r.add_argument("--keep", action="store_true", help="keep the console log even on success")
     r.add_argument("--no-prepare", action="store_true",

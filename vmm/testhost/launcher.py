@@ -35,6 +35,9 @@ from vmm.testhost.config import TesthostError
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_MEMORY = "2G"
+# The outer VM's vCPUs: TCG runs one host thread per vCPU (MTTCG), so 2 lets a 2-vCPU inner
+# guest run both at once; $VMM_TESTHOST_CPUS or `vmm testhost run --cpus` override it.
+DEFAULT_CPUS = 1
 RUNNER_FAILED = 125      # the test host itself failed (as docker/podman run)
 TIMED_OUT = 124          # --timeout expired (as timeout(1))
 PORTS = ("stdout", "stderr", "ctl")
@@ -110,11 +113,11 @@ def kernel_cmdline(job: Path, token: str, extra: str = "") -> str:
 
 
 def qemu_command(art: Artifacts, memory: str, cmdline: str, console_log: Path,
-                 fds: dict[str, int]) -> list[str]:
+                 fds: dict[str, int], cpus: int = DEFAULT_CPUS) -> list[str]:
     cmd = [
         QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-M", "microvm,x-option-roms=off",
-        "-accel", "tcg", "-cpu", "EPYC,+svm,+npt", "-smp", "1", "-m", memory,
+        "-accel", "tcg", "-cpu", "EPYC,+svm,+npt", "-smp", str(cpus), "-m", memory,
         "-global", "virtio-mmio.force-legacy=false",
         "-kernel", str(art.vmlinux), "-initrd", str(art.initramfs), "-append", cmdline,
         "-chardev", f"file,id=console,path={console_log}", "-serial", "chardev:console",
@@ -202,7 +205,7 @@ def _console_problems(log: Path) -> list[str]:
 
 def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: float | None = None,
         memory: str = DEFAULT_MEMORY, env: dict[str, str] | None = None, verbose: bool = False,
-        keep: bool = False, stdout=None, stderr=None, extra_cmdline: str = "") -> Result:
+        keep: bool = False, stdout=None, stderr=None, extra_cmdline: str = "", cpus: int | None = None) -> Result:
     """Run ``cmd`` in a fresh outer VM; return its exit status (or 124 / 125)."""
     if not shutil.which(QEMU):
         raise TesthostError(f"{QEMU} not found: install qemu-system-x86 (vmm testhost prepare)")
@@ -210,6 +213,13 @@ def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: floa
     stderr = stderr or sys.stderr.buffer
     cwd = os.path.abspath(cwd or os.getcwd())
     memory = parse_memory(memory)
+    if cpus is None:
+        env_cpus = os.environ.get("VMM_TESTHOST_CPUS") or str(DEFAULT_CPUS)
+        if not env_cpus.isdigit():
+            raise TesthostError(f"bad VMM_TESTHOST_CPUS {env_cpus!r}: a number of vCPUs")
+        cpus = int(env_cpus)
+    if not 1 <= cpus <= 16:
+        raise TesthostError(f"--cpus {cpus}: the outer VM takes 1 to 16 vCPUs")
     workdir = Path(tempfile.mkdtemp(prefix="vmm-testhost-"))
     job = workdir / "job.sh"
     job_env = dict(os.environ if env is None else env)
@@ -220,7 +230,7 @@ def run(art: Artifacts, cmd: list[str], *, cwd: str | None = None, timeout: floa
 
     pairs = {name: socket.socketpair() for name in PORTS}
     fds = {name: pairs[name][1].fileno() for name in PORTS}
-    qcmd = qemu_command(art, memory, kernel_cmdline(job, token, extra_cmdline), console_log, fds)
+    qcmd = qemu_command(art, memory, kernel_cmdline(job, token, extra_cmdline), console_log, fds, cpus)
     (workdir / "qemu.cmd").write_text(shlex.join(qcmd) + "\n")
     qemu_log = open(workdir / "qemu.log", "wb")
     t0 = time.monotonic()
