@@ -35,17 +35,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from devices.board import PcDevices, attach_pc_devices
 from devices.legacy import PVPANIC_PORT
 from devices.pci_testdev import PciTestDev, attach_pci_testdev
 from devices.rtc import CENTURY as RTC_CENTURY, RTC_BASE
 from devices.serial import COM1_BASE, COM1_IRQ
-from devices.virtio.blk import VirtioBlk
-from devices.virtio.net import VirtioNet, check_tap_name, parse_mac
-from devices.virtio.pci import VirtioPciDevice, attach_virtio
-from devices.virtio.rng import VirtioRng
 from kvm_bindings import KvmError
 from vmm import exitcodes, trace
 from vmm.boot import BootInfo, load_kernel
@@ -62,6 +58,9 @@ from xen.domain import XenConfig, XenDomain
 from xen.platform_pci import XenPlatformDevice, attach_xen_platform
 from xen.toolstack import Toolstack
 from xen.transport import choose_transport
+
+if TYPE_CHECKING:
+    from devices.virtio.pci import VirtioPciDevice
 
 
 class BuildError(RuntimeError):
@@ -116,6 +115,8 @@ class MachineSpec:
             raise UserError("--pci-testdev and --xen-platform-device need the PCI bus: drop --no-pci")
         if not self.pci and (self.virtio_rng or self.drives or self.nets):
             raise UserError("--virtio-rng, --drive and --net need the PCI bus: drop --no-pci")
+        if self.nets:
+            from devices.virtio.net import check_tap_name, parse_mac     # (virtio: imported when used)
         for n in self.nets:
             try:
                 check_tap_name(n["tap"])
@@ -488,6 +489,12 @@ def _pci_testdev(m: Machine) -> None:
 @contributes("pci")
 def _virtio_devices(m: Machine) -> None:
     s = m.spec
+    if not (s.virtio_rng or s.drives or s.nets):
+        return
+    # Imported here: a machine without virtio doesn't pay for it at every start.
+    from devices.virtio.blk import VirtioBlk
+    from devices.virtio.net import VirtioNet, parse_mac
+    from devices.virtio.rng import VirtioRng
     if s.virtio_rng:
         _plug_virtio(m, VirtioRng(m.vm.memory))
     for d in s.drives:
@@ -509,6 +516,7 @@ def _virtio_devices(m: Machine) -> None:
 
 
 def _plug_virtio(m: Machine, dev: VirtioPciDevice) -> None:
+    from devices.virtio.pci import attach_virtio
     m.on_close(dev.close)                   # its thread (stopped at the VM's end) and files
     attach_virtio(m.pci, dev)
     m.virtio.append(dev)
