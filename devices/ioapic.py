@@ -13,8 +13,8 @@ assert << 14.  Delivery is KVM_SIGNAL_MSI through the IrqChip.
 Level-triggered pins set Remote IRR on delivery and are not delivered again
 until the guest's EOI clears it.  The kernel only reports EOIs
 (KVM_EXIT_IOAPIC_EOI) for vectors it knows to be level-triggered, which it
-learns from the GSI routing table: so every pin's RTE is mirrored into the
-table as an MSI route (``IrqChip.set_routes``).
+learns from the GSI routing table: so every pin's RTE, masked or not, is
+mirrored into the table as an MSI route (``IrqChip.set_routes``, ``_mirror``).
 """
 
 from __future__ import annotations
@@ -102,16 +102,24 @@ class IoApic:
             self.level[:] = state["level"]
 
     def rebuilt(self) -> None:
-        """Derived: KVM's routing table mirrors every unmasked RTE (so KVM reports EOIs of
-        level vectors); the irqchip's view of the pins is re-driven by their sources."""
+        """Derived: KVM's routing table mirrors every RTE (so KVM reports EOIs of level
+        vectors); the irqchip's view of the pins is re-driven by their sources."""
         with self._lock:
             rtes = list(enumerate(self.rte))
         for pin, rte in rtes:
-            if rte & RTE_MASKED:
-                self.irqchip.set_routes(pin, [])
-            else:
-                address, data = self.msi_of(rte)
-                self.irqchip.set_routes(pin, [MsiRoute(pin, address, data)])
+            self._mirror(pin, rte)
+
+    def _mirror(self, pin: int, rte: int) -> None:
+        """The pin's RTE as its route in KVM's table, masked or not.  KVM learns from these
+        which vectors are level-triggered and reports their EOIs (kvm_scan_ioapic_routes);
+        its own I/OAPIC's scan ignores the mask too.  A level vector masked while in service
+        must still report its EOI: Linux masks a pin to move its IRQ to another CPU
+        (ioapic_ack_level -> ioapic_prepare_move) before the LAPIC EOI, and with the route
+        gone that EOI never reached us, Remote IRR stayed set and the pin was dead for good
+        (seen with Xen's callback on GSI 17, 2 vCPUs).  The routes carry no delivery: pins
+        are sent with KVM_SIGNAL_MSI, and no irqfd is bound to a pin's GSI."""
+        address, data = self.msi_of(rte)
+        self.irqchip.set_routes(pin, [MsiRoute(pin, address, data)])
 
     # ------------------------------------------------------------ delivery
     @staticmethod
@@ -190,12 +198,7 @@ class IoApic:
             if old & RTE_MASKED and not new & RTE_MASKED and self.level[pin] and new & RTE_TRIGGER_LEVEL:
                 self._service(pin)
         pin, rte = route
-        # Mirror the RTE into KVM's routing table so it reports EOIs of level vectors.
-        if rte & RTE_MASKED:
-            self.irqchip.set_routes(pin, [])
-        else:
-            address, data = self.msi_of(rte)
-            self.irqchip.set_routes(pin, [MsiRoute(pin, address, data)])
+        self._mirror(pin, rte)       # so KVM reports EOIs of level vectors
 
 
 def attach_ioapic(vm) -> IoApic:

@@ -94,9 +94,30 @@ def test_masked_pin_is_held_and_fires_on_unmask_if_level_high(split):
     vm, ioapic, sent = split
     program(ioapic, 9, 0x60 | (1 << 15) | RTE_MASKED)
     gsi(vm, 9, "test").set(True)
-    assert sent == [] and 9 not in vm.irqchip.routes()
+    assert sent == []
+    # ... but its route stays: a level vector masked while in service (Linux moving an IRQ)
+    # must still have its EOI reported, or Remote IRR never clears
+    assert vm.irqchip.routes()[9] == [MsiRoute(9, 0xFEE00000, 0xC060)]
     program(ioapic, 9, 0x60 | (1 << 15))
     assert sent == [(0xFEE00000, 0xC060)]
+
+
+def test_eoi_of_a_level_vector_masked_in_service_clears_remote_irr(split):
+    """Linux's ioapic_ack_level moving an IRQ: the pin is masked, the LAPIC EOI'd, the pin
+    unmasked.  The EOI must reach the pin (KVM reports it: the route stayed), so a line
+    raised again after the unmask is delivered again."""
+    vm, ioapic, sent = split
+    program(ioapic, 17, 0x21 | (1 << 15))
+    line = gsi(vm, 17, "xen-callback")
+    line.set(True)
+    assert sent == [(0xFEE00000, 0xC021)]
+    line.set(False)
+    program(ioapic, 17, 0x21 | (1 << 15) | RTE_MASKED)
+    assert vm.irqchip.routes()[17] == [MsiRoute(17, 0xFEE00000, 0xC021)]
+    vm.irqchip.ioapic_eoi(0x21)
+    program(ioapic, 17, 0x21 | (1 << 15))
+    line.set(True)
+    assert sent == [(0xFEE00000, 0xC021)] * 2
 
 
 def test_logical_destination_and_delivery_mode(split):

@@ -233,6 +233,15 @@ def assert_counted(before: dict, after: dict, names, where: str) -> None:
         f"no {where} interrupt during the disk and RNG I/O"
 
 
+def assert_callback_delivers(after: dict, platform: dict, listing: str) -> None:
+    """Without the vector callback every event comes through xen-platform-pci's interrupt
+    (the disk and RNG don't: they are on MSI-X): it fired more than once, and xenbus's
+    events, which only it carries, arrived (a callback line that fires once and never
+    again -- a level pin whose EOI is lost -- leaves xenbus at 0 and waiting)."""
+    assert all(r[0] >= 2 for r in platform.values()), listing
+    assert after.get("xenbus", (0, ""))[0] > 0, listing
+
+
 @pytest.mark.parametrize("v", [pytest.param(v, id=v.name, marks=() if v.name == "1-default" else E2E)
                                for v in VARIANTS])
 def test_xen_pirq_matrix(linux_guest, disk, net, v: Variant):
@@ -281,13 +290,13 @@ def test_xen_pirq_matrix(linux_guest, disk, net, v: Variant):
         assert "acpi" in after and "xen-pirq" in after["acpi"][1], listing
     elif v.name == "5-novector":
         assert platform and all("fasteoi" in r[1] for r in platform.values()), listing
-        assert_counted(before, after, platform, "xen-platform-pci")
+        assert_callback_delivers(after, platform, listing)
     elif v.name == "6-novector-nomsi":
         assert platform and all("IO-APIC" in r[1] for r in platform.values()), listing
-        assert_counted(before, after, platform, "xen-platform-pci")
+        assert_callback_delivers(after, platform, listing)
     elif v.name == "7-novector-noapic":
         assert platform and all("XT-PIC" in r[1] for r in platform.values()), listing
-        assert_counted(before, after, platform, "xen-platform-pci")
+        assert_callback_delivers(after, platform, listing)
 
 
 @E2E
