@@ -54,6 +54,8 @@ def test_timeout_kills_a_hung_guest(testhost):
     assert r.code == 124, r.err
     assert "timed out after 5 s" in r.err
     assert _console_log(r.err).exists()
+    dump = re.search(r"QEMU monitor dump: (\S+)", r.err)       # what a frozen outer VM was doing
+    assert dump and "RIP=" in Path(dump[1]).read_text(errors="replace"), r.err
     assert r.seconds < 40
 
 
