@@ -87,8 +87,7 @@ STDIN: dict[str, bytes] = {"xen_pv_console": b"ping-pv\n"}
 # Timers must never fire early; how late they may be depends on where the VMM runs. Our
 # host emulates every guest instruction (~1.5 M/s) and the nested host runs Python ~16x
 # slower than the host: the VMM's own reaction time is the bound, measured there.
-# (xen_kvm: 400 until session 6's CI saw a register_vcpu_info take 427 ms there.)
-SLACK_MS = {"port-host": 150, "xen_kvm": 600}
+SLACK_MS = {"port-host": 150, "xen_kvm": 400}
 
 # With the kernel transport KVM answers SCHEDOP_poll itself (arch/x86/kvm/xen.c
 # kvm_xen_hcall_sched_op) and we never see it.  Stock KVM (6.1 and upstream) deviates
