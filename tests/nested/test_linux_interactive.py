@@ -23,7 +23,7 @@ from tests.nested.test_linux_boot import boot_linux
 from vmm.exitcodes import GUEST_PANIC, GUEST_POWEROFF
 from vmm.testhost import packages
 
-pytestmark = [pytest.mark.xen_kvm, pytest.mark.linux_e2e]   # `make test-linux-e2e`
+pytestmark = [pytest.mark.xen_kvm, pytest.mark.linux_e2e]   # also alone: `make test-linux-e2e`
 
 
 class Terminal:

@@ -66,9 +66,9 @@ class Variant:
     vector_callback: bool = True
 
 
-# Variant 1 runs in `make test` (it also carries the checks of the Xen HVM boot and of the
-# GSIs as PIRQs that test_linux_boot.py had); the others, still being brought up, in
-# `make test-linux-e2e` (marker linux_e2e).
+# Every variant runs in `make test`; those marked linux_e2e also in `make test-linux-e2e`.
+# Variant 1 also carries the checks of the Xen HVM boot and of the GSIs as PIRQs that
+# test_linux_boot.py had.
 E2E = pytest.mark.linux_e2e
 VARIANTS = [
     Variant("1-default", "", ("--stats",)),
