@@ -27,6 +27,8 @@ LOCK_ORDER: tuple[str, ...] = (
     "xen.xenstore",     # XenstoreDaemon.lock: the store, connections, rings; taken with no xen lock held,
                         # calls nothing of xen's (it returns "notify" and the caller kicks the port)
     "xen.domain",       # XenDomain.lock: HVM params, the console line, shared_info moves
+    "xen.kvm_timer",    # KvmTimers._lock (xen/kvm_timer.py): which vCPU timers KVM runs; reads the
+                        # port table under the port lock, moves a deadline under the timer lock
     "xen.ports",        # EventChannels.lock: the port table; set_pending/unmask decisions
     "xen.fifo",         # FifoAbi._lock: FIFO queues' tails and last-queue records (upcall raised after it)
     "xen.shared_info",  # SharedInfo.lock: placement only (bits are atomic RMWs)

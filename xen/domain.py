@@ -29,6 +29,7 @@ from xen.gnttab import GrantTable
 from xen.hvm_params import HvmParams
 from xen.hypercall import HypercallTable
 from xen.kvm_accel import KvmXenAccel
+from xen.kvm_timer import KvmTimers
 from xen.kvm_accel import available as accel_available
 from xen.ops.sched_op import Shutdown
 from xen.pirq import PirqTable
@@ -96,6 +97,10 @@ class XenDomain:
         self.clock = XenTime.from_vcpu(vm.vcpus[0].fd)
         self.time = TimePublisher(self.clock, self.shared, kvm_pvclock=self.accel_full)
         self.timers = Timers(self.clock, self.timer_fired)
+        # Each vCPU's singleshot timer runs in KVM while KVM delivers its VIRQ_TIMER
+        self.kvm_timers = (KvmTimers(vm.vcpus, self.evtchn, self.timers, lambda: self.shared.gpa is not None)
+                           if self.accel_full else None)
+        self.evtchn.kvm_timers = self.kvm_timers
         self.vcpus = XenVcpus(vm.vcpus, self.clock, self.accel)
         self.gnttab = GrantTable(vm.memory, self.placement)
         self.hvm_params = HvmParams(self.lock, on_set={abi.HVM_PARAM_CALLBACK_IRQ: self.upcall.set_callback_irq})
@@ -146,8 +151,11 @@ class XenDomain:
         times (saved with the vCPU records); the rest KVM was told by us, and ``rebuilt``
         tells it again."""
         tsc = self.vm.vcpus[0].call(lambda v: v.fd.get_msrs([IA32_TSC])[IA32_TSC])
+        timers = self.timers.save()
+        if self.kvm_timers is not None:   # KVM's singleshot timers are saved as ours
+            timers["singleshot"].update({str(v): d for v, d in self.kvm_timers.save().items()})
         # Each part under its own lock (the vCPUs are paused: no hypercall runs meanwhile).
-        return {"clock": self.clock.save(tsc), "timers": self.timers.save(), "shared": self.shared.save(),
+        return {"clock": self.clock.save(tsc), "timers": timers, "shared": self.shared.save(),
                 "placement": self.placement.save(), "gnttab": self.gnttab.save(),
                 "evtchn": self.evtchn.save(), "pirqs": self.pirqs.save(), "upcall": self.upcall.save(),
                 "vcpus": self.vcpus.save(), "hvm_params": self.hvm_params.save(),
@@ -196,6 +204,7 @@ class XenDomain:
         for vcpu, gpa in sorted(self.shared.vcpu_info_gpa.items()):
             self.accel.vcpu_info(vcpu, gpa)
         self.vcpus.kvm_runstate_rebuilt()
+        self.kvm_timers.rebuilt()                      # the saved deadlines of KVM's timers
 
     # ------------------------------------------------------------ events
     def notify_events(self) -> None:
@@ -213,6 +222,7 @@ class XenDomain:
             self.time.publish(v.id)
         if self.accel_full:
             self.accel.shared_info(gpa, self.shared.default_vcpu_info_gpas(v.id for v in self.vcpus))
+            self.kvm_timers.sync()                     # KVM can deliver VIRQ_TIMER now
 
     def intx_gsi(self, value: int) -> int | None:
         """HVM_PARAM_CALLBACK_IRQ type PCI_INTX -> the GSI of that device's pin.  Like Xen

@@ -50,6 +50,7 @@ from xen.trace_events import (
 
 if TYPE_CHECKING:
     from xen.evtchn_abi import PortAbi
+    from xen.kvm_timer import KvmTimers
     from xen.pirq import PirqTable
     from xen.shared_info import SharedInfo
     from xen.upcall import Upcall
@@ -116,6 +117,9 @@ class EventChannels:
         self.virq_ports: dict[tuple[int, int], int] = {}
         self.backends: dict[int, Backend] = {}      # guest port -> its VMM end
         self._backend_ports = itertools.count(1)    # the backend side's own port numbers
+        # KvmTimers (xen/kvm_timer.py) when KVM may run vCPU timers: told, with no lock held,
+        # when the VIRQ_TIMER bindings or the delivery may have changed.
+        self.kvm_timers: "KvmTimers | None" = None
 
     # ------------------------------------------------------------ helpers
     def nr_ports(self) -> int:
@@ -213,7 +217,9 @@ class EventChannels:
             ch = self._install(port, Channel(ECS_VIRQ, vcpu, virq=virq))
             self.virq_ports[(vcpu, virq)] = port
             self._trace_bind(port, ch, f"virq={virq}")
-            return port
+        if virq == abi.VIRQ_TIMER:
+            self._timers_changed()
+        return port
 
     def bind_ipi(self, vcpu: int) -> int:
         self._check_vcpu(vcpu)
@@ -246,9 +252,13 @@ class EventChannels:
 
     def close(self, port: int) -> None:
         with self.lock:
+            ch = self.ports[port] if 0 < port < self.max_ports else None
+            timer = ch is not None and ch.state == ECS_VIRQ and ch.virq == abi.VIRQ_TIMER
             was_pirq = self._close(port)
         if was_pirq:
             self._release_quarantined([port])
+        if timer:
+            self._timers_changed()
 
     def _release_quarantined(self, ports: list[int]) -> None:
         """Closed PIRQ ports: rebuild KVM's routes after unlock (QEMU's deadlock 2), then
@@ -377,6 +387,7 @@ class EventChannels:
             self._release_quarantined(quarantined)
         elif fifo is not None:
             self._routes_changed()                    # KVM may deliver PIRQs again
+        self._timers_changed()                         # no VIRQ_TIMER is bound any more
 
     # ------------------------------------------------------------ snapshot
     def save(self) -> dict:
@@ -408,6 +419,11 @@ class EventChannels:
         with self.lock:
             self._switch_abi(new_abi)
         self._routes_changed()                        # PIRQ routes into KVM follow (pirq.msi_route)
+        self._timers_changed()                         # and the vCPU timers KVM runs
+
+    def _timers_changed(self) -> None:
+        if self.kvm_timers is not None:
+            self.kvm_timers.sync()
 
     def _routes_changed(self) -> None:
         """Delivery moved between KVM and us: the PIRQ table re-decides its KVM routes
@@ -439,14 +455,23 @@ class EventChannels:
         domain as it was (Xen: evtchn_fifo_destroy on a failed first call).  Returns
         link_bits."""
         check_init_control(self.nr_vcpus, vcpu, offset)
-        with self.lock:
-            fifo = self.port_abi
-            switched = not isinstance(fifo, FifoAbi)
-            if switched:
-                fifo = FifoAbi(self.shared.mem, self.nr_vcpus, self.shared.mark_events_pending)
-            fifo.map_control_block(vcpu, gfn, offset)
-            if switched:
-                self._switch_abi(fifo)
+        # KVM's vCPU timers come back first: after the switch one would fire into the
+        # 2-level bits the guest no longer reads.  (If the call fails they go back.)
+        held = self.kvm_timers is not None and not isinstance(self.port_abi, FifoAbi)
+        if held:
+            self.kvm_timers.hold()
+        try:
+            with self.lock:
+                fifo = self.port_abi
+                switched = not isinstance(fifo, FifoAbi)
+                if switched:
+                    fifo = FifoAbi(self.shared.mem, self.nr_vcpus, self.shared.mark_events_pending)
+                fifo.map_control_block(vcpu, gfn, offset)
+                if switched:
+                    self._switch_abi(fifo)
+        finally:
+            if held:
+                self.kvm_timers.release()
         if TP_FIFO.enabled:
             TP_FIFO.emit(what=f"init_control vcpu={vcpu} gfn={gfn:#x} offset={offset:#x}"
                               + (" (switched from 2-level)" if switched else ""))

@@ -5,7 +5,8 @@ EVTCHNOP_send for ports registered with it) inside the kernel, so it must know
 where shared_info and every vcpu_info live and which upcall vectors to inject;
 event deliveries then go through ``KVM_XEN_HVM_EVTCHN_SEND`` so KVM can wake a
 vCPU polling in the kernel.  The VMM still owns the port table, the hypercalls
-that exit, the timers and the GSI/INTx callback line (KVM doesn't drive it).
+that exit, the timers (KVM runs each vCPU's singleshot timer once its VIRQ_TIMER is
+bound: xen/kvm_timer.py) and the GSI/INTx callback line (KVM doesn't drive it).
 
 On by default with the kernel transport (``vmm run --xen-no-kvm-accel`` turns
 it off; KVM then degrades SCHEDOP_poll to a yield).  KVM writes the pvclock
@@ -161,9 +162,9 @@ class KvmXenAccel:
         goes off, since KVM's SCHEDOP_poll tests the 2-level pending bitmap and is woken only
         by its own deliveries: a FIFO guest polling a port there would sleep through our
         events.  KVM then answers SCHEDOP_poll as a yield (returns at once; Linux's pollers
-        loop), as without acceleration.  No port is registered with KVM_XEN_ATTR_TYPE_EVTCHN
-        and no vCPU timer with KVM_XEN_VCPU_ATTR_TYPE_TIMER, so nothing else of KVM's
-        delivers events.  Upcalls are unchanged: FIFO marks evtchn_upcall_pending too,
+        loop), as without acceleration.  No port is registered with KVM_XEN_ATTR_TYPE_EVTCHN,
+        and the vCPU timers KVM ran were taken back before the switch (KvmTimers.hold), so
+        nothing else of KVM's delivers events.  Upcalls are unchanged: FIFO marks evtchn_upcall_pending too,
         and KVM's global-vector injection only tests that flag."""
         self.set_kvm_event_channels(False)
         self._trace("event delivery moves to the VMM (the guest left 2-level event channels); "

@@ -231,6 +231,12 @@ class Timers:
         if TP_TIMER_SET.enabled:
             TP_TIMER_SET.emit(vcpu=vcpu, kind="singleshot", deadline=deadline, delta=deadline - self.clock.now())
 
+    def take_singleshot(self, vcpu: int) -> int | None:
+        """Stop the vCPU's singleshot timer and return its deadline (None: not armed): the
+        timer moves to KVM (xen/kvm_timer.py)."""
+        with self._cv:
+            return self.singleshot.pop(vcpu, None)
+
     def stop_singleshot(self, vcpu: int) -> None:
         with self._cv:
             self.singleshot.pop(vcpu, None)

@@ -5,7 +5,9 @@ domain's event condition; every event-channel delivery and the VM's end wake
 it, and it re-checks its condition.  Every few ms it also runs the calls
 other threads queued for this vCPU (Vcpu.service), and returns early (0, a spurious
 wake-up, which Xen allows) if the vCPU is being paused, taken down or stopped.  Interrupts KVM
-holds for the vCPU (LAPIC timer, IPIs) don't end the wait; on Xen they would.
+holds for the vCPU (LAPIC timer, IPIs) don't end the wait; on Xen they would.  The one
+exception: the vCPU's singleshot timer when KVM runs it (xen/kvm_timer.py) ends the wait at
+its deadline, and KVM injects VIRQ_TIMER as the vCPU re-enters.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from xen.ops import check_domid
 
 if TYPE_CHECKING:
     from xen.evtchn import EventChannels
+    from xen.kvm_timer import KvmTimers
     from xen.shared_info import SharedInfo
     from xen.time import XenTime
     from xen.upcall import Upcall
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
 MAX_POLL_PORTS = 128          # xen/common/sched/core.c do_poll: nr_ports > 128 -> -EINVAL
 NSEC = 1_000_000_000
 SERVICE_S = 0.005             # how often a parked vCPU runs its queued requests
+# KVM's timer (xen/kvm_timer.py) fires on the host's clock; the wait ends this long after its
+# deadline on ours, so that KVM has noted the expiry and injects it before the guest runs
+# (vcpu_run: KVM_REQ_UNBLOCK keeps the vCPU out of the guest until the timer IRQ is in).
+KVM_TIMER_MARGIN_NS = 100_000
 
 # SCHEDOP_shutdown: these end the VM with the VMM's exit code; suspend and soft_reset are
 # refused (-EOPNOTSUPP: no save/restore yet); any other reason ends it as a failure (82).
@@ -70,7 +77,8 @@ class SchedOps:
     once the VM ends (a blocked vCPU returns)."""
 
     def __init__(self, shared: "SharedInfo", evtchn: "EventChannels", upcall: "Upcall", vcpus: "XenVcpus",
-                 clock: "XenTime", events, is_running: Callable[[], bool], shutdown: Shutdown, domid: int):
+                 clock: "XenTime", events, is_running: Callable[[], bool], shutdown: Shutdown, domid: int,
+                 kvm_timers: "KvmTimers | None" = None):
         self.shared = shared
         self.evtchn = evtchn
         self.upcall = upcall
@@ -80,6 +88,7 @@ class SchedOps:
         self.is_running = is_running
         self.shutdown = shutdown
         self.domid = domid
+        self.kvm_timers = kvm_timers
         self.ops = {abi.SCHEDOP_yield: self.yield_, abi.SCHEDOP_block: self.block, abi.SCHEDOP_poll: self.poll,
                     abi.SCHEDOP_shutdown: self.shutdown_op, abi.SCHEDOP_shutdown_code: self.shutdown_code,
                     abi.SCHEDOP_remote_shutdown: self.remote_shutdown}
@@ -110,12 +119,17 @@ class SchedOps:
     def _wait(self, vcpu, cond, deadline_ns: int | None) -> None:
         events = self.events
         while True:
+            until = deadline_ns
+            if self.kvm_timers is not None:       # KVM's timer for this vCPU: read each round
+                kvm = self.kvm_timers.deadline(vcpu)   # (a move to KVM may run in service())
+                if kvm is not None and (until is None or kvm + KVM_TIMER_MARGIN_NS < until):
+                    until = kvm + KVM_TIMER_MARGIN_NS
             with events:
                 if not self.is_running() or cond():
                     return
                 wait_s = SERVICE_S
-                if deadline_ns is not None:
-                    left = deadline_ns - self.clock.now()
+                if until is not None:
+                    left = until - self.clock.now()
                     if left <= 0:
                         return
                     wait_s = min(left / NSEC, SERVICE_S)
