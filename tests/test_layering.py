@@ -14,8 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSITION_ROOTS = {"vmm/machine.py"}
-# ctypes for something other than KVM: prctl(PR_SET_PDEATHSIG) so QEMU dies with its runner.
-CTYPES_NOT_FOR_KVM = {"vmm/testhost/launcher.py"}
+# ctypes for libc calls other than KVM's that Python's os module lacks: prctl(PR_SET_PDEATHSIG) so
+# QEMU dies with its runner, fallocate(2) with a mode (virtio-blk's discard punches holes).
+CTYPES_NOT_FOR_KVM = {"vmm/testhost/launcher.py", "devices/virtio/blk.py"}
 # fcntl.ioctl for something other than KVM: the tap behind virtio-net (if_tun.h's ioctls).
 IOCTLS_NOT_FOR_KVM = {"devices/virtio/tap.py"}
 

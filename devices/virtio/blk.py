@@ -13,10 +13,15 @@ VIRTIO_BLK_T_IN     ``preadv`` straight into the guest's buffers
 VIRTIO_BLK_T_OUT    ``pwritev`` straight from them (IOERR if read-only)
 VIRTIO_BLK_T_FLUSH  ``fsync``: what was completed before it is on stable storage
 VIRTIO_BLK_T_GET_ID the 20-byte ID string (``vmm-`` and the file's name)
-DISCARD,            one segment (le64 sector, le32 num_sectors, le32 flags) whose
-WRITE_ZEROES        range is written with zeroes (a discarded range may read as
-                    anything, §5.2.6.2; zeroes are that too)
+VIRTIO_BLK_T_DISCARD one segment (le64 sector, le32 num_sectors, le32 flags): the
+                    range's blocks are freed (``fallocate`` PUNCH_HOLE: the file gets
+                    sparser, the range reads zeroes -- a discarded range may read as
+                    anything, §5.2.6.2)
+WRITE_ZEROES        the same segment, zeroed: ZERO_RANGE (blocks stay allocated), or
+                    PUNCH_HOLE with VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
 =================  ============================================================
+
+Where the file system can't (``EOPNOTSUPP``), zeroes are written instead, in 1 MiB steps.
 
 Checks (§5.2.6.2): the data of IN/OUT a multiple of 512 bytes, every range inside
 the disk (``capacity`` = file size // 512, fixed at start), segments within the
@@ -34,6 +39,8 @@ DISCARD and WRITE_ZEROES (writable disks only).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import struct
 
@@ -81,6 +88,19 @@ MAX_DISCARD_SECTORS = 1 << 22            # 2 GiB per segment
 MAX_DISCARD_SEG = 1
 MAX_IOVECS = 1024                        # IOV_MAX: preadv/pwritev take no more buffers
 _ZEROES = bytes(1 << 20)
+# include/uapi/linux/falloc.h
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with a mode (os.posix_fallocate has none); OSError on failure."""
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
 TYPE_NAMES = {VIRTIO_BLK_T_IN: "in", VIRTIO_BLK_T_OUT: "out", VIRTIO_BLK_T_FLUSH: "flush",
               VIRTIO_BLK_T_GET_ID: "get_id", VIRTIO_BLK_T_DISCARD: "discard",
               VIRTIO_BLK_T_WRITE_ZEROES: "write_zeroes"}
@@ -203,14 +223,26 @@ class VirtioBlk(VirtioPciDevice):
                 return VIRTIO_BLK_S_UNSUPP          # §5.2.6.2: unknown flags, or unmap on a discard
             if count > MAX_DISCARD_SECTORS or not self._range_ok(sector, count * VIRTIO_BLK_SECTOR_SIZE):
                 return VIRTIO_BLK_S_IOERR
-            segments.append((sector, count))
-        for sector, count in segments:
-            offset, left = sector * VIRTIO_BLK_SECTOR_SIZE, count * VIRTIO_BLK_SECTOR_SIZE
-            while left:
-                k = os.pwrite(self.fd, _ZEROES[:min(left, len(_ZEROES))], offset)
-                offset += k
-                left -= k
+            segments.append((sector, count, flags))
+        for sector, count, flags in segments:
+            offset, length = sector * VIRTIO_BLK_SECTOR_SIZE, count * VIRTIO_BLK_SECTOR_SIZE
+            unmap = rtype == VIRTIO_BLK_T_DISCARD or flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
+            mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE if unmap else FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+            if length:
+                self._zero_range(mode, offset, length)
         return VIRTIO_BLK_S_OK
+
+    def _zero_range(self, mode: int, offset: int, length: int) -> None:
+        try:
+            fallocate(self.fd, mode, offset, length)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+        while length:                               # a file system without it (e.g. some FUSE)
+            k = os.pwrite(self.fd, _ZEROES[:min(length, len(_ZEROES))], offset)
+            offset += k
+            length -= k
 
     def _pwritev_all(self, views: list[memoryview], offset: int) -> None:
         while views:
