@@ -124,22 +124,25 @@ def test_linux_finds_the_pci_devices_through_acpi(plain_boot):
 
 
 def _boot_until(linux_guest, cmdline: str, marker: str, *args: str, ready_s: float = 600, end_s: float = 300):
-    """`vmm run` the Linux guest, wait for ``marker`` on its console, send SIGTERM;
+    """`vmm run` the Linux guest, wait for ``marker`` on its console as a line of its own
+    (init echoes the command, marker included, on its "run:" line: CI's SIGTERM once came
+    from that echo, and the poweroff raced the script's output), send SIGTERM;
     (console text, exit code, stderr)."""
     import os
     import select
     import signal
     import time
+    line = re.compile(rb"^" + re.escape(marker.encode()) + rb"\r?$", re.M)
     cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
            "--initrd", str(linux_guest), "--memory", "512M", "--timeout", "900", *args, "--cmdline", cmdline]
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = b""
     try:
         deadline = time.monotonic() + ready_s
-        while marker.encode() not in out and time.monotonic() < deadline and p.poll() is None:
+        while not line.search(out) and time.monotonic() < deadline and p.poll() is None:
             if select.select([p.stdout], [], [], 0.5)[0]:
                 out += os.read(p.stdout.fileno(), 65536)
-        if marker.encode() in out:
+        if line.search(out):
             p.send_signal(signal.SIGTERM)
         rest, err = p.communicate(timeout=end_s)
     finally:
@@ -156,7 +159,9 @@ def _boot_until(linux_guest, cmdline: str, marker: str, *args: str, ready_s: flo
 # balloon driver's target comes from xenstore's memory/target through a watch), and the
 # console it runs on.  (dmesg holds the kernel command line, which holds this script: lines
 # with "ERRORS=" are ours, not the kernel's.)
-SERVICES_SCRIPT = ("echo CONSOLE=$(cat /sys/class/tty/console/active); "
+# `dmesg -n 1` first: the kernel's messages share the console and can land inside a line we
+# parse (CI once read "XENBUS-ERRORS=0[   23.398783] r..."); dmesg's buffer still has them.
+SERVICES_SCRIPT = ("dmesg -n 1; echo CONSOLE=$(cat /sys/class/tty/console/active); "
                    "echo TARGET_KB=$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb); "
                    "echo XENBUS-ERRORS=$(dmesg | grep -v ERRORS= | grep -ciE 'xenbus.*(fail|err)'); "
                    "dmesg | grep -E 'xen:events|xenbus|hvc|xen:balloon'; "
@@ -191,7 +196,7 @@ def test_linux_interactive_shell_on_hvc0(linux_guest):
     test above covers xenbus with the acceleration.)  Linux registers vCPU 0's upcall
     vector before it enables its LAPIC, with an event pending: the VMM holds the vector
     KVM's LAPIC refused until it is taken (xen/upcall.py), or no upcall ever arrives."""
-    typed = (b"echo PV-INPUT-$((6*7)); echo XENBUS-ERRORS=$(dmesg | grep -v ERRORS= | grep -ciE 'xenbus.*(fail|err)'); "
+    typed = (b"dmesg -n 1; echo PV-INPUT-$((6*7)); echo XENBUS-ERRORS=$(dmesg | grep -v ERRORS= | grep -ciE 'xenbus.*(fail|err)'); "
              b"echo TARGET_KB=$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb); "
              b"dmesg | grep -E 'xen:events'\nexit\n")
     cmd = [sys.executable, "-m", "vmm", "run", "--kernel", str(packages.kernel_info().bzimage),
