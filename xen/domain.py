@@ -29,6 +29,7 @@ from xen.gnttab import GrantTable
 from xen.hvm_params import HvmParams
 from xen.hypercall import HypercallTable
 from xen.kvm_accel import KvmXenAccel
+from xen.kvm_evtchn import KvmSendPorts
 from xen.kvm_timer import KvmTimers
 from xen.kvm_accel import available as accel_available
 from xen.ops.sched_op import Shutdown
@@ -98,9 +99,14 @@ class XenDomain:
         self.time = TimePublisher(self.clock, self.shared, kvm_pvclock=self.accel_full)
         self.timers = Timers(self.clock, self.timer_fired)
         # Each vCPU's singleshot timer runs in KVM while KVM delivers its VIRQ_TIMER
-        self.kvm_timers = (KvmTimers(vm.vcpus, self.evtchn, self.timers, lambda: self.shared.gpa is not None)
+        self.kvm_timers = (KvmTimers(vm.vcpus, self.evtchn, self.timers, lambda: self.shared.gpa is not None,
+                                     self.upcall.kvm_raises)
                            if self.accel_full else None)
         self.evtchn.kvm_timers = self.kvm_timers
+        # EVTCHNOP_send on IPI and loopback ports answered by KVM (xen/kvm_evtchn.py)
+        self.evtchn.kvm_sends = KvmSendPorts(vm, self.upcall.kvm_raises) if self.accel_full else None
+        if self.accel_full:
+            self.upcall.changed = self._upcall_changed
         self.vcpus = XenVcpus(vm.vcpus, self.clock, self.accel)
         self.gnttab = GrantTable(vm.memory, self.placement)
         self.hvm_params = HvmParams(self.lock, on_set={abi.HVM_PARAM_CALLBACK_IRQ: self.upcall.set_callback_irq})
@@ -205,11 +211,17 @@ class XenDomain:
             self.accel.vcpu_info(vcpu, gpa)
         self.vcpus.kvm_runstate_rebuilt()
         self.kvm_timers.rebuilt()                      # the saved deadlines of KVM's timers
+        self.evtchn.kvm_sends_changed(rebuild=True)    # the ports KVM sends on
 
     # ------------------------------------------------------------ events
     def notify_events(self) -> None:
         with self.events:
             self.events.notify_all()
+
+    def _upcall_changed(self) -> None:
+        """Which vCPUs' upcalls KVM raises may have changed: what KVM delivers follows."""
+        self.kvm_timers.sync()
+        self.evtchn.kvm_sends_changed()
 
     def timer_fired(self, vcpu: int) -> None:
         self.time.publish(vcpu)

@@ -50,6 +50,7 @@ from xen.trace_events import (
 
 if TYPE_CHECKING:
     from xen.evtchn_abi import PortAbi
+    from xen.kvm_evtchn import KvmSendPorts
     from xen.kvm_timer import KvmTimers
     from xen.pirq import PirqTable
     from xen.shared_info import SharedInfo
@@ -120,6 +121,9 @@ class EventChannels:
         # KvmTimers (xen/kvm_timer.py) when KVM may run vCPU timers: told, with no lock held,
         # when the VIRQ_TIMER bindings or the delivery may have changed.
         self.kvm_timers: "KvmTimers | None" = None
+        # KvmSendPorts (xen/kvm_evtchn.py) when KVM may answer EVTCHNOP_send: kept equal to
+        # _send_target for every port, under the port lock.
+        self.kvm_sends: "KvmSendPorts | None" = None
 
     # ------------------------------------------------------------ helpers
     def nr_ports(self) -> int:
@@ -200,6 +204,7 @@ class EventChannels:
             ch = self._install(port, Channel(ECS_INTERDOMAIN, 0, self.domid, remote_port))
             rch.state, rch.remote_port = ECS_INTERDOMAIN, port
             self._trace_bind(port, ch, f"remote_port={remote_port}")
+            self._kvm_sends(port, remote_port)
             # Xen: the local port is marked pending so nothing sent before the bind is lost.
             self._set_pending(port)
             return port
@@ -227,6 +232,7 @@ class EventChannels:
             port = self._alloc()
             ch = self._install(port, Channel(ECS_IPI, vcpu))
             self._trace_bind(port, ch)
+            self._kvm_sends(port)
             return port
 
     def bind_backend(self, name: str, on_notify: Callable[[], None]) -> int:
@@ -314,6 +320,8 @@ class EventChannels:
             self.pirqs.unbound(ch.pirq, port)     # port lock -> PIRQ table lock: in order
         # A PIRQ port stays reserved until its KVM route is gone (_release_quarantined).
         self.ports[port] = Channel(ECS_RESERVED) if ch.state == ECS_PIRQ else Channel()
+        if ch.state in (ECS_IPI, ECS_INTERDOMAIN):
+            self._kvm_sends(port, *([ch.remote_port] if ch.remote_dom == self.domid else []))
         self.port_abi.clear_pending(port, ch)
         if TP_CLOSE.enabled:
             TP_CLOSE.emit(port=port, kind=kind)
@@ -358,6 +366,8 @@ class EventChannels:
             ch.vcpu = vcpu
             if ch.state == ECS_PIRQ:
                 self.pirqs.moved(ch.pirq, vcpu)
+            elif ch.state == ECS_INTERDOMAIN and ch.remote_dom == self.domid:
+                self._kvm_sends(ch.remote_port)         # the other end delivers to our new vCPU
             self._trace_bind(port, ch, "moved")
         if ch.state == ECS_PIRQ:
             self.pirqs.routes_changed()
@@ -421,6 +431,41 @@ class EventChannels:
         self._routes_changed()                        # PIRQ routes into KVM follow (pirq.msi_route)
         self._timers_changed()                         # and the vCPU timers KVM runs
 
+    # ------------------------------------------------------------ KVM's EVTCHNOP_send (xen/kvm_evtchn.py)
+    def _send_target(self, port: int):
+        """What KVM should do with a send on ``port`` (lock held): (type, port, vCPU) to
+        deliver to, or None (the VMM answers)."""
+        if self.kernel_delivery is None:
+            return None
+        ch = self.ports[port]
+        if ch.state == ECS_IPI:
+            return (ECS_IPI, port, ch.vcpu)
+        if ch.state == ECS_INTERDOMAIN and ch.remote_dom == self.domid:
+            peer = self.ports[ch.remote_port]
+            if peer.state == ECS_INTERDOMAIN and peer.remote_port == port:
+                return (ECS_INTERDOMAIN, ch.remote_port, peer.vcpu)
+        return None
+
+    def _kvm_sends(self, *ports: int) -> None:
+        if self.kvm_sends is not None:
+            for p in ports:
+                self.kvm_sends.set(p, self._send_target(p))
+
+    def kvm_sends_changed(self, rebuild: bool = False) -> None:
+        """Every port again: an upcall's route changed, or a restore (``rebuild``: a new
+        KVM knows none).  No lock held."""
+        if self.kvm_sends is not None:
+            with self.lock:
+                if rebuild:
+                    self.kvm_sends.reset()
+                self._kvm_sends_all()
+
+    def _kvm_sends_all(self) -> None:
+        if self.kvm_sends is not None:
+            ports = set(self.kvm_sends.registered)
+            ports.update(p for p in range(1, self.max_ports) if self.ports[p].state in (ECS_IPI, ECS_INTERDOMAIN))
+            self._kvm_sends(*sorted(ports))
+
     def _timers_changed(self) -> None:
         if self.kvm_timers is not None:
             self.kvm_timers.sync()
@@ -445,6 +490,7 @@ class EventChannels:
         for p in range(1, self.max_ports):
             if self.ports[p].state not in (ECS_FREE, ECS_RESERVED):
                 new_abi.bound(p, self.ports[p])
+        self._kvm_sends_all()                         # KVM sends 2-level events only
         for p in pending:
             self._set_pending(p)
 

@@ -15,12 +15,15 @@ Timers) otherwise:
 * KVM delivers events (``EventChannels.kernel_delivery``: full acceleration and the
   2-level ABI; KVM's timer only knows 2-level);
 * shared_info is placed (KVM's delivery needs it; before, an event would be lost);
+* KVM raises that vCPU's upcall itself (``Upcall.kvm_raises``: a per-vCPU vector or the
+  global vector it took); vCPU 0's callback line (GSI/INTx) is ours to drive, and KVM's
+  timer would set the event pending without raising it;
 * VIRQ_TIMER is bound on that vCPU (the port KVM fires; without one Xen's timer fires
   into nothing, as ours does).
 
 ``sync`` decides this from the primary state (the port table) whenever it may have
-changed: a VIRQ bound or closed, EVTCHNOP_reset, the ABI switch, shared_info placed, a
-restore.  A deadline moves with the timer: taken from ours when KVM gets it, read back
+changed: a VIRQ bound or closed, EVTCHNOP_reset, the ABI switch, shared_info placed, the
+callback via or an upcall vector set, a restore.  A deadline moves with the timer: taken from ours when KVM gets it, read back
 (``expires_ns``) when we do; a timer KVM fired but did not yet inject keeps its
 deadline until injected, so it fires again on our side instead of being lost.  Our
 periodic timer (VCPUOP_set_periodic_timer, not in KVM) stays ours.  The moves run on the
@@ -61,11 +64,13 @@ if TYPE_CHECKING:
 
 
 class KvmTimers:
-    def __init__(self, vm_vcpus, evtchn: "EventChannels", timers: "Timers", shared_info_placed: Callable[[], bool]):
+    def __init__(self, vm_vcpus, evtchn: "EventChannels", timers: "Timers", shared_info_placed: Callable[[], bool],
+                 kvm_raises: Callable[[int], bool]):
         self._vcpus = vm_vcpus
         self.evtchn = evtchn
         self.timers = timers
         self._placed = shared_info_placed
+        self._kvm_raises = kvm_raises
         self._lock = ordered_lock("xen.kvm_timer")
         self.ports: dict[int, int] = {}          # vcpu -> the VIRQ_TIMER port KVM fires (KVM's timers)
         self._held = False                       # an ABI switch in progress: every timer is ours
@@ -77,7 +82,8 @@ class KvmTimers:
         with ev.lock:
             if self._held or ev.kernel_delivery is None or not self._placed():
                 return {}
-            return {vcpu: port for (vcpu, virq), port in ev.virq_ports.items() if virq == abi.VIRQ_TIMER}
+            bound = {vcpu: port for (vcpu, virq), port in ev.virq_ports.items() if virq == abi.VIRQ_TIMER}
+        return {vcpu: port for vcpu, port in bound.items() if self._kvm_raises(vcpu)}
 
     def sync(self, wait: bool = False) -> None:
         """Decide where each vCPU's timer belongs (``wanted``), then have the vCPUs whose

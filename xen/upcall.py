@@ -72,6 +72,9 @@ class Upcall:
         # Per vCPU, how many upcalls were raised: Xen's vcpu_kick, which ends SCHEDOP_block
         # and poll whatever the guest's IF (sched_op compares before and after).
         self.kicks = [0] * len(self.vm.vcpus)
+        # Told (no lock held) when what kvm_raises() answers may have changed: the vCPU
+        # timers KVM runs follow (xen/kvm_timer.py).
+        self.changed: Callable[[], None] = lambda: None
         for v in self.vm.vcpus:
             v.irq_window.add_client(self._window_open)     # shared with the PIC's ExtINT (vmm/extint.py)
 
@@ -103,6 +106,19 @@ class Upcall:
             self.accel.upcall_vector(vcpu, vector)
         if self.shared.upcall_pending(vcpu):
             self.inject(vcpu)
+        self.changed()
+
+    def kvm_raises(self, vcpu: int) -> bool:
+        """Does KVM raise ``vcpu``'s upcall itself after an event it delivers in the kernel
+        (its timer: xen/kvm_timer.py)?  For a per-vCPU vector and a global vector KVM
+        took, yes.  vCPU 0's callback line (GSI/INTx) and a global vector KVM refused are
+        ours to raise (after_kvm_delivery), which such a delivery never calls.  (Other
+        vCPUs get no upcall from a callback line, on Xen either.)"""
+        if vcpu in self.vectors:
+            return True
+        if self.via_type == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            return self._kvm_global_vector
+        return not (vcpu == 0 and self.gsi is not None)
 
     def set_callback_irq(self, value: int) -> None:
         """HVM_PARAM_CALLBACK_IRQ (params.h: type in bits 63:56)."""
@@ -158,6 +174,7 @@ class Upcall:
             for v in range(len(self.vm.vcpus)):
                 if v not in self.vectors and self.shared.upcall_pending(v):
                     self.inject(v)
+        self.changed()
 
     def _eoi_listener(self, gsi: int, fn: Callable[[], None], add: bool = True) -> None:
         try:
