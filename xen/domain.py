@@ -104,7 +104,7 @@ class XenDomain:
                            if self.accel_full else None)
         self.evtchn.kvm_timers = self.kvm_timers
         # EVTCHNOP_send on IPI and loopback ports answered by KVM (xen/kvm_evtchn.py)
-        self.evtchn.kvm_sends = KvmSendPorts(vm, self.upcall.kvm_raises) if self.accel_full else None
+        self.evtchn.kvm_sends = KvmSendPorts(self.accel, self.upcall.kvm_raises) if self.accel_full else None
         if self.accel_full:
             self.upcall.changed = self._upcall_changed
         self.vcpus = XenVcpus(vm.vcpus, self.clock, self.accel)

@@ -55,14 +55,15 @@ class KvmXenAccel:
         """Once the config (EVTCHN_SEND) is in place and before the vCPUs run."""
         if self.full:
             for v in self.vm.vcpus:
-                self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_ID, vcpu_id=v.id)
+                self.vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_ID, vcpu_id=v.id)
 
     # ------------------------------------------------------------ plumbing
     def _trace(self, what: str) -> None:
         if TP_ACCEL.enabled:
             TP_ACCEL.emit(what=what)
 
-    def _vm_attr(self, type_: int, **u) -> None:
+    def vm_attr(self, type_: int, **u) -> None:
+        """KVM_XEN_HVM_SET_ATTR: ``u`` names the union's fields (a struct field from a dict)."""
         attr = ffi.new("struct kvm_xen_hvm_attr *")
         attr.type = type_
         for k, val in u.items():
@@ -73,7 +74,8 @@ class KvmXenAccel:
         self.vm.fd.xen_hvm_set_attr(attr)
 
     @staticmethod
-    def _vcpu_attr(v, type_: int, **u) -> None:
+    def vcpu_attr(v, type_: int, **u) -> None:
+        """KVM_XEN_VCPU_SET_ATTR on ``v`` (its own thread, or not in KVM_RUN: Vcpu.call)."""
         attr = ffi.new("struct kvm_xen_vcpu_attr *")
         attr.type = type_
         for k, val in u.items():
@@ -84,18 +86,18 @@ class KvmXenAccel:
     def set_long_mode(self, long_mode: bool) -> None:
         with self._lock:
             if self.long_mode != int(long_mode):
-                self._vm_attr(consts.KVM_XEN_ATTR_TYPE_LONG_MODE, long_mode=int(long_mode))
+                self.vm_attr(consts.KVM_XEN_ATTR_TYPE_LONG_MODE, long_mode=int(long_mode))
                 self.long_mode = int(long_mode)
 
     def shared_info(self, gpa: int, default_vcpu_info: dict[int, int]) -> None:
         """(The long-mode flag was set as the width was latched: SharedInfo.latch_width.)"""
-        self._vm_attr(consts.KVM_XEN_ATTR_TYPE_SHARED_INFO, gfn=gpa >> 12)
+        self.vm_attr(consts.KVM_XEN_ATTR_TYPE_SHARED_INFO, gfn=gpa >> 12)
         self._trace(f"shared_info gfn {gpa >> 12:#x}")
         for vcpu, vi in default_vcpu_info.items():
             self.vcpu_info(vcpu, vi)
 
     def vcpu_info(self, vcpu: int, gpa: int) -> None:
-        self.vm.vcpus[vcpu].call(lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO, gpa=gpa),
+        self.vm.vcpus[vcpu].call(lambda v: self.vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO, gpa=gpa),
                                  wait=False)
         self._trace(f"vcpu{vcpu} vcpu_info {gpa:#x}")
 
@@ -103,7 +105,7 @@ class KvmXenAccel:
         """KVM keeps the runstate area up to date.  (Time in its own SCHEDOP_poll counts as
         running on stock KVM, blocked with the test host's fix; see the module docstring.)"""
         try:
-            self._vcpu_attr(self.vm.vcpus[vcpu], consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADDR, gpa=gpa)
+            self.vcpu_attr(self.vm.vcpus[vcpu], consts.KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADDR, gpa=gpa)
         except KvmError as e:
             self._trace(f"vcpu{vcpu} runstate area {gpa:#x} refused: {e}")
             return False
@@ -146,12 +148,12 @@ class KvmXenAccel:
 
     # ------------------------------------------------------------ upcalls and events
     def upcall_vector(self, vcpu: int, vector: int) -> None:
-        self.vm.vcpus[vcpu].call(lambda v: self._vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,
+        self.vm.vcpus[vcpu].call(lambda v: self.vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR,
                                                            vector=vector), wait=False)
         self._trace(f"vcpu{vcpu} upcall vector {vector:#x}")
 
     def global_vector(self, vector: int) -> None:
-        self._vm_attr(consts.KVM_XEN_ATTR_TYPE_UPCALL_VECTOR, vector=vector)
+        self.vm_attr(consts.KVM_XEN_ATTR_TYPE_UPCALL_VECTOR, vector=vector)
         self._trace(f"global callback vector {vector:#x}")
 
     def stop_event_delivery(self) -> None:

@@ -26,31 +26,30 @@ SCHEDOP_block/poll the VMM answers at once: those see it at their next check (5 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from kvm_bindings import KvmError, consts, ffi
+from kvm_bindings import KvmError, consts
 from xen.trace_events import TP_XEN_KVM as TP_ACCEL
+
+if TYPE_CHECKING:
+    from xen.kvm_accel import KvmXenAccel
 
 # (type, the port KVM delivers to, its vCPU)
 Target = tuple[int, int, int]
 
 
 class KvmSendPorts:
-    def __init__(self, vm, kvm_raises: Callable[[int], bool]):
-        self.vm = vm
+    def __init__(self, accel: "KvmXenAccel", kvm_raises: Callable[[int], bool]):
+        self.accel = accel
         self.kvm_raises = kvm_raises
         self.registered: dict[int, Target] = {}      # send port -> what KVM does with it
 
     def _attr(self, port: int, flags: int, target: Target | None = None) -> None:
-        attr = ffi.new("struct kvm_xen_hvm_attr *")
-        attr.type = consts.KVM_XEN_ATTR_TYPE_EVTCHN
-        ev = attr.u.evtchn
-        ev.send_port, ev.flags = port, flags
+        evtchn = dict(send_port=port, flags=flags)
         if target is not None:
-            ev.type = target[0]
-            ev.deliver.port.port, ev.deliver.port.vcpu = target[1], target[2]
-            ev.deliver.port.priority = consts.KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL
-        self.vm.fd.xen_hvm_set_attr(attr)
+            evtchn.update(type=target[0], deliver=dict(port=dict(
+                port=target[1], vcpu=target[2], priority=consts.KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL)))
+        self.accel.vm_attr(consts.KVM_XEN_ATTR_TYPE_EVTCHN, evtchn=evtchn)
 
     def set(self, port: int, target: Target | None) -> None:
         """Make KVM's entry for ``port`` ``target`` (None: none).  Port lock held.  A

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Callable
 from kvm_bindings import consts, ffi
 from vmm.locks import ordered_lock
 from xen import abi
+from xen.kvm_accel import KvmXenAccel
 from xen.trace_events import TP_XEN_KVM as TP_ACCEL
 
 # A vCPU answers a queued call before its next entry; one busy in a long exit of its own
@@ -141,12 +142,9 @@ class KvmTimers:
 
     @staticmethod
     def _set(v, port: int, expires_ns: int) -> None:
-        attr = ffi.new("struct kvm_xen_vcpu_attr *")
-        attr.type = consts.KVM_XEN_VCPU_ATTR_TYPE_TIMER
-        attr.u.timer.port = port
-        attr.u.timer.priority = consts.KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL
-        attr.u.timer.expires_ns = expires_ns
-        v.fd.xen_vcpu_set_attr(attr)
+        KvmXenAccel.vcpu_attr(v, consts.KVM_XEN_VCPU_ATTR_TYPE_TIMER,
+                              timer=dict(port=port, priority=consts.KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL,
+                                         expires_ns=expires_ns))
 
     def deadline(self, vcpu) -> int | None:
         """KVM's deadline for the vCPU (a ``Vcpu``), read on its own thread; None: not KVM's
