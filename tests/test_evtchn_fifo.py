@@ -4,6 +4,7 @@ clear_masked), including a threaded race of the hypervisor linking while the gue
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import threading
@@ -359,6 +360,32 @@ def test_destroy_forgets_the_guests_pages(d):
     assert d.fifo.nr_words() == 0 and d.fifo.control == [None, None]
     assert d.fifo.is_masked(2) and not d.fifo.is_pending(2)
     assert d.fifo.set_pending(2, d.ports[2]) == "no event word yet: kept pending"
+
+
+def test_the_fifo_state_survives_a_snapshot(d):
+    """What FifoAbi keeps outside guest memory (tails, last queues, control blocks, array
+    pages, ports pending beyond the array) goes through a snapshot's JSON: an event sent
+    after the restore is linked behind the tail saved before it."""
+    a, b, c = 5, 6, 7
+    for p in (a, b, c):
+        d.bind(p)
+    d.send(a)
+    d.send(b)
+    d.fifo.saved_pending.add(5000)
+    state = json.loads(json.dumps(d.fifo.save()))
+    d.fifo = FifoAbi(d.mem, 2, d.mark_pending)
+    d.fifo.restore(state)
+    assert d.fifo.save() == state
+    assert d.send(c) == f"linked after port {b}"
+    assert d.word(b) & LINK_MASK == c and d.head(0, DEFAULT) == a
+
+    fresh = FifoAbi(d.mem, 2, d.mark_pending)
+    for key, bad in (("control", [8 << 12 | 4092, None]), ("control", [None]), ("pages", [1 << 40]),
+                     ("tail", [[0] * 16, [1 << 17] + [0] * 15]), ("lastq", [[5, 2, 0]]),
+                     ("saved_pending", [-1])):
+        with pytest.raises(ValueError):
+            fresh.restore({**state, key: bad})
+    assert fresh.control == [None, None] and fresh.pages == []      # nothing half-loaded
 
 
 def test_a_hostile_guest_cannot_stall_linking(d):

@@ -229,6 +229,10 @@ def test_xen_snapshot_restore_loop(tmp_path, transport):
     assert code == 0, (text, err)
     assert "boot" not in text and "PASS" in text.splitlines(), text
     assert re.search(r" (\d+) IPIs, \1 MSI PIRQs, each event once$", text, re.M), text
+    # the xenstore daemon came back whole each time: a watch event per write (one per
+    # printed line, checked by the guest), the transactions opened before the first snapshot
+    m = re.search(r"^xen_snapshot: (\d+) xenstore watch events, the transactions kept$", text, re.M)
+    assert m and int(m[1]) >= 2 * LOOPS, text
 
 
 # ---------------------------------------------------------------- bad snapshots

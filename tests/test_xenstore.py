@@ -7,6 +7,7 @@ xenstore-ring.txt; each test names what it checks.
 
 from __future__ import annotations
 
+import json
 import io
 
 import pytest
@@ -747,3 +748,81 @@ def test_ring_reconnect_drops_state():
     ring.process()
     gs.receive()
     assert gs.messages() == [(XS.READ, 4, 0, b"guest5")]
+
+
+# ---------------------------------------------------------------- snapshots
+def _through_a_snapshot(d, mem):
+    """Save ``d``'s state as a snapshot would (JSON, bytes as base64), then restore it into
+    a daemon built as the toolstack builds one, over the same guest memory."""
+    from vmm.snapshot import decode, encode
+    from xen.xenstore import snapshot as xs_snapshot
+    state = decode(json.loads(json.dumps(encode(xs_snapshot.save(d)))))
+    d2, conn2, ring2, _ = ring_setup()
+    ring2.mem = mem                       # the restored run's memory is the saved one
+    xs_snapshot.restore(d2, state)
+    assert decode(json.loads(json.dumps(encode(xs_snapshot.save(d2))))) == state
+    return d2, conn2, ring2
+
+
+def test_the_daemon_survives_a_snapshot():
+    """The tree, a watch, two open transactions, events queued for the guest and a request
+    cut in two by the snapshot all come back: the request completes, one transaction
+    commits, the other conflicts, the watch fires, the queued event is delivered."""
+    d, conn, ring, gs = ring_setup()
+    gs.send(message(XS.WATCH, 1, 0, b"data\0tok\0") + message(XS.WRITE, 2, 0, b"data/a\0one")
+            + message(XS.WRITE, 11, 0, b"data/other/c\0zero")
+            + message(XS.TRANSACTION_START, 3, 0, b"\0") + message(XS.TRANSACTION_START, 4, 0, b"\0"))
+    ring.process()
+    gs.receive()
+    tx = {r: int(p[:-1]) for t, r, _, p in gs.messages() if t == XS.TRANSACTION_START}
+    gs.send(message(XS.READ, 5, tx[3], b"data/other/b\0") + message(XS.WRITE, 6, tx[3], b"data/other/c\0three")
+            + message(XS.READ, 7, tx[4], b"data/a\0"))
+    ring.process()
+    gs.receive()
+    got = gs.messages()
+    assert [m[0] for m in got] == [XS.ERROR, XS.WRITE, XS.READ], got
+    d.write(f"{HOME}/data/q", "queued")               # an event waiting on the connection
+    d.take_dirty()
+    half = message(XS.WRITE, 8, 0, b"data/a\0two")
+    gs.send(half[:20])                                # the header and 4 bytes of payload
+    ring.process()
+
+    d2, conn2, ring2 = _through_a_snapshot(d, gs.mem)
+    assert d2.read(f"{HOME}/data/a") == b"one" and ring2._want == len(half) - 20
+    gs.send(half[20:])
+    ring2.process()
+    gs.receive()
+    got = gs.messages()
+    assert (XS.WATCH_EVENT, 0, 0, b"data/q\0tok\0") in got and (XS.WRITE, 8, 0, b"OK\0") in got, got
+    assert (XS.WATCH_EVENT, 0, 0, b"data/a\0tok\0") in got, got
+    gs.send(message(XS.TRANSACTION_END, 9, tx[3], b"T\0") + message(XS.TRANSACTION_END, 10, tx[4], b"T\0"))
+    ring2.process()
+    gs.receive()
+    got = [m for m in gs.messages() if m[0] != XS.WATCH_EVENT]
+    assert got == [(XS.TRANSACTION_END, 9, tx[3], b"OK\0"), (XS.ERROR, 10, tx[4], b"EAGAIN\0")], got
+    assert d2.read(f"{HOME}/data/other/c") == b"three"
+
+
+@pytest.mark.parametrize("spoil", ["orphan", "missing child", "no root", "ring", "connections", "generation"])
+def test_a_spoiled_daemon_state_is_refused_whole(spoil):
+    from xen.xenstore import snapshot as xs_snapshot
+    d, conn, ring, gs = ring_setup()
+    state = xs_snapshot.save(d)
+    nodes = state["nodes"]
+    if spoil == "orphan":
+        nodes.append(["/nowhere/x", b"", [], [[0, 0]], 1])
+    elif spoil == "missing child":
+        next(n for n in nodes if n[0] == "/")[2].append("ghost")
+    elif spoil == "no root":
+        state["nodes"] = [n for n in nodes if n[0] != "/"]
+    elif spoil == "ring":
+        state["connections"][str(DOM)]["ring"]["out_replies"] = [True]
+    elif spoil == "connections":
+        state["connections"]["7"] = state["connections"][str(DOM)]
+    else:
+        state["generation"] = 1
+    d2, conn2, ring2, _ = ring_setup()
+    before = dict(d2.store.nodes)
+    with pytest.raises(ValueError):
+        xs_snapshot.restore(d2, state)
+    assert d2.store.nodes == before

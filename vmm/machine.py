@@ -367,6 +367,8 @@ class Machine:
                     xen = self.xen.save()
                 except ValueError as e:            # a state snapshots don't save yet
                     raise SnapshotError(f"cannot snapshot this machine: {e}") from None
+                if self.toolstack is not None:
+                    xen["toolstack"] = self.toolstack.save()
                 _step("save", "xen", "")
             sections = {"spec": self.spec.to_dict(), "vm": self.vm.save_state()}
             _step("save", "vm", f"{len(self.vm.vcpus)} vCPUs")
@@ -739,6 +741,8 @@ def _load_snapshot(m: Machine, reader: SnapshotReader) -> None:
     if m.xen is not None:
         try:
             m.xen.restore(xen_state)
+            if m.toolstack is not None:
+                m.toolstack.restore(xen_state["toolstack"])
         except (KeyError, ValueError, TypeError) as e:
             raise SnapshotError(f"{reader.path}: cannot restore the Xen domain: {e}") from None
         _step("restore", "xen", "primary")

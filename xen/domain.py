@@ -211,7 +211,7 @@ class XenDomain:
             self.accel.vcpu_info(vcpu, gpa)
         self.vcpus.kvm_runstate_rebuilt()
         self.kvm_timers.rebuilt()                      # the saved deadlines of KVM's timers
-        self.evtchn.kvm_sends_changed(rebuild=True)    # the ports KVM sends on
+        self.evtchn.kvm_rebuilt()                      # FIFO: not KVM's; the ports KVM sends on
 
     # ------------------------------------------------------------ events
     def notify_events(self) -> None:

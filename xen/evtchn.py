@@ -401,24 +401,47 @@ class EventChannels:
 
     # ------------------------------------------------------------ snapshot
     def save(self) -> dict:
-        """Primary: the port table, VIRQ bindings, which backend port is whose.  Pending and
-        mask bits are the guest's memory (shared_info).  2-level only for now."""
+        """Primary: the port table (FIFO priorities included), VIRQ bindings, which backend
+        port is whose, and a FIFO domain's FifoAbi state.  Pending and mask bits are the
+        guest's memory (shared_info, or FIFO's event words)."""
         with self.lock:
-            if self.port_abi is not self._two_level:
-                raise ValueError("FIFO event channels are not saved yet")
+            fifo = self.port_abi.save() if isinstance(self.port_abi, FifoAbi) else None
             return {"ports": [[i, dataclasses.asdict(ch)] for i, ch in enumerate(self.ports) if ch.state != ECS_FREE],
                     "virq_ports": [[v, virq, port] for (v, virq), port in self.virq_ports.items()],
-                    "backends": {str(port): b.name for port, b in self.backends.items()}}
+                    "backends": {str(port): b.name for port, b in self.backends.items()},
+                    "fifo": fifo}
 
     def restore(self, state: dict) -> None:
+        """Into a domain just built (2-level, nothing bound but the backend ports).  A FIFO
+        domain gets its FifoAbi back as it was: nothing is carried over or re-raised, as
+        a switch would (its pending state is in the restored memory).  KVM's delivery
+        stops for it in ``kvm_rebuilt``."""
         with self.lock:
             built = {str(port): b.name for port, b in self.backends.items()}
             if built != state["backends"]:
                 raise ValueError(f"backend ports differ: saved {state['backends']}, built {built}")
-            self.ports = [Channel() for _ in range(self.max_ports)]
+            ports = [Channel() for _ in range(self.max_ports)]
             for i, ch in state["ports"]:
-                self.ports[i] = Channel(**ch)
+                if not 0 <= i < self.max_ports:
+                    raise ValueError(f"port {i}")
+                ports[i] = Channel(**ch)
+            fifo = None
+            if state.get("fifo") is not None:
+                fifo = FifoAbi(self.shared.mem, self.nr_vcpus, self.shared.mark_events_pending)
+                fifo.restore(state["fifo"])
+            self.ports = ports
             self.virq_ports = {(v, virq): port for v, virq, port in state["virq_ports"]}
+            self.port_abi = fifo or self._two_level
+            if fifo is not None:
+                self.kernel_delivery = None
+
+    def kvm_rebuilt(self) -> None:
+        """After a restore, with KVM's acceleration: a FIFO domain's events are not KVM's
+        (switch_abi's stop_event_delivery, told to the new KVM), then the ports KVM sends
+        on.  No lock held."""
+        if self._kernel is not None and self.kernel_delivery is None:
+            self._kernel.stop_event_delivery()
+        self.kvm_sends_changed(rebuild=True)
 
     def switch_abi(self, new_abi: "PortAbi") -> None:
         """Install another port ABI (EVTCHNOP_init_control: FIFO; EVTCHNOP_reset: 2-level

@@ -329,6 +329,45 @@ class FifoAbi:
         with self._lock:
             self.saved_pending.discard(port)
 
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Primary state: what Xen keeps of a FIFO domain outside guest memory (the
+        control blocks' and event array pages' addresses, each queue's tail, each port's
+        last queue, events pending beyond the array).  Words and heads are guest memory."""
+        with self._lock:
+            return {"control": list(self.control), "tail": [list(t) for t in self.tail],
+                    "pages": list(self.pages), "lastq": [[p, v, q] for p, (v, q) in sorted(self.lastq.items())],
+                    "saved_pending": sorted(self.saved_pending)}
+
+    def restore(self, state: dict) -> None:
+        """The saved state, checked as init_control and expand_array check a guest's
+        (ValueError: the snapshot names what no guest could have given)."""
+        control, tail, pages = state["control"], state["tail"], state["pages"]
+        if len(control) != self.nr_vcpus or len(tail) != self.nr_vcpus:
+            raise ValueError(f"FIFO state for {len(control)} vCPUs, the domain has {self.nr_vcpus}")
+        for cb in control:
+            if cb is not None and not (self.mem.is_ram(cb, CONTROL_BLOCK_SIZE) and cb % 8 == 0
+                                       and cb % PAGE_SIZE <= PAGE_SIZE - CONTROL_BLOCK_SIZE):
+                raise ValueError(f"FIFO control block at {cb:#x}")
+        if len(pages) > MAX_ARRAY_PAGES or any(p % PAGE_SIZE or not self.mem.is_ram(p, PAGE_SIZE) for p in pages):
+            raise ValueError("FIFO event array pages")
+        ports = range(abi.EVTCHN_FIFO_NR_CHANNELS)
+        if any(len(t) != NR_QUEUES or any(p not in ports for p in t) for t in tail):
+            raise ValueError("FIFO queue tails")
+        lastq = {}
+        for port, vcpu, prio in state["lastq"]:
+            if port not in ports or not 0 <= vcpu < self.nr_vcpus or not 0 <= prio < NR_QUEUES:
+                raise ValueError(f"FIFO last queue of port {port}")
+            lastq[port] = (vcpu, prio)
+        if any(p not in ports for p in state["saved_pending"]):
+            raise ValueError("FIFO pending ports")
+        with self._lock:
+            self.control = [None if cb is None else int(cb) for cb in control]
+            self.tail = [[int(p) for p in t] for t in tail]
+            self.pages = [int(p) for p in pages]
+            self.lastq = lastq
+            self.saved_pending = {int(p) for p in state["saved_pending"]}
+
     def describe(self) -> str:
         cbs = ", ".join(f"vcpu{v}@{cb:#x}" for v, cb in enumerate(self.control) if cb is not None)
         return f"FIFO: {self.nr_words()} event words, control blocks {cbs or 'none'}"

@@ -124,6 +124,19 @@ class PvConsole:
             TP_IN.emit(n=n, queued=len(self._backlog))
         return n
 
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """Input typed but not yet in the ring (the ring itself is guest memory)."""
+        with self.lock:
+            return {"backlog": bytes(self._backlog)}
+
+    def restore(self, state: dict) -> None:
+        backlog = state["backlog"]
+        if not isinstance(backlog, bytes) or len(backlog) > BACKLOG_MAX:
+            raise ValueError("PV console backlog")
+        with self.lock:
+            self._backlog = bytearray(backlog)
+
     def _kick(self) -> None:
         if self._notify_guest is not None and self.port is not None:
             self._notify_guest(self.port)

@@ -31,6 +31,7 @@ from xen import abi
 from xen.pv_console import PvConsole
 from xen.special_pages import SpecialPages
 from xen.xenstore import populate
+from xen.xenstore import snapshot as xs_snapshot
 from xen.xenstore.daemon import XenstoreDaemon
 from xen.xenstore.store import XsError
 from xen.xenstore_backend import XenstoreBackend
@@ -86,6 +87,18 @@ class Toolstack:
             return False
         self.xenstore.write(path, reason)
         return True
+
+    # ------------------------------------------------------------ snapshot
+    def save(self) -> dict:
+        """The daemon's state (xen/xenstore/snapshot.py) and the PV console's input
+        backlog; both rings' indexes and bytes are guest memory."""
+        return {"xenstore": xs_snapshot.save(self.daemon), "console": self.console.save()}
+
+    def restore(self, state: dict) -> None:
+        """Into the toolstack this run built (same ports and pages: EventChannels.restore
+        checked the backend ports): what the build populated is replaced."""
+        xs_snapshot.restore(self.daemon, state["xenstore"])
+        self.console.restore(state["console"])
 
     def console_input(self, data: bytes) -> None:
         self.console.feed(data)

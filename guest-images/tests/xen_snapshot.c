@@ -9,8 +9,32 @@
  * A registered runstate area (kept by KVM with the kernel transport) must go on being
  * updated across restores: its times never go back nor past system time, and a last
  * 20 ms poll moves it.
+ * The xenstore daemon's state must come back whole too: a watch set before the loop fires
+ * for each write the loop makes (every 20 ticks: written, its event awaited, read back), a
+ * transaction opened before the loop that only read an untouched node commits at the end,
+ * and one that read the node the loop writes fails with EAGAIN.  A request may be cut in
+ * two by a snapshot (header and payload are two sends), so the daemon's half-read request
+ * is carried too.
  */
 #include "xen.h"
+
+static uint32_t xs_events;
+
+/* write the loop's node, await its watch event, read it back */
+static void xs_step(uint32_t tick)
+{
+	char val[16], got[16], path[64], token[16];
+	snprintf(val, sizeof(val), "%u", tick);
+	XEN_EXPECT("xs write data/snap", xs_write(0, "data/snap", val), 0);
+	if (xs_next_event(path, sizeof(path), token, sizeof(token), xen_now() + XEN_MS(5000)))
+		kit_fail("xen_snapshot: no watch event for data/snap=%s (%u so far)", val, xs_events);
+	if (strcmp(path, "data/snap") || strcmp(token, "snaptok"))
+		kit_fail("xen_snapshot: watch event %s %s", path, token);
+	xs_events++;
+	XEN_EXPECT("xs read data/snap", xs_read(0, "data/snap", got, sizeof(got)), 0);
+	if (strcmp(got, val))
+		kit_fail("xen_snapshot: data/snap reads %s, wrote %s", got, val);
+}
 
 static struct vcpu_runstate_info rs __attribute__((aligned(64)));
 static uint64_t rs_last;			/* state_entry_time at the last check */
@@ -55,6 +79,20 @@ void kit_main(void)
 	if (!XEN_WAIT_UNTIL(xen_evtchn_count[pp] == 1, xen_now() + XEN_MS(1000)))
 		kit_fail("xen_snapshot: no PIRQ event");
 
+	char buf[16], path[64], token[16];
+	uint32_t tx_keep, tx_conflict;
+	xs_init(1);
+	XEN_EXPECT("xs write data/snap", xs_write(0, "data/snap", "start"), 0);
+	XEN_EXPECT("xs write data/still", xs_write(0, "data/still", "x"), 0);
+	XEN_EXPECT("xs watch data/snap", xs_watch("data/snap", "snaptok"), 0);
+	XEN_EXPECT("xs initial watch event", xs_next_event(path, sizeof(path), token, sizeof(token),
+							    xen_now() + XEN_MS(5000)), 0);
+	XEN_EXPECT("xs tx_start (keep)", xs_tx_start(&tx_keep), 0);
+	XEN_EXPECT("xs read data/still in tx", xs_read(tx_keep, "data/still", buf, sizeof(buf)), 0);
+	XEN_EXPECT("xs write data/tx in tx", xs_write(tx_keep, "data/tx", "kept"), 0);
+	XEN_EXPECT("xs tx_start (conflict)", xs_tx_start(&tx_conflict), 0);
+	XEN_EXPECT("xs read data/snap in tx", xs_read(tx_conflict, "data/snap", buf, sizeof(buf)), 0);
+
 	struct vcpu_set_periodic_timer per = { .period_ns = XEN_MS(10) };
 	XEN_EXPECT("set_periodic_timer(10 ms)", HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &per), 0);
 	while (printed < last) {
@@ -74,6 +112,7 @@ void kit_main(void)
 			printed = t - t % 20;
 			printf("tick=%u ipi=%u\n", printed, xen_evtchn_count[ip]);
 			check_runstate("while ticking");
+			xs_step(printed);
 		}
 		XEN_WAIT_UNTIL(xen_evtchn_count[tp] != t, xen_now() + XEN_MS(100));
 	}
@@ -103,6 +142,12 @@ void kit_main(void)
 	if (xen_evtchn_count[mp] != 1 || xen_evtchn_count[pp] != 2 || xen_evtchn_count[ip] != sent ||
 	    xen_evtchn_count[qp] != sent)
 		kit_fail("xen_snapshot: late duplicates");
+	XEN_EXPECT("xs tx_end (keep): commits", xs_tx_end(tx_keep, true), 0);
+	XEN_EXPECT("xs read data/tx", xs_read(0, "data/tx", buf, sizeof(buf)), 0);
+	if (strcmp(buf, "kept"))
+		kit_fail("xen_snapshot: data/tx reads %s after the commit", buf);
+	XEN_EXPECT("xs tx_end (conflict): EAGAIN", xs_tx_end(tx_conflict, true), 11);
+	printf("xen_snapshot: %u xenstore watch events, the transactions kept\n", xs_events);
 	printf("xen_snapshot: %u ticks, %u IPIs, %u MSI PIRQs, each event once\n", printed, sent, sent);
 	kit_pass();
 }
