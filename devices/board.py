@@ -33,7 +33,7 @@ from devices.pci import PciBus, attach_pci
 from devices.pic import ELCR_BASE, ELCR_SIZE, PIC_MASTER, PIC_SIZE, PIC_SLAVE, ElcrPorts, Pic, PicPorts
 from devices.pit import PIT_BASE, PIT_IRQ, PIT_SIZE, PORT_B, Pit, PortB
 from devices.rtc import RTC_BASE, RTC_SIZE, CmosRtc
-from devices.serial import COM1_BASE, COM1_IRQ, Serial
+from devices.serial import COM1_BASE, COM1_IRQ, LSR, RBR_THR_DLL, Serial
 from vmm import exitcodes
 from vmm.boot.acpi import ACPI_PM_BASE, ACPI_PM_SIZE, SCI_IRQ
 from vmm.extint import ExtIntInjector
@@ -58,7 +58,9 @@ def attach_pc_devices(vm: Vm, console_out: Callable[[bytes], None], pci: bool = 
     ``debugcon_out`` (a sink of its own, never the serial stream: None drops it)."""
     irqchip = vm.irqchip
     ioapic = attach_ioapic(vm) if irqchip.name == "split" else None
-    serial = Serial(console_out, irqchip.line(COM1_IRQ, "serial0").set)
+    serial = Serial(console_out, irqchip.line(COM1_IRQ, "serial0").set,
+                    tx_zone=vm.coalesced.zone(COM1_BASE + RBR_THR_DLL, 1, "serial0"),
+                    lsr_read=vm.port_cache.entry(COM1_BASE + LSR, "serial0"))
     reset = lambda: vm.request_exit(exitcodes.GUEST_RESET, "guest reset (i8042)")  # noqa: E731
     guest_exit = lambda code: vm.request_exit(code, f"guest wrote {code:#x} to the debug-exit port")  # noqa: E731
     testdev = TestDev(irqchip)

@@ -26,6 +26,20 @@ then costs one LSR read per 16 bytes instead of one per byte).  The THRE
 interrupt is raised after each write and cleared by an IIR read that reports
 it or by the next write, as the data sheet has it.
 
+Coalesced THR writes: given a ``tx_zone`` (vmm/coalesced.py), THR writes go into
+KVM's coalesced ring instead of exiting while nothing the guest can see depends
+on when they are handled: THRE interrupts off (IER bit 1) and no loopback (MCR
+bit 4).  A byte then costs the guest one exit (the LSR read before it, which
+replays the ring first) instead of two.  Linux's console (serial8250_console_write)
+clears IER for the whole line, so every printk byte takes that path; its tty
+output runs with THRE interrupts on and exits as before.
+
+Cached LSR reads: given an ``lsr_read`` (vmm/port_cache.py), the LSR's value is
+published after every change, so the guest's polls are answered in C without
+Python; not while an overrun is flagged (the read clears it).  Together with the
+coalesced THR a printk byte costs no Python until the ring is replayed, a batch
+at a time (``write_thr``).
+
 Changing FCR bit 0 clears both FIFOs; other FCR bits need bit 0 set (data
 sheet).  DMA mode (bit 3) is kept and has no effect; no modem-status
 interrupts (the modem lines never change).
@@ -99,7 +113,7 @@ class Serial:
     """``clock``: seconds, monotonic (tests pass their own)."""
 
     def __init__(self, output: Callable[[bytes], None], set_irq: Callable[[bool], None], name: str = "serial0",
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, tx_zone=None, lsr_read=None):
         self.name = name
         self._out = output
         self._set_irq = set_irq
@@ -121,6 +135,12 @@ class Serial:
         self._rx_activity = 0.0              # last byte received or RBR read (character timeout)
         self._timer: threading.Timer | None = None
         self._stopped = False
+        self._tx_zone = tx_zone              # vmm.coalesced.Zone for the THR port, or None
+        self._lsr_read = lsr_read            # vmm.port_cache.CachedRead for the LSR port, or None
+        if tx_zone is not None:
+            tx_zone.write_many = self.write_thr
+        self._coalesce_tx()
+        self._publish_lsr()
 
     # ---------------------------------------------------------- receiver
     @property
@@ -200,7 +220,9 @@ class Serial:
     def read(self, offset: int, size: int) -> int:
         with self._lock:
             v = self._read(offset)
-            self._update_irq()
+            if self.ier or self._irq_level:     # else nothing can raise the line or arm the timer
+                self._update_irq()
+            self._publish_lsr()
         if TP_REG.enabled:
             TP_REG.emit(dir="read", reg=offset, value=v)
         return v
@@ -241,7 +263,9 @@ class Serial:
             TP_REG.emit(dir="write", reg=offset, value=value)
         with self._lock:
             out = self._write(offset, value)
-            self._update_irq()
+            if self.ier or self._irq_level:     # (as in read: IER 0 and the line low stay so)
+                self._update_irq()
+            self._publish_lsr()
         if out is not None:
             if TP_TX.enabled:
                 TP_TX.emit(byte=out)
@@ -267,15 +291,48 @@ class Serial:
                 if value & IER_THRI and not self.ier & IER_THRI:
                     self.thr_ipending = True  # enabling THRI with THR empty raises it
                 self.ier = value & 0x0F
+                self._coalesce_tx()
         elif offset == IIR_FCR:
             self._fcr(value)
         elif offset == LCR:
             self.lcr = value
         elif offset == MCR:
             self.mcr = value & 0x1F
+            self._coalesce_tx()
         elif offset == SCR:
             self.scr = value
         return None
+
+    def write_thr(self, values: list[int]) -> None:
+        """THR (offset 0) writes replayed from KVM's coalesced ring, in order: one lock
+        and one output call for the batch."""
+        out = bytearray()
+        with self._lock:
+            for v in values:
+                b = self._write(RBR_THR_DLL, v & 0xFF)
+                if b is not None:
+                    out.append(b)
+            if self.ier or self._irq_level:
+                self._update_irq()
+            self._publish_lsr()
+        if out:
+            if TP_TX.enabled:
+                for b in out:
+                    TP_TX.emit(byte=b)
+            self._out(bytes(out))
+
+    def _publish_lsr(self) -> None:
+        """The LSR a read would give now, for reads answered in C; none while an overrun
+        is flagged (reading clears it).  Call with the lock held."""
+        if self._lsr_read is not None:
+            self._lsr_read.set(None if self.lsr & LSR_OE else self.lsr | (LSR_DR if self.rx else 0))
+
+    def _coalesce_tx(self) -> None:
+        """THR writes may skip their exit while their timing can't be seen: no THRE
+        interrupt to raise (IER), no loopback to receive them (MCR).  (This write's exit
+        replayed the ring first, so nothing queued is handled under the new rule.)"""
+        if self._tx_zone is not None:
+            self._tx_zone.want(not self.ier & IER_THRI and not self.mcr & MCR_LOOP)
 
     def _fcr(self, value: int) -> None:
         if (value ^ self.fcr) & FCR_FIFO_ENABLE:
@@ -316,9 +373,12 @@ class Serial:
             self._irq_level = False
 
     def rebuilt(self) -> None:
-        """Derived: the IRQ line's level (and the character-timeout timer) from the registers."""
+        """Derived: the IRQ line's level (and the character-timeout timer) from the registers,
+        and whether THR writes are coalesced."""
         with self._lock:
             self._update_irq()
+            self._coalesce_tx()
+            self._publish_lsr()
 
     # ---------------------------------------------------------- console input
     def feed(self, data: bytes) -> None:
@@ -329,3 +389,4 @@ class Serial:
             if TP_RX.enabled:
                 TP_RX.emit(n=len(data), queued=len(self.rx) + len(self.backlog))
             self._update_irq()
+            self._publish_lsr()

@@ -24,11 +24,12 @@ from kvm_bindings.kvm import (
     atomic_xchg32,
     buffer_address,
     run_vcpu_fd,
+    run_vcpu_cached,
 )
 
 __all__ = [
     "ffi", "consts", "Kvm", "KvmError", "VmFd", "VcpuFd", "IrqchipRoute", "MsiRoute",
-    "XenEvtchnRoute", "Route", "buffer_address", "run_vcpu_fd",
+    "XenEvtchnRoute", "Route", "buffer_address", "run_vcpu_fd", "run_vcpu_cached",
     "atomic_or64", "atomic_and64", "atomic_or32", "atomic_and32", "atomic_xchg8",
     "atomic_xchg32", "atomic_cmpxchg32",
 ]

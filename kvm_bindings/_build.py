@@ -39,6 +39,8 @@ typedef int __s32;
 #define KVM_SET_GSI_ROUTING ...
 #define KVM_IRQFD ...
 #define KVM_IOEVENTFD ...
+#define KVM_REGISTER_COALESCED_MMIO ...
+#define KVM_UNREGISTER_COALESCED_MMIO ...
 #define KVM_SIGNAL_MSI ...
 #define KVM_ENABLE_CAP ...
 #define KVM_X86_SET_MSR_FILTER ...
@@ -124,6 +126,8 @@ typedef int __s32;
 #define KVM_CAP_IRQ_ROUTING ...
 #define KVM_CAP_IRQFD ...
 #define KVM_CAP_IOEVENTFD ...
+#define KVM_CAP_COALESCED_MMIO ...
+#define KVM_CAP_COALESCED_PIO ...
 #define KVM_CAP_SIGNAL_MSI ...
 #define KVM_CAP_SYNC_REGS ...
 #define KVM_CAP_IMMEDIATE_EXIT ...
@@ -284,6 +288,11 @@ struct kvm_irq_routing_entry {
 struct kvm_irq_routing { __u32 nr; __u32 flags; struct kvm_irq_routing_entry entries[]; };
 struct kvm_irqfd { __u32 fd; __u32 gsi; __u32 flags; __u32 resamplefd; __u8 pad[16]; };
 struct kvm_ioeventfd { __u64 datamatch; __u64 addr; __u32 len; __s32 fd; __u32 flags; __u8 pad[36]; };
+/* Coalesced MMIO/PIO: writes to a registered zone go into a ring page (at
+   KVM_CAP_COALESCED_MMIO's page offset in the vCPU mapping) instead of exiting. */
+struct kvm_coalesced_mmio_zone { __u64 addr; __u32 size; __u32 pio; };
+struct kvm_coalesced_mmio { __u64 phys_addr; __u32 len; __u32 pio; __u8 data[8]; };
+struct kvm_coalesced_mmio_ring { __u32 first; __u32 last; struct kvm_coalesced_mmio coalesced_mmio[]; };
 struct kvm_msi { __u32 address_lo; __u32 address_hi; __u32 data; __u32 flags; __u32 devid; __u8 pad[12]; };
 struct kvm_msr_filter_range { __u32 flags; __u32 nmsrs; __u32 base; __u8 *bitmap; };
 struct kvm_msr_filter { __u32 flags; struct kvm_msr_filter_range ranges[16]; };
@@ -378,6 +387,15 @@ __u32 vmm_atomic_cmpxchg32(__u32 *p, __u32 old, __u32 new);
 int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_int(int fd, unsigned long request, unsigned long arg);
 int vmm_kvm_run(int fd);
+
+/* KVM_RUN, answering cached port reads without returning (see SOURCE). */
+struct vmm_port_cache {
+    __u32 n;                /* ports in use */
+    __u16 port[8];
+    __s32 value[8];         /* the byte a 1-byte IN reads; < 0: not cached (Python answers) */
+};
+int vmm_kvm_run_cached(int fd, struct kvm_run *run, struct vmm_port_cache *cache, __u64 *answered,
+                       struct kvm_coalesced_mmio_ring *ring, __u32 ring_max, __u32 drain_at);
 """
 
 SOURCE = r"""
@@ -434,6 +452,49 @@ int vmm_kvm_run(int fd)
 {
     int r = ioctl(fd, KVM_RUN, 0);
     return r < 0 ? -errno : r;
+}
+
+struct vmm_port_cache {
+    __u32 n;
+    __u16 port[8];
+    __s32 value[8];
+};
+
+/* KVM_RUN until an exit the caller must see.  A 1-byte IN from a port whose cached
+   value is >= 0 (a register the device published because reading it has no side
+   effect, e.g. the 16550's LSR while no overrun is flagged) is answered here and the
+   guest resumed: the exit costs no Python.  Returns -errno, 0 (an exit for the
+   caller, untouched), or 1 (the last exit was answered here, and the coalesced ring
+   holds >= drain_at writes: the caller replays them, then runs again).  answered[i]
+   counts the reads of cache->port[i] answered here.  The values are read once per
+   exit without a lock: a device changing one races only as a read a moment earlier
+   would. */
+int vmm_kvm_run_cached(int fd, struct kvm_run *run, struct vmm_port_cache *cache, __u64 *answered,
+                       struct kvm_coalesced_mmio_ring *ring, __u32 ring_max, __u32 drain_at)
+{
+    volatile struct vmm_port_cache *c = cache;
+    volatile struct kvm_coalesced_mmio_ring *rg = ring;
+    for (;;) {
+        int r = ioctl(fd, KVM_RUN, 0);
+        if (r < 0)
+            return -errno;
+        if (run->exit_reason != KVM_EXIT_IO || run->io.direction != KVM_EXIT_IO_IN ||
+            run->io.size != 1 || run->io.count != 1)
+            return 0;
+        __u32 i, n = c->n;
+        for (i = 0; i < n && i < 8; i++)
+            if (c->port[i] == run->io.port)
+                break;
+        if (i >= n || i >= 8)
+            return 0;
+        __s32 v = c->value[i];
+        if (v < 0)
+            return 0;
+        ((__u8 *)run)[run->io.data_offset] = (__u8)v;
+        answered[i]++;
+        if (rg && ring_max && (rg->last + ring_max - rg->first) % ring_max >= drain_at)
+            return 1;
+    }
 }
 """
 

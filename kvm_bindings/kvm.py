@@ -22,6 +22,7 @@ _ioctl_int = lib.vmm_ioctl_int
 # The C helpers other packages call directly, under public names (the _kvm extension
 # stays private to kvm_bindings; tests/test_layering.py checks that nobody imports it).
 run_vcpu_fd = lib.vmm_kvm_run       # KVM_RUN on a vCPU fd: 0 or -errno; no Python frame, GIL released
+run_vcpu_cached = lib.vmm_kvm_run_cached   # the same, answering cached port reads in C (vmm/port_cache.py)
 # Lock-prefixed read-modify-writes on memory a running guest shares (a cffi pointer of
 # the width's type: "__u64 *", "__u32 *", "__u8 *"); they return the old value.
 atomic_or64 = lib.vmm_atomic_or64
@@ -229,6 +230,14 @@ class VmFd:
                                                 "len": length, "fd": fd, "flags": flags})
         _check("KVM_IOEVENTFD", _ioctl(self.fd, lib.KVM_IOEVENTFD, req), f"addr {addr:#x}")
 
+    def coalesced_zone(self, addr: int, size: int, *, pio: bool, register: bool = True) -> None:
+        """KVM_(UN)REGISTER_COALESCED_MMIO: writes to [addr, addr + size) (ports if ``pio``)
+        are queued in the ring page instead of exiting (VcpuFd.coalesced_ring)."""
+        req = ffi.new("struct kvm_coalesced_mmio_zone *", {"addr": addr, "size": size, "pio": int(pio)})
+        op, name = ((lib.KVM_REGISTER_COALESCED_MMIO, "KVM_REGISTER_COALESCED_MMIO") if register else
+                    (lib.KVM_UNREGISTER_COALESCED_MMIO, "KVM_UNREGISTER_COALESCED_MMIO"))
+        _check(name, _ioctl(self.fd, op, req), f"{'port' if pio else 'addr'} {addr:#x}")
+
     def signal_msi(self, address: int, data: int) -> int:
         """Inject one MSI.  Returns >0 if delivered, 0 if the guest blocked it."""
         msi = ffi.new("struct kvm_msi *", {"address_lo": address & 0xFFFFFFFF,
@@ -366,6 +375,14 @@ class VcpuFd:
         self.sync_cs_dpl_offset = _SYNC_CS_OFF + ffi.offsetof("struct kvm_segment", "dpl")
         self.sync_gprs = ffi.cast("uint64_t *", base + _SYNC_REGS_OFF)
         self.dirty_regs = ffi.cast("uint64_t *", ffi.addressof(self.run, "kvm_dirty_regs"))
+
+    def coalesced_ring(self, page_offset: int):
+        """The VM's coalesced-write ring (``struct kvm_coalesced_mmio_ring *``), mapped at
+        ``page_offset`` pages into this vCPU's mapping (KVM_CAP_COALESCED_MMIO's answer),
+        and its capacity in entries: what fits in the page after first/last."""
+        ring = ffi.cast("struct kvm_coalesced_mmio_ring *", self.run_buffer + page_offset * mmap.PAGESIZE)
+        entries = (mmap.PAGESIZE - ffi.sizeof("struct kvm_coalesced_mmio_ring")) // ffi.sizeof("struct kvm_coalesced_mmio")
+        return ring, entries
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -23,6 +23,8 @@ from vmm.errors import internal_error
 LOCK_ORDER: tuple[str, ...] = (
     "vm.control",       # Machine._control_lock: the control API's pause/resume/snapshot, one at a time; held
                         # while a snapshot pauses the vCPUs and reads every part's state (their locks are below)
+    "vm.coalesced",     # CoalescedWrites._lock (vmm/coalesced.py): replaying KVM's coalesced ring; the
+                        # port handlers run under it, as in an exit, so it comes before all they take
     "vm.exit",          # Vm._exit_lock: the exit code only; nothing is called under it
     "xen.xenstore",     # XenstoreDaemon.lock: the store, connections, rings; taken with no xen lock held,
                         # calls nothing of xen's (it returns "notify" and the caller kicks the port)
@@ -50,6 +52,7 @@ LOCK_ORDER: tuple[str, ...] = (
                         # ExtINT injector with nothing held; takes nothing (INT and EOIs are told after it)
     "xen.timers",       # Timers._cv: released before a VIRQ is delivered
     "xen.events",       # XenDomain.events: a leaf Condition, notify only
+    "vm.coalesced_zone",  # Zone._lock: one (un)register ioctl; taken under a device's lock (a leaf)
     "vcpu.state",       # Vcpu._cond: a vCPU's state and control flags; a leaf (calls run outside it)
 )
 RANK = {name: i for i, name in enumerate(LOCK_ORDER)}

@@ -356,6 +356,7 @@ class Machine:
                 "shutdown": lambda req: self.request_shutdown(), "snapshot": snapshot}
 
     def _write_snapshot(self, path: str, t0: float) -> dict:
+        self.vm.coalesced.drain()                # the guest's coalesced writes reach their devices
         self.vm.irqchip.flush_deliveries()       # diverted deliveries in flight land first
         hold = _quiesce(self)
         try:

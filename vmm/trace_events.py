@@ -22,11 +22,14 @@ TP_VCPU_EXIT_MMIO = T.point("vcpu.exit.mmio", "addr={addr:#x} len={len} dir={dir
 TP_VCPU_EXIT_MSR = T.point("vcpu.exit.msr", "index={index:#x} dir={dir} value={value:#x} handled={handled}")
 TP_VCPU_EXIT_XEN = T.point("vcpu.exit.xen", "input={input} longmode={longmode} cpl={cpl}")
 TP_VCPU_EXIT_IOAPIC_EOI = T.point("vcpu.exit.ioapic_eoi", "vector={vector:#x}")
+TP_VCPU_COALESCED = T.point("vcpu.coalesced", "port={port:#x} size={size} value={value:#x} dev={dev} (no exit: replayed "
+                            "from KVM's coalesced ring)")
 TP_VCPU_EXIT_OTHER = T.point("vcpu.exit.other", "reason={reason}")
 TP_VCPU_STATE = T.point("vcpu.state", "{state}")
 
 # vmm/vm.py
 TP_VM_EXIT = T.point("vm.exit", "code={code} reason={reason}")
+TP_VM_COALESCED_ZONE = T.point("vm.coalesced_zone", "{what} port={port:#x} coalesced={on}")
 
 # vmm/boot/loader.py
 TP_BOOT_LOAD = T.point("boot.load", "protocol={protocol} kernel={path} entry={entry:#x} {detail}")

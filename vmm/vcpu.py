@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING
 from kvm_bindings import KvmError, VcpuFd, consts, ffi
 from kvm_bindings.kvm import VCPU_STATE_NAMES
 from kvm_bindings import run_vcpu_fd
+from kvm_bindings import run_vcpu_cached
 from vmm import exitcodes, trace
 from vmm.errors import internal_error
 from vmm.extint import InterruptWindow
 from vmm.locks import ordered_condition
+from vmm.port_cache import SLOTS as PORT_CACHE_SLOTS
 from vmm.trace_events import (
     TP_VCPU_EXIT_IO as TP_EXIT_IO,
     TP_VCPU_EXIT_MMIO as TP_EXIT_MMIO,
@@ -108,6 +110,7 @@ class Vcpu:
         self._cond = ordered_condition("vcpu.state")
         self.stats: Counter[str] = Counter()
         self.exits = 0
+        self.cached_reads = ffi.new("__u64[]", PORT_CACHE_SLOTS)   # reads answered in C (vmm/port_cache.py)
         # Extra exit handlers (e.g. Xen hypercalls, MSR exits) installed by
         # higher layers: reason -> fn(vcpu) -> None.
         self.exit_handlers: dict[int, object] = {}
@@ -369,10 +372,18 @@ class Vcpu:
         cpu = self.id
         exits = 0
         _current.vcpu = self
+        ring = vm.coalesced.indices      # first/last; None: this KVM can't coalesce (vmm/coalesced.py)
+        drain = vm.coalesced.drain
+        # Published port reads are answered in C unless every I/O exit is traced (vmm/port_cache.py).
+        cache = vm.port_cache.table
+        cached = cache.n > 0 and not TP_EXIT_IO.enabled
+        cached_args = (vcpu_fd, run, cache, self.cached_reads, vm.coalesced.ring or ffi.NULL,
+                       vm.coalesced.entries, vm.coalesced.entries * 3 // 4)
+        run_cached = run_vcpu_cached
 
         try:
             while not self._stop:
-                r = kvm_run(vcpu_fd)
+                r = run_cached(*cached_args) if cached else kvm_run(vcpu_fd)
                 if r < 0:
                     if r == EINTR:
                         run.immediate_exit = 0
@@ -386,7 +397,12 @@ class Vcpu:
                     if r == EAGAIN:  # an AP waiting for SIPI may see this
                         continue
                     raise KvmError("KVM_RUN", -r)
+                if r:                              # answered in C; the coalesced ring wants replaying
+                    drain()
+                    continue
                 exits += 1
+                if ring is not None and ring[0] != ring[1]:
+                    drain()                    # the guest's coalesced writes happened before this exit
                 reason = run.exit_reason
                 if reason == EXIT_IO:
                     if timed:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from kvm_bindings import Kvm, KvmError, buffer_address, consts
 from vmm import exitcodes
 from vmm.bus import MmioBus, PioBus
+from vmm.coalesced import CoalescedWrites
+from vmm.port_cache import PortReadCache
 from vmm.cpuid import configure_cpuid
 from vmm.errors import internal_errors
 from vmm.irqchip import IrqChip, create_irqchip
@@ -86,6 +88,10 @@ class Vm:
         self.vcpus: list[Vcpu] = []
         for i in range(config.cpus):
             self.vcpus.append(Vcpu(self, self.fd.create_vcpu(i)))
+        # KVM's ring of coalesced port writes (vmm/coalesced.py): devices ask it for zones.
+        self.coalesced = CoalescedWrites(self.fd, self.kvm, self.vcpus[0].fd, self.pio_bus.handlers)
+        # Port reads answered in C (vmm/port_cache.py): devices publish side-effect-free registers.
+        self.port_cache = PortReadCache()
         self._cpuid_leaves: list = []           # fn(vcpu_id) -> {(function, index): (eax, ebx, ecx, edx)}
         self._cpuid_configured = False
         self.started_at = 0.0
@@ -156,6 +162,7 @@ class Vm:
         self.started_at = time.monotonic()
         for v in self.vcpus:
             v.start()
+        self.coalesced.start()
 
     def request_exit(self, code: int, reason: str) -> None:
         """End the VM (first caller wins).  Safe from any thread, including vCPUs."""
@@ -181,6 +188,7 @@ class Vm:
             if v.thread is not None and v.thread.is_alive():  # still stuck in KVM_RUN?
                 v.kick()
                 v.join(2.0)
+        self.coalesced.close()                  # the guest's last coalesced writes (console output)
         for fn in self._at_exit:
             fn()
         self._at_exit.clear()
@@ -190,6 +198,7 @@ class Vm:
         if self._closed:
             return
         self._closed = True
+        self.coalesced.close()
         self.irqchip.close()
         for v in self.vcpus:
             if v.thread is None or not v.thread.is_alive():
@@ -199,11 +208,13 @@ class Vm:
 
     def collect_stats(self) -> Counter[str]:
         total: Counter[str] = Counter(self.stats)
+        total.update(self.coalesced.collect_stats())
         for source in self.stats_sources:        # e.g. the Xen domain's hypercall counts
             total.update(source())
         for v in self.vcpus:
             total.update(v.stats)
             total["exits"] += v.exits
+            total.update(self.port_cache.stats(v.cached_reads))
         errors = len(internal_errors())
         if errors:
             total["internal-errors"] = errors
