@@ -337,9 +337,15 @@ class MsixCapability:
             return {"table": bytes(self.table), "pba": self.pba}
 
     def restore(self, state: dict) -> None:
+        table, pba = state["table"], state["pba"]
+        # A bytearray slice assignment would resize the table: check what a driver can't change.
+        if not isinstance(table, bytes) or len(table) != self.table_size:
+            raise ValueError(f"{self.dev.name}: the saved MSI-X table is not {self.table_size} bytes")
+        if type(pba) is not int or not 0 <= pba < 1 << self.nr_entries:
+            raise ValueError(f"{self.dev.name}: the saved MSI-X PBA {pba!r} has bits beyond its {self.nr_entries} entries")
         with self._lock:
-            self.table[:] = state["table"]
-            self.pba = state["pba"]
+            self.table[:] = table
+            self.pba = pba
 
     def rebuilt(self) -> None:
         """Config lock held: enable/function mask from config space, every entry told to the

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -29,21 +30,42 @@ COUNT = re.compile(r"^count=(\d+) mem=(\d+)$", re.M)
 
 
 class RunningVmm:
-    """``vmm run ... --api-socket`` in the background."""
+    """``vmm run ... --api-socket`` (or ``vmm restore``: :meth:`restored`) in the background."""
 
-    def __init__(self, tmp: Path, *args: str, name: str = "vm1"):
+    def __init__(self, tmp: Path, *args: str, name: str = "vm1", command: str = "run", api: bool = True,
+                 wrap: tuple = ()):
         self.sock = str(tmp / f"{name}.sock")
         self.out = tmp / f"{name}.out"
         self.errf = tmp / f"{name}.err"
-        cmd = [sys.executable, "-m", "vmm", "run", *args, "--api-socket", self.sock,
-               "--serial", f"file:{self.out}", "--timeout", "60"]
+        cmd = [*wrap, sys.executable, "-m", "vmm", command, *args, "--serial", f"file:{self.out}", "--timeout", "60",
+               *(["--api-socket", self.sock] if api else [])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.errf, "wb"), cwd=ROOT,
                                      **_limits())
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.sock):
+        while api and not os.path.exists(self.sock):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"no control socket: {self.errf.read_text()}")
             time.sleep(0.05)
+
+    @classmethod
+    def restored(cls, tmp: Path, snap: Path, name: str, api: bool = True) -> "RunningVmm":
+        """``vmm restore --from snap``, serving a control socket of its own if ``api``."""
+        return cls(tmp, "--from", str(snap), name=name, command="restore", api=api)
+
+    def snapshot_and_end(self, snap: Path, ready: Callable[[], object] = lambda: None) -> str:
+        """Once ``ready()`` returned: pause, snapshot to ``snap`` through the socket, shut the
+        VMM down (it is ended whatever happens, and must end interrupted).  Its console."""
+        try:
+            ready()
+            assert self.ctl("pause")["state"] == "paused"
+            answer = self.ctl("snapshot", to=str(snap))
+            assert answer["ok"], answer
+            self.ctl("shutdown")
+        finally:
+            self.stop()
+            code, _ = self.finish()
+        assert code == exitcodes.INTERRUPTED
+        return self.out.read_text()
 
     def ctl(self, cmd: str, **kw) -> dict:
         return request(self.sock, {"cmd": cmd, **kw})
@@ -193,37 +215,19 @@ def test_xen_snapshot_restore_loop(tmp_path, transport):
                     "--cmdline", f"ticks={ticks}")
     seen = 0
     for i in range(LOOPS):
-        try:
-            text = vm.wait_output(rf"^tick=({seen + 40}|{seen + 60}|{seen + 80}) ", timeout=60)
-            assert vm.ctl("pause")["state"] == "paused"
-            snap = tmp_path / f"xen{i}.snap"
-            answer = vm.ctl("snapshot", to=str(snap))
-            assert answer["ok"], answer
-            vm.ctl("shutdown")
-        finally:
-            vm.stop()
-            code, _ = vm.finish()
-        assert code == exitcodes.INTERRUPTED
-        lines = [(int(t), int(n)) for t, n in TICK.findall(vm.out.read_text())]
+        snap = tmp_path / f"xen{i}.snap"
+        text = vm.snapshot_and_end(snap, lambda: vm.wait_output(rf"^tick=({seen + 40}|{seen + 60}|{seen + 80}) ",
+                                                                timeout=60))
+        lines = [(int(t), int(n)) for t, n in TICK.findall(text)]
         assert lines and lines[0][0] > seen, (seen, lines[:2])
         # IPIs keep flowing (one per tick the guest's loop sees: on a slow host ticks come
         # faster than its send-and-wait rounds; exactly-once is checked at the end)
         assert all(b[1] > a[1] for a, b in zip(lines, lines[1:])), lines
         seen = lines[-1][0]
         if i:
-            assert "boot" not in vm.out.read_text()
+            assert "boot" not in text
         # the next run: a restore of this snapshot, with its own socket
-        sock = str(tmp_path / f"r{i}.sock")
-        out = tmp_path / f"r{i}.out"
-        cmd = [sys.executable, "-m", "vmm", "restore", "--from", str(snap), "--serial", f"file:{out}",
-               "--timeout", "60"] + (["--api-socket", sock] if i < LOOPS - 1 else [])
-        vm = RunningVmm.__new__(RunningVmm)
-        vm.sock, vm.out, vm.errf = sock, out, tmp_path / f"r{i}.err"
-        vm.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(vm.errf, "wb"), cwd=ROOT)
-        if i < LOOPS - 1:
-            deadline = time.monotonic() + 30
-            while not os.path.exists(sock) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        vm = RunningVmm.restored(tmp_path, snap, f"r{i}", api=i < LOOPS - 1)
     code, err = vm.finish()
     text = vm.out.read_text()
     assert code == 0, (text, err)

@@ -187,6 +187,39 @@ def test_virtio_net_flood_without_receive_buffers(netns, guest):
     assert "state=paused reason=no receive buffers" in err and "state=resumed reason=receiveq notified" in err
 
 
+def test_virtio_net_snapshot_restore_on_the_same_tap(netns, guest, tmp_path):
+    """The flood guest snapshotted while it has no receive buffers (the device's receive
+    paused), restored in a new process that reopens the tap by name: frames flooded at the
+    restored VMM wait in the tap until the guest posts buffers, then arrive; the ARP and
+    ping exchanges go through (transmit too), and the guest ends well."""
+    from test_snapshot import RunningVmm
+    vm = RunningVmm(tmp_path, "--kernel", guest("virtio_net"), "--net", f"tap={TAP},mac={GUEST_MAC}",
+                    "--cmdline", "flood", wrap=netns.wrap)
+    snap = tmp_path / "net.snap"
+    vm.snapshot_and_end(snap, lambda: vm.wait_output("no receive buffers posted"))
+    cmd = [*netns.wrap, sys.executable, "-m", "vmm", "restore", "--from", str(snap), "--timeout", "100",
+           "--trace", "virtio_net.rx_pause"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30                         # the tap has a reader again
+        while netns.sh("cat", f"/sys/class/net/{TAP}/carrier", check=False).strip() != "1":
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        subprocess.run([*netns.wrap, sys.executable, "-c", FLOOD, TAP, GUEST_MAC, "0.5"], capture_output=True,
+                       timeout=60, check=True)
+        out, err = p.communicate(b"go\n", timeout=100)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    out, err = out.decode(errors="replace"), err.decode(errors="replace")
+    assert "vmm: internal error" not in err, err[-4000:]
+    assert p.returncode == 0 and "PASS" in out.splitlines(), (p.returncode, out, err[-3000:])
+    assert "virtio_net: virtio-net on a tap" not in out                     # no second boot
+    assert "buffers posted: 8 flood frames of 1014 bytes received" in out and f"ARP reply: {HOST_IP} is at" in out
+    assert "state=resumed reason=receiveq notified" in err
+
+
 @pytest.mark.parametrize("net,needles", [
     (f"mac={GUEST_MAC}", ("--net: no tap=NAME",)),
     ("tap=vt0,mac=52:54:00:12:34", ("--net: bad MAC address '52:54:00:12:34'",)),

@@ -39,7 +39,8 @@ from vmm.trace_events import TP_SNAPSHOT_SECTION
 
 MAGIC = b"VMMSNAP\0"
 # 1: the first format.  2: the Xen section holds FIFO event channels and the toolstack's
-# xenstore daemon and PV console (a version-1 file has neither: refused, not half-restored).
+# xenstore daemon and PV console, and virtio devices are saved (a version-1 file has none of
+# them: refused, not half-restored).
 FORMAT_VERSION = 2
 NAME_LEN = 16
 CHUNK = 1 << 20                    # memory is scanned, written, read and checked this much at a time

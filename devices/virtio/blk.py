@@ -151,6 +151,17 @@ class VirtioBlk(VirtioPciDevice):
             os.close(self.fd)
             self.fd = -1
 
+    # ------------------------------------------------------------ snapshot
+    def device_save(self) -> dict:
+        """No state of its own (the configuration follows from the file); the capacity the
+        guest read, so a restore onto a file of another size is refused rather than served."""
+        return {"capacity": self.capacity}
+
+    def device_restore(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"--drive {self.path} holds {self.capacity} sectors, the saved guest "
+                             f"saw {state['capacity']}")
+
     # ------------------------------------------------------------ requests (device lock held)
     def handle_chain(self, q: Virtqueue, chain: Chain) -> int:
         if chain.out_len < VIRTIO_BLK_OUTHDR_SIZE or chain.in_len < 1:

@@ -169,6 +169,20 @@ class VirtioNet(VirtioPciDevice):
             os.close(self.fd)
             self.fd = -1
 
+    # ------------------------------------------------------------ snapshot
+    def device_save(self) -> dict:
+        """Primary: the frame in hand (read from the tap, waiting for receive buffers): the
+        tap can't take it back.  The MAC is the spec's; the pause is derived (the restore's
+        kick of receiveq looks at the buffers again); counters are the run's own."""
+        return {"rx_frame": bytes(self._rx_view[:self._rx_len])}
+
+    def device_restore(self, state: dict) -> None:
+        frame = state["rx_frame"]
+        if not isinstance(frame, bytes) or len(frame) > RX_BUF_SIZE:
+            raise ValueError(f"the saved frame in hand is not up to {RX_BUF_SIZE} bytes")
+        self._rx_buf[:len(frame)] = frame
+        self._rx_len, self._rx_paused = len(frame), False
+
     # ------------------------------------------------------------ the device thread's hooks
     def queue_notified(self, q: Virtqueue) -> None:
         if q.index != RX:
@@ -225,6 +239,8 @@ class VirtioNet(VirtioPciDevice):
         """Move frames from the tap into the receive queue; (more to do, pushed any, notify)."""
         pushed = False
         for _ in range(RX_BATCH):
+            if self._hold.held:                # a snapshot waits: the tap keeps what arrives
+                return True, pushed, pushed and q.needs_notification()
             if not self._rx_len:
                 if not q.pending() and not q.publish_avail_event():
                     self._pause_locked("no receive buffers")

@@ -56,6 +56,13 @@ queues; the device thread holds it while it services a batch of one queue (so a
 reset from a vCPU waits for the batch to end).  INTx is a level and is driven
 under it (``pci.intx`` is below); MSI-X messages are decided under it and fired
 after it is released ("decide under the lock, deliver after it").
+
+Snapshots (ARCHITECTURE.md, "Snapshots"): on top of the PCI function's state,
+``save_device`` keeps the transport's registers, each queue's (``Virtqueue.save``) and
+the device type's (``device_save``), taken while ``hold`` keeps the thread between
+requests; ``restore_device`` checks them as a driver's writes are checked;
+``rebuilt`` maps the rings again and kicks every queue once; ``start`` gives a
+restored device its thread when the machine starts.
 """
 
 from __future__ import annotations
@@ -130,7 +137,8 @@ from devices.virtio.abi import (
     VIRTIO_RING_F_INDIRECT_DESC,
     bit,
 )
-from devices.virtio.queue import Chain, Virtqueue, VirtqueueError
+from devices.virtio.hold import ServiceHold
+from devices.virtio.queue import Chain, Virtqueue, VirtqueueError, check_ints
 from kvm_bindings import KvmError
 from vmm.errors import internal_error
 from vmm.locks import ordered_lock
@@ -167,6 +175,9 @@ _QUEUE_ADDR = {VIRTIO_PCI_COMMON_Q_DESCLO: ("desc", 0), VIRTIO_PCI_COMMON_Q_DESC
                VIRTIO_PCI_COMMON_Q_USEDLO: ("device", 0), VIRTIO_PCI_COMMON_Q_USEDHI: ("device", 32)}
 
 CONFIG = "config"                        # the configuration change interrupt's cause
+# What a snapshot saves of the transport's registers (save_device): each with its largest value.
+_SAVED_INTS = {"status": 0xFF, "dfselect": 0xFFFFFFFF, "gfselect": 0xFFFFFFFF, "driver_features": (1 << 64) - 1,
+               "config_vector": 0xFFFF, "queue_select": 0xFFFF, "isr": VIRTIO_PCI_ISR_QUEUE | VIRTIO_PCI_ISR_CONFIG}
 
 
 class VirtioPciDevice(PciDevice):
@@ -215,6 +226,7 @@ class VirtioPciDevice(PciDevice):
         self._stopped = False
         self._irqfd_tried: set[int] = set()
         self.notifies = {"eventfd": 0, "mmio-exit": 0}   # counters (tests, stats)
+        self._hold = ServiceHold()                 # a snapshot holds the thread between requests
 
     # ------------------------------------------------------------ the device type's part
     def device_features(self) -> int:
@@ -242,6 +254,14 @@ class VirtioPciDevice(PciDevice):
 
     def fd_ready(self, fd: int, events: int) -> None:
         """A watched fd is ready (device thread, no lock held)."""
+
+    def device_save(self) -> dict:
+        """The device type's primary state beyond the transport's (device lock held; the
+        thread held between requests).  JSON-able; bytes are fine."""
+        return {}
+
+    def device_restore(self, state: dict) -> None:
+        """Put back ``device_save``'s dict (device lock held); ValueError if it can't be."""
 
     # ------------------------------------------------------------ capabilities
     def _add_vendor_cap(self, cfg_type: int, offset: int, length: int, size: int = VIRTIO_PCI_CAP_SIZE,
@@ -462,6 +482,67 @@ class VirtioPciDevice(PciDevice):
                 os.eventfd_write(efd, 1)
         return []
 
+    # ------------------------------------------------------------ snapshot (ARCHITECTURE.md "Snapshots")
+    # PciDevice saves config space, the INTx output and the MSI-X table and PBA; these hooks add
+    # the transport's registers, the queues and the device type's state (config lock held, then
+    # the device lock; the thread held between requests by Machine's quiesce).
+
+    def save_device(self) -> dict:
+        with self._lock:
+            return {"status": self.status, "dfselect": self.dfselect, "gfselect": self.gfselect,
+                    "driver_features": self.driver_features, "config_vector": self.config_vector,
+                    "queue_select": self.queue_select, "isr": self.isr, "broken": self.broken,
+                    "queues": [q.save() for q in self.queues], "device": self.device_save()}
+
+    def restore_device(self, state: dict) -> None:
+        """The saved values pass the checks a driver's writes pass (ValueError for what no
+        driver could have written: the restore is refused); the rings are checked in
+        ``rebuilt``, once memory is loaded."""
+        with self._lock:
+            check_ints(state, _SAVED_INTS, self.name)
+            broken, d, status = state["broken"], state["driver_features"], state["status"]
+            if broken is not None and not isinstance(broken, str):
+                raise ValueError(f"{self.name}: saved broken reason {broken!r} is not a string")
+            if status & VIRTIO_CONFIG_S_FEATURES_OK and (d & ~self.offered or not d & bit(VIRTIO_F_VERSION_1)):
+                raise ValueError(f"{self.name}: saved features {d:#x} were accepted, but this device "
+                                 f"offers {self.offered:#x}")
+            if len(state["queues"]) != len(self.queues):
+                raise ValueError(f"{self.name}: {len(state['queues'])} saved queues, the device has {len(self.queues)}")
+            for q, qs in zip(self.queues, state["queues"]):
+                q.restore(qs)
+                if (q.indirect and not d & bit(VIRTIO_RING_F_INDIRECT_DESC)) or \
+                        (q.event_idx and not d & bit(VIRTIO_RING_F_EVENT_IDX)):
+                    raise ValueError(f"{self.name}: queue {q.index} uses a feature the driver didn't ask for")
+                q.msix_vector = self._vector(q.msix_vector)    # as a driver's write is taken
+                q.enabled = q.enabled and broken is None        # a broken device's queues are stopped
+            self.dfselect, self.gfselect, self.driver_features = state["dfselect"], state["gfselect"], d
+            self.config_vector = self._vector(state["config_vector"])
+            self.queue_select, self.isr, self.broken = state["queue_select"], state["isr"], broken
+            # NEEDS_RESET is the device's bit: set exactly while it is broken (_status_write).
+            self.status = status & ~VIRTIO_CONFIG_S_NEEDS_RESET | (VIRTIO_CONFIG_S_NEEDS_RESET if broken else 0)
+            self.device_restore(state["device"])
+
+    def rebuilt(self) -> None:
+        """Derived: the BAR's mapping and its ioeventfds, the MSI-X vectors and INTx (PciDevice);
+        each enabled queue's rings checked and mapped again (a bad one breaks the device, as at
+        enable); every queue kicked once, since a notification the guest sent before the
+        snapshot may have been taken and not served.  The thread starts with the machine
+        (``start``)."""
+        super().rebuilt()
+        deliveries, kick = [], False
+        with self._lock:
+            for q in self.queues:
+                try:
+                    q.remap()
+                except VirtqueueError as e:
+                    deliveries = self._break_locked(f"restored {e}")
+                    break
+            kick = self.broken is None and bool(self.status & VIRTIO_CONFIG_S_DRIVER_OK)
+        self._deliver(deliveries)
+        if kick:
+            for efd in self._efds:
+                os.eventfd_write(efd, 1)
+
     # ------------------------------------------------------------ broken (§2.1.2)
     def _break_locked(self, reason: str) -> list:
         if self.broken is not None:
@@ -518,9 +599,17 @@ class VirtioPciDevice(PciDevice):
         self._thread = threading.Thread(target=self._run, name=f"virtio-{self.name}-{self.bdf}", daemon=True)
         self._thread.start()
 
+    def start(self) -> None:
+        """The machine starts (its late phase): a restored device whose driver had set
+        DRIVER_OK gets its thread, as the DRIVER_OK write gives a booted one.  No lock held."""
+        with self._lock:
+            if self.status & VIRTIO_CONFIG_S_DRIVER_OK:
+                self._start_thread_locked()
+
     def stop(self) -> None:
         """Stop the device thread (the VM ended).  No lock held."""
         self._stopped = True
+        self._hold.stop()                         # a thread held for a snapshot ends too
         os.eventfd_write(self._stop_efd, 1)
         t = self._thread
         if t is not None and t is not threading.current_thread():
@@ -587,27 +676,47 @@ class VirtioPciDevice(PciDevice):
         worth), the lock released between them."""
         drain = drain or self._drain_locked
         while True:
-            with self._lock:
-                if self.broken is not None or not q.enabled or not self.status & VIRTIO_CONFIG_S_DRIVER_OK:
-                    return
-                more, deliveries = False, []
-                try:
-                    more, pushed, notify = drain(q)
-                    if notify:
-                        deliveries = self._interrupt_locked(q.index, q.msix_vector)
-                    elif pushed and TP_IRQ.enabled:    # the driver asked not to be told (§2.7.10)
-                        TP_IRQ.emit(owner=self.bdf, cause=q.index, via="-", vector=q.msix_vector,
-                                    result="suppressed")
-                except VirtqueueError as e:
-                    deliveries = self._break_locked(str(e))
-            self._deliver(deliveries)
+            if not self._hold.begin():
+                return
+            try:
+                with self._lock:
+                    if self.broken is not None or not q.enabled or not self.status & VIRTIO_CONFIG_S_DRIVER_OK:
+                        return
+                    more, deliveries = False, []
+                    try:
+                        more, pushed, notify = drain(q)
+                        if notify:
+                            deliveries = self._interrupt_locked(q.index, q.msix_vector)
+                        elif pushed and TP_IRQ.enabled:    # the driver asked not to be told (§2.7.10)
+                            TP_IRQ.emit(owner=self.bdf, cause=q.index, via="-", vector=q.msix_vector,
+                                        result="suppressed")
+                    except VirtqueueError as e:
+                        deliveries = self._break_locked(str(e))
+                self._deliver(deliveries)
+            finally:
+                self._hold.end()
             if not more:
                 return
+
+    # ------------------------------------------------------------ holding the thread (snapshots)
+    def hold(self, timeout: float = 5.0) -> None:
+        """Hold the device thread at a request boundary until ``release()`` (devices/virtio/hold.py):
+        returns once no service step runs, every request taken pushed and its interrupt sent,
+        so the queues' saved indices match guest memory.  A running batch stops before its
+        next request; virtio-net reads no frame meanwhile (they wait in the tap).
+        TimeoutError if a request doesn't end within ``timeout`` (a stuck backing file)."""
+        self._hold.hold(timeout, f"{self.name} {self.bdf}")
+
+    def release(self) -> None:
+        self._hold.release()
 
     def _drain_locked(self, q: Virtqueue) -> tuple[bool, bool, bool]:
         """Serve up to a ring's worth of chains; (more to do, pushed any, notify the driver)."""
         pushed = more = False
         for _ in range(q.size):
+            if self._hold.held:                       # a snapshot waits: stop between requests
+                more = True
+                break
             chain = q.pop()
             if chain is None:
                 if q.publish_avail_event():           # more arrived meanwhile: no notify will come
@@ -650,6 +759,7 @@ class VirtioPciDevice(PciDevice):
 
     def unplugged(self) -> None:
         self._stopped = True
+        self._hold.stop()
         os.eventfd_write(self._stop_efd, 1)
 
 

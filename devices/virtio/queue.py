@@ -123,6 +123,22 @@ class Chain:
         return f"<Chain head={self.head} out={self.out_len} in={self.in_len} ndesc={self.ndesc}>"
 
 
+# What a snapshot saves of a queue (Virtqueue.save): integer fields with their largest value,
+# then the flags.  ``indirect``/``event_idx`` are the features as the queue was enabled with them.
+_SAVED_INTS = {"size": 0xFFFF, "desc": (1 << 64) - 1, "driver": (1 << 64) - 1, "device": (1 << 64) - 1,
+               "msix_vector": 0xFFFF, "last_avail": 0xFFFF, "used_idx": 0xFFFF, "signalled_used": 0xFFFF}
+_SAVED_BOOLS = ("enabled", "reset_pending", "signalled_valid", "indirect", "event_idx")
+
+
+def check_ints(state: dict, limits: dict[str, int], what: str) -> None:
+    """A snapshot's saved registers: each of ``limits`` an int in 0..its limit (ValueError
+    naming ``what`` otherwise; KeyError if missing).  bool is not an int here."""
+    for k, top in limits.items():
+        v = state[k]
+        if type(v) is not int or not 0 <= v <= top:
+            raise ValueError(f"{what}: saved {k} {v!r} is not an integer in 0..{top:#x}")
+
+
 class Virtqueue:
     """One split virtqueue as the device sees it.  ``owner`` names it in traces
     (e.g. ``00:03.0``).  The transport keeps the driver-written configuration
@@ -158,6 +174,16 @@ class Virtqueue:
     # ------------------------------------------------------------ setup
     def enable(self, indirect: bool, event_idx: bool) -> None:
         """The driver wrote queue_enable = 1: check its configuration and map the rings."""
+        self._map(indirect, event_idx)
+        # §2.7: both indices start at 0 (a device reset or queue reset brought us here).
+        self.last_avail = self.used_idx = 0
+        self._used16[0] = self._used16[1] = 0
+        self.signalled_used, self.signalled_valid = self.used_idx, False
+        self.enabled = True
+        self.reset_pending = False
+
+    def _map(self, indirect: bool, event_idx: bool) -> None:
+        """Check the rings' configuration (VirtqueueError) and make their views."""
         size, mem = self.size, self.memory
         if not 1 <= size <= self.max_size or size & (size - 1):
             raise VirtqueueError(f"queue {self.index}: size {size} is not a power of 2 in 1..{self.max_size}")
@@ -176,17 +202,35 @@ class Virtqueue:
         self._used16 = mem.view(self.device, used_ring_size(size)).cast("H")
         self._used32 = mem.view(self.device, used_ring_size(size) - 2).cast("I")
         self.indirect, self.event_idx = indirect, event_idx
-        # §2.7: both indices start at 0 (a device reset or queue reset brought us here).
-        self.last_avail = self.used_idx = 0
-        self._used16[0] = self._used16[1] = 0
-        self.signalled_used, self.signalled_valid = self.used_idx, False
-        self.enabled = True
-        self.reset_pending = False
 
     def disable(self) -> None:
         """Forget the rings (device reset, queue reset, or the device broke)."""
         self._desc_view = self._avail16 = self._used16 = self._used32 = None
         self.enabled = False
+
+    # ------------------------------------------------------------ snapshot (ARCHITECTURE.md "Snapshots")
+    def save(self) -> dict:
+        """Primary: what the driver configured and what the device keeps outside guest memory
+        (its indices and event-idx bookkeeping).  The rings themselves are guest memory."""
+        return {k: getattr(self, k) for k in (*_SAVED_INTS, *_SAVED_BOOLS)}
+
+    def restore(self, state: dict) -> None:
+        """Put back ``save()``'s values, each checked for its type and range (ValueError: a
+        snapshot this device can't hold).  The rings are not mapped here: ``remap`` (derived,
+        after memory is loaded) checks them as ``enable`` does."""
+        check_ints(state, _SAVED_INTS, f"queue {self.index}")
+        for k in _SAVED_BOOLS:
+            if type(state[k]) is not bool:
+                raise ValueError(f"queue {self.index}: saved {k} {state[k]!r} is not a boolean")
+        self.disable()
+        for k in (*_SAVED_INTS, *_SAVED_BOOLS):
+            setattr(self, k, state[k])
+
+    def remap(self) -> None:
+        """A restored enabled queue: its rings checked and mapped again as ``enable`` does, the
+        indices kept (VirtqueueError: the transport marks the device broken)."""
+        if self.enabled:
+            self._map(self.indirect, self.event_idx)
 
     # ------------------------------------------------------------ the avail ring
     def avail_idx(self) -> int:
@@ -318,5 +362,5 @@ class Virtqueue:
         return n
 
 
-__all__ = ["Virtqueue", "VirtqueueError", "Chain", "slice_views", "MAX_CHAIN_BYTES",
+__all__ = ["Virtqueue", "VirtqueueError", "Chain", "check_ints", "slice_views", "MAX_CHAIN_BYTES",
            "desc_table_size", "avail_ring_size", "used_ring_size"]

@@ -206,6 +206,28 @@ static inline void vdev_msix_entry(struct vdev *d, int e, uint32_t apic, uint32_
 static inline void vdev_msix_enable(struct vdev *d, bool on)
 	{ vcfg_write16(d->slot, d->msix + 2, on ? 0x8000 : 0); }
 
+/* The usual MSI-X set-up: entry 0 -> QUEUE_VECTOR (for the queues), entry 1 -> CONFIG_VECTOR
+ * (configuration changes: msix_config = 1), both to APIC; the function enabled. */
+static inline void vdev_msix_setup(struct vdev *d, uint32_t apic, uint32_t queue_vector, uint32_t config_vector)
+{
+	vdev_msix_entry(d, 0, apic, queue_vector);
+	vdev_msix_entry(d, 1, apic, config_vector);
+	vdev_msix_enable(d, true);
+	vc_write16(d, VC_MSIX, 1);
+}
+
+/* INTx: the device's INTA, on the GSI its interrupt-line register names, to VECTOR on APIC
+ * through the I/O APIC (level-triggered, active low, as PCI INTx is). */
+static inline void vdev_intx_route(struct vdev *d, uint32_t apic, uint8_t vector)
+{
+	volatile uint32_t *ioapic = (volatile uint32_t *)0xfec00000UL;	/* IOREGSEL, IOWIN at +0x10 */
+	unsigned line = vcfg_read8(d->slot, 0x3c);
+	ioapic[0] = 0x10 + 2 * line + 1;
+	ioapic[4] = apic << 24;
+	ioapic[0] = 0x10 + 2 * line;
+	ioapic[4] = vector | 1u << 15 | 1u << 13;
+}
+
 /* Set up queue INDEX with VQ_SIZE entries in MEM (zeroed here), MSI-X VECTOR (or
  * VIRTIO_NO_VECTOR).  Returns false if the device has no such queue or refused the vector. */
 static inline bool vq_setup(struct vdev *d, struct vq *q, int index, struct vq_mem *mem, uint16_t vector)

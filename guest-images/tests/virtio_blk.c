@@ -16,7 +16,6 @@
 #include "kit.h"
 #include "virtio.h"
 
-#define IOAPIC_BASE	0xfec00000UL
 #define VEC_QUEUE	0x50
 #define VEC_CONFIG	0x51
 #define VEC_INTX	0x60
@@ -59,12 +58,6 @@ static void intx_irq(struct kit_frame *f)
 	else
 		spurious++;
 	lapic_eoi();
-}
-
-static void ioapic_write(unsigned reg, uint32_t v)
-{
-	*(volatile uint32_t *)IOAPIC_BASE = reg;
-	*(volatile uint32_t *)(IOAPIC_BASE + 0x10) = v;
 }
 
 /* One request: header, then LEN bytes of BUF (device-writable if IN), then status. */
@@ -129,19 +122,14 @@ void kit_main(void)
 	KIT_ASSERT(capacity == 128 && blk_size == 512 && (ro || max_discard > 0));
 
 	if (intx) {
-		int line = vcfg_read8(dev.slot, 0x3c);
 		kit_set_handler(VEC_INTX, intx_irq);
-		ioapic_write(0x10 + 2 * line + 1, apic << 24);
-		ioapic_write(0x10 + 2 * line, VEC_INTX | 1u << 15 | 1u << 13);	/* level, active low */
+		vdev_intx_route(&dev, apic, VEC_INTX);
 		if (!vq_setup(&dev, &q, 0, &qmem, VIRTIO_NO_VECTOR))
 			kit_fail("queue setup failed");
 	} else {
 		kit_set_handler(VEC_QUEUE, queue_irq);
 		kit_set_handler(VEC_CONFIG, config_irq);
-		vdev_msix_entry(&dev, 0, apic, VEC_QUEUE);
-		vdev_msix_entry(&dev, 1, apic, VEC_CONFIG);
-		vdev_msix_enable(&dev, true);
-		vc_write16(&dev, VC_MSIX, 1);
+		vdev_msix_setup(&dev, apic, VEC_QUEUE, VEC_CONFIG);
 		if (!vq_setup(&dev, &q, 0, &qmem, 0))
 			kit_fail("queue setup failed");
 	}
