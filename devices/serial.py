@@ -220,9 +220,9 @@ class Serial:
     def read(self, offset: int, size: int) -> int:
         with self._lock:
             v = self._read(offset)
+            self._publish_lsr()                 # before the line moves (see _publish_lsr)
             if self.ier or self._irq_level:     # else nothing can raise the line or arm the timer
                 self._update_irq()
-            self._publish_lsr()
         if TP_REG.enabled:
             TP_REG.emit(dir="read", reg=offset, value=v)
         return v
@@ -263,9 +263,9 @@ class Serial:
             TP_REG.emit(dir="write", reg=offset, value=value)
         with self._lock:
             out = self._write(offset, value)
+            self._publish_lsr()
             if self.ier or self._irq_level:     # (as in read: IER 0 and the line low stay so)
                 self._update_irq()
-            self._publish_lsr()
         if out is not None:
             if TP_TX.enabled:
                 TP_TX.emit(byte=out)
@@ -312,9 +312,9 @@ class Serial:
                 b = self._write(RBR_THR_DLL, v & 0xFF)
                 if b is not None:
                     out.append(b)
+            self._publish_lsr()
             if self.ier or self._irq_level:
                 self._update_irq()
-            self._publish_lsr()
         if out:
             if TP_TX.enabled:
                 for b in out:
@@ -323,7 +323,9 @@ class Serial:
 
     def _publish_lsr(self) -> None:
         """The LSR a read would give now, for reads answered in C; none while an overrun
-        is flagged (reading clears it).  Call with the lock held."""
+        is flagged (reading clears it).  Call with the lock held, after every change of
+        the receiver or LSR and *before* the line may rise: a vCPU the interrupt wakes
+        reads LSR in C at once, without waiting for this lock."""
         if self._lsr_read is not None:
             self._lsr_read.set(None if self.lsr & LSR_OE else self.lsr | (LSR_DR if self.rx else 0))
 
@@ -376,9 +378,9 @@ class Serial:
         """Derived: the IRQ line's level (and the character-timeout timer) from the registers,
         and whether THR writes are coalesced."""
         with self._lock:
+            self._publish_lsr()
             self._update_irq()
             self._coalesce_tx()
-            self._publish_lsr()
 
     # ---------------------------------------------------------- console input
     def feed(self, data: bytes) -> None:
@@ -388,5 +390,5 @@ class Serial:
             self._receive()
             if TP_RX.enabled:
                 TP_RX.emit(n=len(data), queued=len(self.rx) + len(self.backlog))
+            self._publish_lsr()                 # first: the vCPU the line wakes reads LSR in C at once
             self._update_irq()
-            self._publish_lsr()
