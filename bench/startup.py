@@ -13,7 +13,7 @@ against ``python -c pass`` (the same interpreter and venv) measured in the same 
   files are here (Debian's /boot/vmlinuz-*, the `make linux-guest` initramfs, 512M), with
   and without --xen: nothing of it runs, so this works where KVM can't run Linux.
 
-    python bench/startup.py [--reps 9]
+    python bench/startup.py [--reps 9] [--only TEXT]
 
 It creates VMs: run it under the machine's guest lock where others boot guests too.
 """
@@ -101,6 +101,7 @@ def linux_args(xen: bool) -> list[str] | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=9, help="runs per case (median; default 9)")
+    ap.add_argument("--only", metavar="TEXT", help="only the cases whose name has TEXT (and the baseline)")
     args = ap.parse_args()
     hello = ["run", "--kernel", str(GUESTS / "hello.elf"), "--timeout", "30"]
     smoke = ["run", "--xen", "--kernel", str(GUESTS / "xen_smoke.elf"), "--timeout", "30"]
@@ -119,6 +120,9 @@ def main() -> int:
         a = linux_args(xen)
         if a is not None:
             firsts[f"vmm run {'--xen ' if xen else ''}Linux 512M"] = a
+    if args.only:
+        walls = {k: v for k, v in walls.items() if args.only in k or k.endswith("(baseline)")}
+        firsts = {k: v for k, v in firsts.items() if args.only in k}
     base = median(wall, walls.pop("python -c pass (baseline)"), args.reps)
     print(f"{'wall-clock, spawn to exit':<32} {'median ms':>10} {'x baseline':>11}")
     print(f"{'python -c pass (baseline)':<32} {base * 1e3:>10.1f} {1:>10.2f}x")
