@@ -42,6 +42,7 @@ from vmm.vm import Vm
 
 @dataclass
 class PcDevices:
+    """The PC devices attach_pc_devices plugged."""
     serial: Serial
     testdev: TestDev
     ioapic: IoApic | None = None     # only with the split irqchip

@@ -190,6 +190,7 @@ class FnRegion:
 
 @dataclass
 class PciBar:
+    """A base address register of a PCI function and the region behind it."""
     index: int
     size: int
     kind: str                       # BAR_IO, BAR_MEM32, BAR_MEM64
@@ -214,6 +215,7 @@ class PciBar:
 
 @dataclass
 class _Capability:
+    """A capability in a function's config space, with the hooks of its registers."""
     cap_id: int
     offset: int
     length: int

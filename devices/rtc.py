@@ -20,7 +20,6 @@ lists no IRQ.
 
 from __future__ import annotations
 
-import calendar
 import threading
 import time
 
@@ -86,6 +85,7 @@ class CmosRtc:
         hour = dec(regs[HOUR] & ~PM_BIT)
         if not b & B_24H:
             hour = hour % 12 + (12 if regs[HOUR] & PM_BIT else 0)
+        import calendar            # (here: it imports datetime, ~3 ms of every start for a rare write)
         try:
             guest = calendar.timegm((dec(regs[CENTURY]) * 100 + dec(regs[YEAR]), dec(regs[MONTH]),
                                      dec(regs[MDAY]), hour, dec(regs[MIN]), dec(regs[SEC]), 0, 0, 0))

@@ -30,6 +30,7 @@ class BusError(ValueError):
 
 @dataclass(frozen=True)
 class Mapping:
+    """A device at [base, base + length) of a bus."""
     base: int
     length: int
     device: Device

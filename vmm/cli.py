@@ -11,27 +11,19 @@ import argparse
 import os
 import sys
 
-from vmm import exitcodes, trace
+from vmm import __version__, exitcodes, trace
 from vmm.errors import UserError, internal_errors
 from vmm.sizes import parse_size
 
 
-def _version() -> str:
-    from importlib import metadata      # ~50 ms of every `vmm` start if imported eagerly
-    try:
-        return metadata.version("vmm")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 class _VersionAction(argparse.Action):
-    """`--version`, looked up only when asked for."""
+    """`--version`: vmm/__init__.py's, which the installed metadata has too."""
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"vmm {_version()}")
+        print(f"vmm {__version__}")
         parser.exit()
 
 
@@ -72,16 +64,50 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(exitcodes.USER_ERROR)
 
+    def _get_formatter(self):
+        # argparse makes a formatter for every add_argument too, and its default width comes
+        # from shutil.get_terminal_size: importing shutil (and with it bz2, lzma) was ~2 ms of
+        # every start.  The same width (HelpFormatter's: the terminal's columns - 2) without it.
+        return self.formatter_class(prog=self.prog, width=_terminal_columns() - 2)
+
+
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """``argv``: the command line about to be parsed; the `testhost` commands (which import
-    the launcher, ~10 % of a `vmm run` start) are only declared in full when it asks for
-    them, else by name."""
+    """``argv``: the command line about to be parsed.  When it starts with a command, only that
+    command is declared (and `run`'s options for `restore`, which takes some of them): each
+    parser costs argparse gettext look-ups that stat locale files and each option a help
+    formatter, ~5 ms of every start for all of them (x25 in the nested test host), and the
+    other commands can't be parsed anyway.  Otherwise (help, a bad command) all of them,
+    `testhost` by name only (its options import the launcher, ~10 % of a `vmm run` start)
+    unless ``argv`` is None."""
     p = _Parser(prog="vmm", description="A KVM microVMM with Xen HVM emulation.",
                 epilog="Docs: README.md, ARCHITECTURE.md, docs/ in the source tree.")
     p.add_argument("--version", action=_VersionAction, help="show the version and exit")
+    if argv == ["--version"]:
+        return p                    # it prints and exits before a command could matter
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    command = argv[0] if argv and argv[0] in _COMMANDS else None
+    declared = {}
+    for name, declare in _COMMANDS.items():
+        if command is None or name == command or (name == "run" and command == "restore"):
+            declared[name] = declare(sub, declared, full=argv is None or command == name)
+    return p
 
+
+def _declare_run(sub, declared: dict, full: bool) -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="boot a kernel in a new VM",
                        description="Boot a PVH ELF or a Linux bzImage. The exit status is the guest's "
                                    "(debug-exit port value, 0 on poweroff) or one of: 80 reset, "
@@ -161,7 +187,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="serve the control API on this UNIX socket (JSON lines: status, pause, resume, stats, "
                         "shutdown, snapshot; vmm/api.py)")
     r.set_defaults(func=cmd_run)
+    return r
 
+
+def _declare_restore(sub, declared: dict, full: bool) -> argparse.ArgumentParser:
+    r = declared["run"]
     rs = sub.add_parser("restore", help="resume a VM from a snapshot",
                         description="Build the machine a snapshot recorded (its MachineSpec) in its saved state "
                                     "and resume it. Only options that don't change the machine can be given; "
@@ -178,12 +208,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         else:
             rs.add_argument(opt, type=action.type, choices=action.choices, metavar=action.metavar, **kwargs)
     rs.set_defaults(func=cmd_restore, run_options=set(r._option_string_actions), parser=rs)
+    return rs
 
+
+def _declare_snapshot(sub, declared: dict, full: bool) -> argparse.ArgumentParser:
     sn = sub.add_parser("snapshot", help="snapshot a running VM through its control socket")
     sn.add_argument("--api-socket", required=True, metavar="PATH", help="the VM's --api-socket")
     sn.add_argument("--to", required=True, metavar="FILE", help="the snapshot file to write")
     sn.set_defaults(func=cmd_snapshot)
+    return sn
 
+
+def _declare_ctl(sub, declared: dict, full: bool) -> argparse.ArgumentParser:
     ct = sub.add_parser("ctl", help="send one command to a running VM's control socket",
                         description="Commands: status, pause, resume, stats, shutdown, snapshot (with --to). "
                                     "Prints the JSON answer; exit 0 if it is ok, 1 if not.")
@@ -191,26 +227,40 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ct.add_argument("cmd", metavar="CMD")
     ct.add_argument("--to", metavar="FILE", help="snapshot: the file to write")
     ct.set_defaults(func=cmd_ctl)
+    return ct
 
+
+def _declare_caps(sub, declared: dict, full: bool) -> argparse.ArgumentParser:
     c = sub.add_parser("caps", help="show what the host KVM offers")
     c.set_defaults(func=cmd_caps)
+    return c
 
+
+def _declare_trace_points(sub, declared: dict, full: bool) -> argparse.ArgumentParser:
     t = sub.add_parser("trace-points", help="list every trace point with its fields (no VM)",
                        description="Every trace point, from the declaration tables of vmm/, devices/ and "
                                    "xen/ (*/trace_events.py): name(fields) \"format\".")
     t.add_argument("--doc", action="store_true", help="print the names as ARCHITECTURE.md's Tracing list")
     t.set_defaults(func=cmd_trace_points)
+    return t
 
-    if argv is not None and argv[:1] != ["testhost"]:
-        sub.add_parser("testhost", help="run a command inside a nested VM whose KVM supports Xen")
-        return p
+
+def _declare_testhost(sub, declared: dict, full: bool) -> argparse.ArgumentParser | None:
+    if not full:
+        return sub.add_parser("testhost", help="run a command inside a nested VM whose KVM supports Xen")
     try:
         from vmm.testhost.cli import add_parser as add_testhost
     except ImportError:
-        add_testhost = None
-    if add_testhost is not None:
-        add_testhost(sub)
-    return p
+        return None
+    return add_testhost(sub)
+
+
+# Every command, in the order `vmm --help` lists them: ``declare(sub, declared, full)`` adds it
+# to ``sub``; ``declared``: the parsers declared before it, by name (restore takes run's
+# options); ``full``: testhost's own options too, not only its name.
+_COMMANDS = {"run": _declare_run, "restore": _declare_restore, "snapshot": _declare_snapshot,
+             "ctl": _declare_ctl, "caps": _declare_caps, "trace-points": _declare_trace_points,
+             "testhost": _declare_testhost}
 
 
 # ---------------------------------------------------------------- run
@@ -372,7 +422,6 @@ def _parse_xenstore(kv: str) -> tuple[str, str]:
 
 
 def _run(spec, timeout: float | None, api_socket: str | None = None, builder=None) -> int:
-    from vmm.api import ApiError, ApiServer
     from vmm.machine import BuildError, MachineBuilder
     try:
         machine = (builder or MachineBuilder(spec)).build()
@@ -382,6 +431,7 @@ def _run(spec, timeout: float | None, api_socket: str | None = None, builder=Non
     try:
         server = None
         if api_socket:
+            from vmm.api import ApiError, ApiServer     # (its sockets: imported when asked for)
             try:
                 server = ApiServer(api_socket, machine.api_handlers())
             except ApiError as e:

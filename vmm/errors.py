@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import traceback
 
 from vmm.trace_events import TP_VMM_INTERNAL_ERROR as TP_INTERNAL_ERROR
 
@@ -41,6 +40,7 @@ def internal_error(where: str, exc: BaseException | None = None, detail: str = "
         _errors.append(f"{where}: {what}")
     if TP_INTERNAL_ERROR.enabled:
         TP_INTERNAL_ERROR.emit(where=where, error=what)
+    import traceback            # (only here: every `vmm` start imports this module)
     text = "".join(traceback.format_exception(exc)) if exc is not None else detail + "\n"
     sys.stderr.write(f"vmm: internal error in {where}:\n{text}")
     sys.stderr.flush()

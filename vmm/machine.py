@@ -48,19 +48,21 @@ from vmm.boot import BootInfo, load_kernel
 from vmm.boot.acpi import write_acpi_tables
 from vmm.console import Console, LineSink
 from vmm.errors import UserError
-from vmm.api import ApiError
 from vmm.irqchip import IrqChipError
 from vmm.locks import ordered_lock
-from vmm.snapshot import SnapshotError, SnapshotReader, SnapshotWriter
 from vmm.trace_events import TP_SNAPSHOT_STEP
 from vmm.vm import Vm, VmConfig, VmSetupError
-from xen.domain import XenConfig, XenDomain
-from xen.platform_pci import XenPlatformDevice, attach_xen_platform
-from xen.toolstack import Toolstack
-from xen.transport import choose_transport
+from xen.config import XenConfig
 
+# Imported where they are used, not here: every `vmm run` imports this module, and most
+# machines have no Xen (the domain, its toolstack and the ABI tables: ~20 ms on the host,
+# ~25x that in the nested test host), no virtio, no snapshot and no control socket.
 if TYPE_CHECKING:
     from devices.virtio.pci import VirtioPciDevice
+    from vmm.snapshot import SnapshotReader
+    from xen.domain import XenDomain
+    from xen.platform_pci import XenPlatformDevice
+    from xen.toolstack import Toolstack
 
 
 class BuildError(RuntimeError):
@@ -168,6 +170,7 @@ class MachineSpec:
 # ---------------------------------------------------------------- the phases
 @dataclass(frozen=True)
 class Phase:
+    """A build phase: what it does, and what it needs from which earlier phase."""
     name: str
     does: str
     needs: dict[str, str]          # an earlier phase -> why this one needs it
@@ -315,6 +318,7 @@ class Machine:
     def snapshot(self, path: str) -> dict:
         """Pause, save every part's state and the memory to ``path`` (atomically: a temp file
         renamed), resume unless it was paused.  Raises SnapshotError (one line)."""
+        from vmm.snapshot import SnapshotError
         with self._control_lock:
             if self.vm.exit_code is not None:
                 raise SnapshotError("the guest has ended: nothing to snapshot")
@@ -334,6 +338,9 @@ class Machine:
 
     def api_handlers(self) -> dict:
         """The control socket's commands (vmm/api.py) on this machine."""
+        from vmm.api import ApiError
+        from vmm.snapshot import SnapshotError
+
         def snapshot(req: dict) -> dict:
             to = req.get("to")
             if not isinstance(to, str) or not to:
@@ -359,6 +366,7 @@ class Machine:
                 "shutdown": lambda req: self.request_shutdown(), "snapshot": snapshot}
 
     def _write_snapshot(self, path: str, t0: float) -> dict:
+        from vmm.snapshot import SnapshotError, SnapshotWriter
         self.vm.coalesced.drain()                # the guest's coalesced writes reach their devices
         hold = _quiesce(self)
         try:
@@ -483,6 +491,7 @@ def _pc_devices(m: Machine) -> None:
 @contributes("pci")
 def _xen_platform_device(m: Machine) -> None:
     if m.spec.wants_xen_platform:
+        from xen.platform_pci import attach_xen_platform
         m.xen_platform = attach_xen_platform(m.vm, m.pci)
 
 
@@ -535,6 +544,8 @@ def _xen_domain(m: Machine) -> None:
     config = m.spec.xen
     if config is None:
         return
+    from xen.domain import XenDomain
+    from xen.transport import choose_transport
     try:
         choose_transport(m.vm.kvm, config.hypercalls)      # a clear error for an unusable transport
     except ValueError as e:
@@ -547,6 +558,7 @@ def _xen_toolstack(m: Machine) -> None:
     """What libxl and dom0's daemons give a domU: special pages, the PV console, xenstore
     (xen/toolstack.py)."""
     if m.xen is not None:
+        from xen.toolstack import Toolstack
         try:
             m.toolstack = Toolstack(m.xen, m.console.source("hvc0"), name=m.spec.xen_name,
                                     xenstore=tuple(m.spec.xenstore))
@@ -727,6 +739,7 @@ def restore_builder(path: str, overrides: dict | None = None) -> tuple[MachineBu
     """A builder for the machine saved in ``path`` (checked whole first: SnapshotError), its
     ``boot`` and ``firmware`` phases replaced by loading the saved state.  ``overrides``: run
     options that don't change the machine's shape (RESTORE_OPTIONS)."""
+    from vmm.snapshot import SnapshotError, SnapshotReader
     reader = SnapshotReader(path)
     try:
         try:
@@ -755,6 +768,7 @@ def _load_snapshot(m: Machine, reader: SnapshotReader) -> None:
     then the overlay pages Xen had placed (memory lands in them); the memory; the VM's
     (vCPUs, kernel irqchip); then each part's ``rebuilt`` (derived state), in this order:
     devices (I/OAPIC routes, PIC, PIT thread, PCI BARs and MSI vectors, lines), then Xen."""
+    from vmm.snapshot import SnapshotError
     unsupported = snapshot_unsupported(m)
     if unsupported:
         raise SnapshotError(f"cannot restore this machine: {unsupported}")

@@ -56,6 +56,7 @@ class GuestMemoryError(ValueError):
 
 @dataclass
 class Region:
+    """One mapping of guest-physical memory: RAM, or an overlay page the VMM placed."""
     gpa: int
     size: int
     mapping: mmap.mmap

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import atexit
 import fnmatch
-import json
 import os
-import string
 import sys
-import textwrap
 import threading
 import time
-import zlib
-from typing import IO
+from typing import TYPE_CHECKING
+
+# json and zlib (the Perfetto output), string (listing the fields), textwrap (--doc) are
+# imported where used: every `vmm` start imports this module, few of them trace.
+if TYPE_CHECKING:
+    from typing import IO
 
 _points: dict[str, "TracePoint"] = {}
 _tables: list["TraceTable"] = []
@@ -59,6 +60,7 @@ class TracePoint:
     @property
     def fields(self) -> list[str]:
         """The field names of the format, in order (what ``emit`` must be given)."""
+        import string
         seen: list[str] = []
         for _, field, _, _ in string.Formatter().parse(self.fmt):
             if field and field not in seen:
@@ -125,6 +127,7 @@ def listing(tabs: list[TraceTable]) -> str:
 def doc_list(tabs: list[TraceTable]) -> str:
     """The names, one Markdown item per table, for ARCHITECTURE.md's Tracing section
     (``vmm trace-points --doc``; tests/test_trace_points.py checks the two agree)."""
+    import textwrap
     out = []
     for t in tabs:
         names = ", ".join(f"`{n}`" for n in t.points)
@@ -194,12 +197,14 @@ class PerfettoSink:
     VM ended (short of SIGKILL)."""
 
     def __init__(self, f: IO[str], process_name: str = "vmm"):
+        import json
+        self._dumps = json.dumps
         self.file = f
         self.pid = os.getpid()
         self._tids: dict[str, int] = {}
         self._closed = False
         self._write('{"displayTimeUnit":"ns","traceEvents":[\n')
-        self._write(json.dumps({"name": "process_name", "ph": "M", "ts": 0, "pid": self.pid, "tid": 0,
+        self._write(self._dumps({"name": "process_name", "ph": "M", "ts": 0, "pid": self.pid, "tid": 0,
                                 "args": {"name": process_name}}))
 
     def _write(self, text: str) -> None:
@@ -214,13 +219,14 @@ class PerfettoSink:
             if name.startswith("vcpu") and name[4:].isdigit():
                 tid = int(name[4:]) + 1
             else:
+                import zlib
                 tid = 10000 + zlib.crc32(name.encode()) % 1000000
             while tid in self._tids.values():
                 tid += 1
             self._tids[name] = tid
-            self._write(",\n" + json.dumps({"name": "thread_name", "ph": "M", "ts": 0, "pid": self.pid,
+            self._write(",\n" + self._dumps({"name": "thread_name", "ph": "M", "ts": 0, "pid": self.pid,
                                             "tid": tid, "args": {"name": name}}))
-            self._write(",\n" + json.dumps({"name": "thread_sort_index", "ph": "M", "ts": 0, "pid": self.pid,
+            self._write(",\n" + self._dumps({"name": "thread_sort_index", "ph": "M", "ts": 0, "pid": self.pid,
                                             "tid": tid, "args": {"sort_index": tid}}))
         return tid
 
@@ -241,7 +247,7 @@ class PerfettoSink:
             if self._closed:          # a vCPU still running while the VMM exits
                 return
             ev["tid"] = self._tid(name)
-            self._write(",\n" + json.dumps(ev))
+            self._write(",\n" + self._dumps(ev))
 
     def close(self) -> None:
         with _lock:

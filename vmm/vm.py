@@ -41,6 +41,7 @@ class VmSetupError(RuntimeError):
 
 @dataclass
 class VmConfig:
+    """What Vm creates: memory, vCPUs, the irqchip."""
     memory: int = 256 << 20
     cpus: int = 1
     irqchip: str = "kernel"          # "kernel" or "split"

@@ -16,12 +16,12 @@ the IrqChip.  Hypercall handlers run on the calling vCPU's thread; timers on the
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Callable
 
 from vmm.vm import Vm
 from vmm.locks import ordered_condition, ordered_lock
 from xen import abi
+from xen.config import XenConfig  # noqa: F401  (its home; imported from here too)
 from xen.cpuid import xen_leaves
 from xen.evtchn import EventChannels
 from xen.evtchn_2l import TwoLevelAbi
@@ -43,23 +43,6 @@ from xen.upcall import Upcall
 from xen.vcpus import XenVcpus
 
 DOMID = 1          # our guest's domain id (dom0 would be the VMM's own backends)
-
-
-@dataclass
-class XenConfig:
-    version: tuple[int, int] = (4, 17)
-    hypercalls: str = "auto"            # auto | kernel | port
-    kvm_accel: bool = True              # kernel transport: let KVM deliver events and answer poll (xen/kvm_accel.py)
-    nr_pirqs: int = 256                 # PIRQs of the domain (Xen: nr_static_irqs + extra_guest_irqs)
-    # Offer FIFO event channels (Xen does; Linux then prefers them).  Off: EVTCHNOP_init_control
-    # is -ENOSYS (as QEMU), the guest stays 2-level, which KVM's acceleration delivers in-kernel.
-    # None (auto): offered unless KVM delivers events (accel_full): KVM's in-kernel delivery
-    # knows only 2-level, so there a FIFO guest would take every timer, IPI and PIRQ event
-    # through the VMM -- a Linux boot in the nested host ran ~4x slower.  Exits avoided first.
-    fifo: bool | None = None
-    # CPUID base+4 XEN_HVM_CPUID_APIC_ACCESS_VIRT | X2APIC_VIRT: "the hardware virtualizes the
-    # (x2)APIC", so Linux uses native MSIs instead of PIRQs (arch/x86/pci/xen.c xen_hvm_msi_init)
-    apic_virt: bool = False
 
 
 class XenDomain:

@@ -72,6 +72,7 @@ PER_VCPU_VIRQS = {abi.VIRQ_TIMER, abi.VIRQ_DEBUG, abi.VIRQ_XENOPROF, abi.VIRQ_XE
 
 @dataclass
 class Channel:
+    """One event-channel port (Xen's struct evtchn)."""
     state: int = ECS_FREE
     vcpu: int = 0                 # notify_vcpu_id
     remote_dom: int = 0           # unbound: who may bind; interdomain: the peer

@@ -19,6 +19,7 @@ from xen.hypercall import XenError
 
 @dataclass(frozen=True)
 class Param:
+    """What a guest may do with one HVM parameter, and why."""
     guest_sets: bool
     guest_reads: bool
     why: str

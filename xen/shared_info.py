@@ -35,6 +35,7 @@ from xen import abi
 
 @dataclass(frozen=True)
 class Layout:
+    """Offsets in shared_info for one guest width."""
     word: int                 # bytes per evtchn word (xen_ulong_t)
     pending: int              # shared_info.evtchn_pending
     mask: int                 # shared_info.evtchn_mask

@@ -18,6 +18,7 @@ from xen.guest_access import GuestFault
 
 @dataclass
 class XenVcpu:
+    """Xen's per-vCPU state: registered areas, up/down, runstate accounting."""
     id: int
     runstate_gva: int | None = None
     runstate_abi: str = "64"

@@ -83,9 +83,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from construct import Bytes, Const, Default, Int8ul, Int16ul, Int32ul, Int64ul, Struct
-
 from vmm.boot import aml, layout
+from vmm.boot.cstruct import Bytes, Const, Default, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 from vmm.errors import UserError
 from vmm.memory import IOAPIC_BASE, LAPIC_BASE, PCI_MMIO_BASE, GuestMemory
 

@@ -9,9 +9,8 @@ long mode with %rsi pointing at the zero page.
 
 from __future__ import annotations
 
-from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct
-
 from vmm.boot import layout
+from vmm.boot.cstruct import Int8ul, Int16ul, Int32ul, Int64ul, Struct
 from vmm.boot.pvh import place_initrd, write_cmdline
 from vmm.errors import UserError
 from vmm.memory import GuestMemory
@@ -114,7 +113,7 @@ def load_bzimage(mem: GuestMemory, data: bytes, path: str, cmdline: str,
     kernel_off = (setup_sects + 1) * 512
     if kernel_off >= len(data):
         raise UserError(f"{path}: truncated bzImage (no protected-mode kernel)")
-    kernel = data[kernel_off:]
+    kernel = memoryview(data)[kernel_off:]          # (no copy of the kernel: it is written once)
     if hdr.syssize and len(kernel) < hdr.syssize * 16:
         raise UserError(f"{path}: truncated bzImage ({len(kernel)} bytes of kernel, "
                         f"header says {hdr.syssize * 16})")

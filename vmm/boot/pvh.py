@@ -11,9 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from construct import Int32ul, Int64ul, Struct
-
 from vmm.boot import layout
+from vmm.boot.cstruct import Int32ul, Int64ul, Struct
 from vmm.errors import UserError
 from vmm.memory import GuestMemory
 from vmm.x86 import PAGE_SIZE
@@ -55,6 +54,7 @@ EM_X86_64 = 62
 
 @dataclass
 class ElfSegment:
+    """A PT_LOAD or PT_NOTE program header."""
     type: int
     offset: int
     paddr: int
@@ -64,6 +64,7 @@ class ElfSegment:
 
 @dataclass
 class ElfImage:
+    """What the PVH loader needs of an ELF file."""
     elf_class: int          # 32 or 64
     entry: int
     segments: list[ElfSegment]
@@ -146,7 +147,7 @@ def load_pvh(mem: GuestMemory, data: bytes, path: str, cmdline: str,
         if s.paddr < layout.KERNEL_LOAD or not mem.check(s.paddr, s.memsz) or s.paddr + s.memsz > mem.low_end:
             raise UserError(f"{path}: segment at {s.paddr:#x}+{s.memsz:#x} does not fit in guest RAM "
                             f"(1 MiB .. {mem.low_end:#x})")
-        mem.write(s.paddr, data[s.offset:s.offset + s.filesz])
+        mem.write(s.paddr, memoryview(data)[s.offset:s.offset + s.filesz])    # (no copy of the segment)
         mem.fill(s.paddr + s.filesz, s.memsz - s.filesz)  # BSS
         image_end = max(image_end, s.paddr + s.memsz)
     if not any(s.paddr <= entry < s.paddr + s.memsz for s in loads):

@@ -52,6 +52,7 @@ _ENV_DROP = {"_", "SHLVL", "PWD", "OLDPWD", "PYTEST_CURRENT_TEST"}
 
 @dataclass
 class Artifacts:
+    """What the nested test host boots: its kernel, initramfs and KVM fixes."""
     vmlinux: Path
     initramfs: Path
     kvm_fixes: tuple[str, ...] = ()     # vmm/testhost/kvm_fixes applied to the host's KVM
@@ -59,6 +60,7 @@ class Artifacts:
 
 @dataclass
 class Result:
+    """How a nested run ended."""
     exit_code: int
     console_log: Path | None
     timings: dict = field(default_factory=dict)

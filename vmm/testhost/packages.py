@@ -37,6 +37,7 @@ _apt_updated = False
 
 @dataclass(frozen=True)
 class KernelInfo:
+    """A packaged Debian kernel: its ABI and version."""
     abi: str             # uname -r of the packaged kernel, e.g. 6.1.0-56-amd64
     version: str         # Debian version of linux-image-<abi>, e.g. 6.1.192-2
 

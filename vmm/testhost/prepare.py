@@ -38,6 +38,7 @@ def artifacts_if_ready() -> launcher.Artifacts:
 
 @dataclass
 class Status:
+    """What the test host's cache has and lacks for one kernel."""
     abi: str | None
     version: str | None
     missing: list[str]

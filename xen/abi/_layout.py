@@ -14,6 +14,7 @@ explicit ``Padding`` where the compiler would.
 
 from __future__ import annotations
 
+import functools
 import types
 from enum import Enum
 from typing import Callable, NamedTuple
@@ -176,13 +177,22 @@ class XenStruct(CType):
         self.header = header
         self.packed = packed
         self._fields = fields
+        assert cname not in STRUCTS, cname
+        STRUCTS[cname] = self
+
+    @functools.cached_property
+    def variants(self) -> dict[str, _Variant]:
+        """Both ABIs' layouts, made on first use rather than at import: laying out every
+        struct of xen.abi was ~3 ms of each --xen start (~25x in the nested test host), and
+        a guest uses a few of them (tests/test_xen_abi.py lays out all of them)."""
         v64, v32 = self._lay("64"), self._lay("32")
         if v32.signature == v64.signature:
             v32 = v64
-        self.variants = {"64": v64, "32": v32}
-        self.same_on_both_abis = v32 is v64
-        assert cname not in STRUCTS, cname
-        STRUCTS[cname] = self
+        return {"64": v64, "32": v32}
+
+    @property
+    def same_on_both_abis(self) -> bool:
+        return self.variants["32"] is self.variants["64"]
 
     def _lay(self, abi: str) -> _Variant:
         subcons, offsets, sig = [], {}, []

@@ -54,6 +54,7 @@ class PvConsole:
 
 @dataclass
 class DomainInfo:
+    """What the toolstack writes about a new domain."""
     domid: int
     name: str
     max_memkb: int

@@ -40,7 +40,7 @@ from collections import deque
 from xen import abi
 from xen.trace_events import TP_XEN_XENSTORE_RING as TP_RING
 
-from .daemon import HEADER, HEADER_SIZE, PAYLOAD_MAX, Connection, XenstoreDaemon
+from .daemon import HEADER_SIZE, PAYLOAD_MAX, Connection, XenstoreDaemon, parse_header
 
 RING = abi.XENSTORE_RING_SIZE
 U32 = 0xFFFFFFFF
@@ -135,7 +135,7 @@ class XenstoreRing:
         self._want -= n
         if self._want == 0:
             if len(self._in) == HEADER_SIZE:
-                length = HEADER.parse(bytes(self._in)).len
+                length = parse_header(self._in)[3]
                 if length > PAYLOAD_MAX:       # core.c handle_input: "Client tried to feed us"
                     self._ignore(abi.XENSTORE_ERROR_PROTO, f"payload of {length}")
                     return -1

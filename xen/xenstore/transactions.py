@@ -25,6 +25,7 @@ from .store import NO_GENERATION, Caller, E, Node, Perm, Store, View, XsError
 
 @dataclass
 class _Access:
+    """A transaction's record of one node it read or wrote."""
     generation: int = 0                # at the first read, or NO_GENERATION
     check_gen: bool = False            # first access was a read
     modified: bool = False
@@ -38,6 +39,7 @@ FIRE_EXACT, FIRE_SUBTREE = 1, 2
 
 @dataclass
 class Transaction(View):
+    """An open xenstore transaction: its accesses, checked at commit."""
     store: Store
     id: int
     caller: Caller

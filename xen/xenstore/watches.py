@@ -24,6 +24,7 @@ from .store import PERM_READ, Node, Perm, Store, get_parent, is_child, perm_for
 
 @dataclass(frozen=True)
 class Watch:
+    """A watch one connection set on a path, with its token."""
     path: str           # canonical: absolute or @special
     token: bytes
     prefix_len: int     # watch.c prefix_len: strip "/local/domain/<id>/" for a relative watch
