@@ -56,6 +56,7 @@ test: test-host test-nested
 
 bench: setup
 	$(PY) bench/pio_exit.py
+	$(PY) bench/serial_console.py
 	$(PY) bench/hypercall.py
 	$(PY) bench/pirq.py
 	$(PY) bench/xen_services.py

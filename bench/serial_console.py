@@ -51,6 +51,7 @@ def run_uart(n: int, coalesce: bool, cache: bool = False) -> tuple[int, float]:
     serial = Serial(got.append, lambda level: None, tx_zone=zone, lsr_read=lsr)
     vm.pio_bus.register(COM1_BASE, 8, serial, "serial0")
     vm.pio_bus.register(0x701, 1, Done(vm), "done")
+    vm.coalesced.start()                     # the zone registered (Vm.start does it in `vmm run`)
     vm.memory.write(0x100000, guest_code(n))
     set_protected_mode_flat(vm.boot_vcpu, 0x100000, 0)
     t0 = time.perf_counter()

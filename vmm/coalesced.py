@@ -37,30 +37,46 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF}
 
 
 class Zone:
-    """One port range a device may coalesce; ``want(on)`` registers or unregisters it
-    with KVM when the answer changes (a leaf lock around the ioctl)."""
+    """One port range a device may coalesce.  ``want(on)`` says what the device wants now;
+    the ``coalesced-flush`` thread registers or unregisters the zone with KVM, then
+    replays the ring.  Never the device's (vCPU) thread: KVM's (un)register waits for an
+    SRCU grace period, which a vCPU blocked in KVM's own SCHEDOP_poll holds off, and that
+    vCPU may be spinning in the guest for a lock the calling vCPU holds (a 2-vCPU Xen
+    Linux stopped for good at its reboot that way).  Until the change is made, writes go
+    on as before: a THR write coalesced after the guest enabled THRE interrupts is
+    replayed (and its interrupt raised) when the zone comes off, as a real UART raises
+    THRE only once the byte has left."""
 
     def __init__(self, ring: "CoalescedWrites", port: int, size: int, name: str):
         self.ring, self.port, self.size, self.name = ring, port, size, name
-        self.on = False
+        self.on = False                  # registered with KVM (changed by the flush thread only)
+        self.wanted = False
         # Optional: the device's handler for a run of 1-byte writes to ``port`` replayed
         # together (one call instead of one per write); else its bus handler, per write.
         self.write_many = None
         self._lock = ordered_lock("vm.coalesced_zone")
 
     def want(self, on: bool) -> None:
-        if on == self.on:
-            return
+        """Any thread, any lock held: only a flag and a wake-up."""
+        if on != self.wanted:
+            self.wanted = on
+            self.ring.wake()
+
+    def apply(self) -> bool:
+        """Make KVM's registration what the device wants (the flush thread, or before the
+        vCPUs run).  True if it changed."""
         with self._lock:
+            on = self.wanted
             if on == self.on or self.ring.closed:
-                return
+                return False
             try:
                 self.ring.vm_fd.coalesced_zone(self.port, self.size, pio=True, register=on)
             except KvmError:
-                return                            # stays as it was: writes exit, nothing is lost
+                return False                      # stays as it was: writes exit, or are replayed
             self.on = on
         if TP_VM_COALESCED_ZONE.enabled:
             TP_VM_COALESCED_ZONE.emit(what=self.name, port=self.port, on=on)
+        return True
 
 
 class CoalescedWrites:
@@ -81,6 +97,7 @@ class CoalescedWrites:
         self._flusher: threading.Thread | None = None
         self._mapping = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         page = kvm.check_extension(consts.KVM_CAP_COALESCED_MMIO)
         if page and kvm.check_extension(consts.KVM_CAP_COALESCED_PIO):
             self.ring, self.entries = vcpu_fd.coalesced_ring(page)
@@ -166,24 +183,37 @@ class CoalescedWrites:
             out["coalesced"] = sum(self.stats.values())
         return out
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def start(self) -> None:
-        """The safety net: replay every FLUSH_PERIOD_S while a zone is on."""
+        """Zones as their devices want them (no vCPU runs yet), then the flush thread:
+        zone changes, and the safety net of a replay every FLUSH_PERIOD_S."""
         if self.ring is None or not self._zones:
             return
+        for z in self._zones:
+            z.apply()
         self._flusher = threading.Thread(target=self._flush_loop, name="coalesced-flush", daemon=True)
         self._flusher.start()
 
     def _flush_loop(self) -> None:
         from vmm.errors import internal_error
-        while not self._stop.wait(FLUSH_PERIOD_S):
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_PERIOD_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
-                self.drain()
+                for z in self._zones:
+                    z.apply()
+                self.drain()                          # (after a zone came off: the writes it took)
             except Exception as e:                   # noqa: BLE001  a device's bug: reported, not fatal here
                 internal_error("coalesced-flush", e)
 
     def close(self) -> None:
         """The VM ended: what the guest wrote last is replayed (its console output)."""
         self._stop.set()
+        self._wake.set()
         if self._flusher is not None:
             self._flusher.join(1.0)
         self.drain()

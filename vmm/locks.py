@@ -52,7 +52,7 @@ LOCK_ORDER: tuple[str, ...] = (
                         # ExtINT injector with nothing held; takes nothing (INT and EOIs are told after it)
     "xen.timers",       # Timers._cv: released before a VIRQ is delivered
     "xen.events",       # XenDomain.events: a leaf Condition, notify only
-    "vm.coalesced_zone",  # Zone._lock: one (un)register ioctl; taken under a device's lock (a leaf)
+    "vm.coalesced_zone",  # Zone._lock: one (un)register ioctl, on the coalesced-flush thread (a leaf)
     "virtio.hold",      # ServiceHold._cv (devices/virtio/hold.py): a snapshot's hold of a virtio device thread; a leaf
                         # (the thread takes it with nothing held, between its service steps)
     "vcpu.state",       # Vcpu._cond: a vCPU's state and control flags; a leaf (calls run outside it)
