@@ -51,10 +51,17 @@ class Zone:
         self.ring, self.port, self.size, self.name = ring, port, size, name
         self.on = False                  # registered with KVM (changed by the flush thread only)
         self.wanted = False
-        # Optional: the device's handler for a run of 1-byte writes to ``port`` replayed
-        # together (one call instead of one per write); else its bus handler, per write.
-        self.write_many = None
         self._lock = ordered_lock("vm.coalesced_zone")
+
+    @property
+    def write_many(self):
+        return self.ring.batched.get(self.port)
+
+    @write_many.setter
+    def write_many(self, fn) -> None:
+        """Optional: the device's handler for a run of 1-byte writes to ``port`` replayed
+        together (one call instead of one per write); else its bus handler, per write."""
+        self.ring.batched[self.port] = fn
 
     def want(self, on: bool) -> None:
         """Any thread, any lock held: only a flag and a wake-up."""
@@ -94,6 +101,7 @@ class CoalescedWrites:
         self.stats: Counter[str] = Counter()      # device name -> writes replayed
         self._lock = ordered_lock("vm.coalesced")
         self._zones: list[Zone] = []
+        self.batched: dict = {}                  # port -> a zone's write_many
         self._flusher: threading.Thread | None = None
         self._mapping = None
         self._stop = threading.Event()
@@ -116,9 +124,7 @@ class CoalescedWrites:
         self._zones.append(z)
         return z
 
-    @property
-    def _batched(self) -> dict:
-        return {z.port: z.write_many for z in self._zones if z.write_many is not None}
+
 
     def pending(self) -> bool:
         idx = self.indices
@@ -135,7 +141,7 @@ class CoalescedWrites:
         stats = self.stats
         with self._lock:
             entries, handlers, page, unpack = self.entries, self.handlers, self._page, ENTRY.unpack_from
-            batched = self._batched
+            batched = self.batched
             first, last = idx[0], idx[1]
             while first != last:
                 port, size, _pio, data = unpack(page, 8 + first * ENTRY.size)
